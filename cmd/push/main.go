@@ -1,0 +1,149 @@
+// Command push is the Livepush edge. Without NATS_URL it runs everything in one process: an embedded nats-server
+// with JetStream, the feed simulators and the edge, so `go run ./cmd/push` shows live prices at
+// http://localhost:8080. With NATS_URL it joins that NATS deployment and serves what the feeds publish there.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/livepush/livepush/feeds"
+	"github.com/livepush/livepush/internal/cli"
+	"github.com/livepush/livepush/internal/natsconn"
+	"github.com/livepush/livepush/internal/stream"
+	"github.com/livepush/livepush/push"
+	"github.com/livepush/livepush/web"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(cli.Exit("push", run(ctx, os.Args[1:], os.Getenv, os.Stderr, nil)))
+}
+
+// run is the whole command, callable from tests; listening, if not nil, learns the address once the edge serves.
+func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer, listening func(net.Addr)) error {
+	f := cli.New("push", "push: the Livepush edge (SSE, WebSocket, polling) and the ticker page", getenv, stderr)
+	addr := f.String("addr", "PUSH_ADDR", ":8080", "address to serve HTTP on")
+	natsURL := f.String("nats", "NATS_URL", "", "NATS server URL(s), comma-separated; empty: run an embedded nats-server and the feeds in this process")
+	dataDir := f.String("data", "PUSH_DATA_DIR", defaultDataDir(), "directory for the embedded nats-server's JetStream files")
+	natsListen := f.String("nats-listen", "PUSH_NATS_LISTEN", "", "let TCP clients reach the embedded nats-server here too, e.g. 127.0.0.1:4222")
+	withFeeds := f.Bool("feeds", "PUSH_FEEDS", false, "run the feed simulators in this process even with NATS_URL set")
+	allowed := f.List("allowed-origins", "PUSH_ALLOWED_ORIGINS", "other origins whose pages may open WebSockets, as host patterns (example.com, *.example.com)")
+	corsOrigins := f.List("cors-origins", "PUSH_CORS_ORIGINS", "origins that may read SSE and the JSON API cross-site (https://example.com, or *)")
+	maxTopics := f.Int("max-topics", "PUSH_MAX_TOPICS", 64, "most topic patterns per connection or request")
+	queueLimit := f.Int("queue-limit", "PUSH_QUEUE_LIMIT", 256, "updates waiting for one subscriber before they are conflated to the latest per topic")
+	slowTimeout := f.Duration("slow-timeout", "PUSH_SLOW_TIMEOUT", 30*time.Second, "disconnect a subscriber that stays behind this long")
+	writeTimeout := f.Duration("write-timeout", "PUSH_WRITE_TIMEOUT", 10*time.Second, "longest one write to a client may take")
+	heartbeat := f.Duration("heartbeat", "PUSH_HEARTBEAT", 15*time.Second, "send a heartbeat on connections silent this long")
+	drainTimeout := f.Duration("drain-timeout", "PUSH_DRAIN_TIMEOUT", 10*time.Second, "on SIGTERM, how long clients get to move to another edge")
+	logLevel := f.String("log-level", "PUSH_LOG_LEVEL", "info", "log level: debug, info, warn or error")
+	logFormat := f.String("log-format", "PUSH_LOG_FORMAT", "text", "log format: text or json")
+	healthcheck := f.String("healthcheck", "", "", "get this URL, exit 0 if it answers 200 (container health checks)")
+	var streamCfg stream.Config
+	applyStream := streamCfg.RegisterFlags(f)
+	var feedCfg feeds.Config
+	applyFeeds := feedCfg.RegisterFlags(f)
+	if err := f.Parse(args); err != nil {
+		return err
+	}
+	applyStream()
+	applyFeeds()
+	if *healthcheck != "" {
+		return cli.HealthCheck(*healthcheck)
+	}
+	log, err := cli.Logger(stderr, *logLevel, *logFormat)
+	if err != nil {
+		return cli.UsageError{Err: err}
+	}
+
+	var nc *nats.Conn
+	if *natsURL == "" {
+		if err := os.MkdirAll(*dataDir, 0o755); err != nil {
+			return fmt.Errorf("data directory: %w", err)
+		}
+		ns, err := natsconn.StartEmbedded(natsconn.EmbeddedOptions{StoreDir: *dataDir, Listen: *natsListen, Log: log})
+		if err != nil {
+			return err
+		}
+		defer ns.Stop()
+		log.Info("embedded nats-server running", "store", *dataDir, "tcp", *natsListen)
+		if nc, err = ns.Connect(natsconn.Options("push", log)...); err != nil {
+			return err
+		}
+		*withFeeds = true
+	} else if nc, err = natsconn.Connect(*natsURL, "push", log); err != nil {
+		return fmt.Errorf("NATS %s: %w", *natsURL, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	hub := push.NewHub(push.HubOptions{QueueLimit: *queueLimit, SlowTimeout: *slowTimeout,
+		WriteTimeout: *writeTimeout, Heartbeat: *heartbeat, Retention: streamCfg.MaxAge})
+	src := push.NewSource(js, streamCfg, hub, log)
+	srv := push.NewServer(push.Config{
+		AllowedOrigins: *allowed,
+		CORSOrigins:    *corsOrigins,
+		MaxTopics:      *maxTopics,
+		DrainTimeout:   *drainTimeout,
+		Page:           web.FS,
+		Log:            log,
+	}, hub, src)
+
+	feedsCtx, stopFeeds := context.WithCancel(ctx)
+	defer stopFeeds()
+	var wg sync.WaitGroup
+	if *withFeeds {
+		pub := feeds.NewPublisher(js, 0, log.With("component", "feeds"))
+		wg.Go(func() {
+			if _, err := stream.Ensure(feedsCtx, js, streamCfg, log); err != nil {
+				return // only when stopping
+			}
+			if err := feeds.Run(feedsCtx, feedCfg, pub.Publish, log.With("component", "feeds")); err != nil {
+				log.Error("feeds stopped", "err", err)
+			}
+		})
+	}
+	log.Info("open the ticker page", "url", pageURL(ln.Addr()))
+	if listening != nil {
+		listening(ln.Addr())
+	}
+	err = srv.Run(ctx, ln)
+	stopFeeds()
+	wg.Wait()
+	return err
+}
+
+// pageURL is the address a person on this machine opens.
+func pageURL(a net.Addr) string {
+	tcp, ok := a.(*net.TCPAddr)
+	if ok && (tcp.IP.IsUnspecified() || tcp.IP.IsLoopback()) {
+		return fmt.Sprintf("http://localhost:%d", tcp.Port)
+	}
+	return "http://" + a.String()
+}
+
+func defaultDataDir() string {
+	if dir, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(dir, "livepush", "nats")
+	}
+	return filepath.Join(os.TempDir(), "livepush", "nats")
+}

@@ -1,0 +1,229 @@
+package feeds
+
+import (
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"math/rand/v2"
+	"sort"
+	"time"
+)
+
+// Errors returned by NewMarket, wrapped with the offending value.
+var (
+	ErrNoSymbols     = errors.New("feeds: no symbols")
+	ErrInvalidSymbol = errors.New("feeds: invalid symbol")
+	ErrInvalidRate   = errors.New("feeds: invalid rate")
+)
+
+// DefaultSymbols are the symbols a zero MarketConfig simulates: large US
+// stocks and a few index ETFs.
+var DefaultSymbols = []string{
+	"AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "GOOG", "META", "TSLA", "BRK-B", "AVGO",
+	"JPM", "LLY", "V", "UNH", "XOM", "MA", "JNJ", "PG", "HD", "COST",
+	"ABBV", "MRK", "ORCL", "CVX", "KO", "PEP", "ADBE", "CRM", "BAC", "NFLX",
+	"AMD", "WMT", "TMO", "MCD", "CSCO", "ACN", "ABT", "LIN", "DIS", "WFC",
+	"INTC", "DHR", "VZ", "TXN", "CMCSA", "PM", "NEE", "IBM", "QCOM", "AMGN",
+	"HON", "UNP", "INTU", "CAT", "GS", "LOW", "SPGI", "BA", "AMAT", "PFE",
+	"RTX", "SBUX", "GE", "DE", "PLTR", "UBER", "SHOP", "COIN", "F", "GM",
+	"T", "NKE", "PYPL", "MU", "SPY", "QQQ", "IWM", "DIA",
+}
+
+// DefaultRate is the total number of quotes per second when
+// MarketConfig.Rate is zero.
+const DefaultRate = 50
+
+// Model constants. Simulated time maps one to one onto trading time, so a
+// process running for days covers many sessions without a close.
+const (
+	tradingYear = 252 * 6.5 * 3600 // seconds of trading in a year
+	// reversion is the pull of the log price back to the open, per year.
+	// It barely shows within a day (about 18%) but bounds a long run: the
+	// stationary spread is vol/sqrt(2*reversion), 8% at 80% volatility.
+	reversion = 50.0
+)
+
+// MarketConfig configures NewMarket. The zero value is a valid
+// configuration.
+type MarketConfig struct {
+	// Symbols to quote; each must match [A-Z0-9_-]+ and appear once. Nil
+	// means DefaultSymbols; a non-nil empty list is ErrNoSymbols.
+	Symbols []string
+	// Rate is the total quote updates per second across all symbols. Zero
+	// means DefaultRate; negative, NaN or infinite is ErrInvalidRate.
+	Rate float64
+	// Seed makes runs repeatable: the same config gives the same sequence.
+	Seed int64
+}
+
+// Market simulates quotes for a set of symbols. Next is not safe for
+// concurrent use; Symbols is.
+type Market struct {
+	rng   *rand.Rand
+	rate  float64
+	names []string
+	syms  []*symbolState
+	cumW  []float64 // cumulative liquidity weights, for picking a symbol
+	now   time.Duration
+}
+
+// symbolState is one symbol's model parameters and running state.
+type symbolState struct {
+	name   string
+	topic  string
+	open   float64 // session open, unrounded
+	openR  float64 // session open as published
+	vol    float64 // annualised volatility
+	drift  float64 // annualised drift, near zero
+	spread float64 // full bid/ask spread in basis points
+	x      float64 // log(price/open)
+	volume int64
+	last   time.Duration // simulated time of the previous tick
+}
+
+// NewMarket returns a market simulator for cfg. It returns ErrNoSymbols,
+// ErrInvalidSymbol or ErrInvalidRate, wrapped with the offending value.
+func NewMarket(cfg MarketConfig) (*Market, error) {
+	symbols := cfg.Symbols
+	if symbols == nil {
+		symbols = DefaultSymbols
+	}
+	if len(symbols) == 0 {
+		return nil, ErrNoSymbols
+	}
+	rate := cfg.Rate
+	switch {
+	case rate == 0:
+		rate = DefaultRate
+	case rate < 0 || math.IsNaN(rate) || math.IsInf(rate, 0):
+		return nil, fmt.Errorf("%w %v: want a positive number of quotes per second", ErrInvalidRate, cfg.Rate)
+	}
+	m := &Market{
+		rng:   rand.New(rand.NewPCG(uint64(cfg.Seed), 0x6d61726b6574)), // "market"
+		rate:  rate,
+		names: make([]string, 0, len(symbols)),
+	}
+	seen := make(map[string]bool, len(symbols))
+	total := 0.0
+	for _, name := range symbols {
+		if !validSymbol(name) {
+			return nil, fmt.Errorf("%w %q: want [A-Z0-9_-]+", ErrInvalidSymbol, name)
+		}
+		if seen[name] {
+			return nil, fmt.Errorf("%w %q: listed twice", ErrInvalidSymbol, name)
+		}
+		seen[name] = true
+		s, weight := newSymbol(name, cfg.Seed)
+		m.names = append(m.names, name)
+		m.syms = append(m.syms, s)
+		total += weight
+		m.cumW = append(m.cumW, total)
+	}
+	return m, nil
+}
+
+// newSymbol draws a symbol's parameters from its own generator, keyed by
+// the seed and the name, so a symbol behaves the same whatever list it is
+// in. It also returns the symbol's liquidity weight.
+func newSymbol(name string, seed int64) (*symbolState, float64) {
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	r := rand.New(rand.NewPCG(uint64(seed), h.Sum64()))
+	logUniform := func(lo, hi float64) float64 {
+		return lo * math.Exp(r.Float64()*math.Log(hi/lo))
+	}
+	open := logUniform(8, 900)
+	s := &symbolState{
+		name:   name,
+		topic:  MarketSubject(name),
+		open:   open,
+		openR:  roundPrice(open),
+		vol:    0.15 + 0.65*r.Float64(),
+		drift:  0.04 * (r.Float64() - 0.5),
+		spread: 1 + 7*r.Float64(),
+	}
+	return s, logUniform(0.3, 3)
+}
+
+// validSymbol reports whether s matches [A-Z0-9_-]+.
+func validSymbol(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !('A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// Symbols returns a copy of the simulated symbols in configuration order.
+func (m *Market) Symbols() []string {
+	return append([]string(nil), m.names...)
+}
+
+// Next advances the simulation by one tick. wait is the simulated delay
+// since the previous tick (exponentially distributed, so ticks form a
+// Poisson process at the configured rate); q is the tick with TS left zero.
+func (m *Market) Next() (wait time.Duration, q Quote) {
+	wait = time.Duration(m.rng.ExpFloat64() / m.rate * float64(time.Second))
+	m.now += wait
+
+	i := sort.SearchFloat64s(m.cumW, m.rng.Float64()*m.cumW[len(m.cumW)-1])
+	if i == len(m.syms) { // only if Float64 returned exactly the total
+		i--
+	}
+	s := m.syms[i]
+
+	// Exact Ornstein-Uhlenbeck step of the log price towards the open: a
+	// geometric random walk for short steps, stable for any step length.
+	dt := (m.now - s.last).Seconds() / tradingYear
+	s.last = m.now
+	decay := math.Exp(-reversion * dt)
+	mean := (s.drift - s.vol*s.vol/2) / reversion
+	sd := s.vol * math.Sqrt(-math.Expm1(-2*reversion*dt)/(2*reversion))
+	s.x = mean + (s.x-mean)*decay + sd*m.rng.NormFloat64()
+
+	s.volume += 100 * int64(1+m.rng.IntN(50))
+	return wait, s.quote()
+}
+
+// quote renders the symbol's state, rounding in whole ticks so that
+// bid < ask and bid <= price <= ask hold exactly after rounding.
+func (s *symbolState) quote() Quote {
+	p := s.open * math.Exp(s.x)
+	decimals := 2
+	if p < 1 {
+		decimals = 4
+	}
+	scale := math.Pow10(decimals)
+	ticks := max(int64(math.Round(p*scale)), 2)
+	half := max(int64(math.Round(p*s.spread/2e4*scale)), 1)
+	price := float64(ticks) / scale
+	change := roundTo(price-s.openR, 4)
+	if decimals == 2 && s.openR >= 1 {
+		change = roundTo(change, 2)
+	}
+	return Quote{
+		Topic:     s.topic,
+		Kind:      KindQuote,
+		Symbol:    s.name,
+		Price:     price,
+		Bid:       float64(max(ticks-half, 1)) / scale,
+		Ask:       float64(ticks+half) / scale,
+		Open:      s.openR,
+		Change:    change,
+		ChangePct: roundTo(100*change/s.openR, 2),
+		Volume:    s.volume,
+	}
+}
+
+// roundPrice rounds a price to the cent, or to 1/100 of a cent below $1.
+func roundPrice(p float64) float64 {
+	if p < 1 {
+		return roundTo(p, 4)
+	}
+	return roundTo(p, 2)
+}

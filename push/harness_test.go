@@ -1,0 +1,183 @@
+package push
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/livepush/livepush/internal/natsconn"
+	"github.com/livepush/livepush/internal/stream"
+)
+
+// The tests run real parts: an embedded nats-server with JetStream, edges serving on loopback ports, and real SSE
+// and WebSocket clients.
+
+func testLogger(t testing.TB) *slog.Logger {
+	if os.Getenv("PUSH_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+type testNATS struct {
+	srv *natsconn.Embedded
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	cfg stream.Config
+}
+
+func startNATS(t testing.TB) *testNATS {
+	t.Helper()
+	srv, err := natsconn.StartEmbedded(natsconn.EmbeddedOptions{StoreDir: t.TempDir(), Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	nc, err := srv.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := stream.Config{Name: "LIVEPUSH"}
+	if _, err := stream.Ensure(t.Context(), js, cfg, testLogger(t)); err != nil {
+		t.Fatal(err)
+	}
+	return &testNATS{srv: srv, nc: nc, js: js, cfg: cfg}
+}
+
+// publish stores payload under topic through JetStream and returns its cursor.
+func (n *testNATS) publish(t testing.TB, topic string, payload string) uint64 {
+	t.Helper()
+	ack, err := n.js.Publish(t.Context(), topic, []byte(payload))
+	if err != nil {
+		t.Fatalf("publish %s: %v", topic, err)
+	}
+	return ack.Sequence
+}
+
+var quoteSeq int
+
+// quote returns a quote payload for symbol with a distinct price each call.
+func quote(symbol string) string {
+	quoteSeq++
+	return fmt.Sprintf(`{"topic":"market.%s","kind":"quote","symbol":"%s","price":%d.25,"ts":"%s"}`,
+		symbol, symbol, 100+quoteSeq, time.Now().UTC().Format(time.RFC3339Nano))
+}
+
+func score(league, match string, home, away int) string {
+	return fmt.Sprintf(`{"topic":"sports.%s.%s","kind":"score","league":"%s","match":"%s","home":{"name":"A","score":%d},`+
+		`"away":{"name":"B","score":%d},"status":"live","ts":"%s"}`,
+		league, match, league, match, home, away, time.Now().UTC().Format(time.RFC3339Nano))
+}
+
+type testEdge struct {
+	url  string // http://127.0.0.1:port
+	hub  *Hub
+	stop func()
+}
+
+// startEdge runs an edge on a loopback port against n and waits until it is ready.
+func startEdge(t testing.TB, n *testNATS, cfg Config, hubOpts HubOptions) *testEdge {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Log == nil {
+		cfg.Log = testLogger(t)
+	}
+	if cfg.DrainTimeout == 0 {
+		cfg.DrainTimeout = 2 * time.Second
+	}
+	hub := NewHub(hubOpts)
+	src := NewSource(n.js, n.cfg, hub, cfg.Log)
+	srv := NewServer(cfg, hub, src)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx, ln) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("edge stopped with %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	e := &testEdge{url: "http://" + ln.Addr().String(), hub: hub, stop: stop}
+	e.waitReady(t)
+	return e
+}
+
+func (e *testEdge) waitReady(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(e.url + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("edge not ready after 10s (last: %v)", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitHead waits until the edge has seen the update with cursor seq.
+func (e *testEdge) waitHead(t testing.TB, seq uint64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for e.hub.Head() < seq {
+		if time.Now().After(deadline) {
+			t.Fatalf("edge head %d, want %d", e.hub.Head(), seq)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// received is an update as a client saw it on any transport.
+type received struct {
+	Kind   string
+	Topic  string
+	Cursor uint64
+	Data   string
+}
+
+func mustCursor(t testing.TB, s string) uint64 {
+	t.Helper()
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		t.Fatalf("cursor %q: %v", s, err)
+	}
+	return n
+}
+
+func topicOf(t testing.TB, data string) string {
+	t.Helper()
+	var p struct{ Topic string }
+	if err := json.Unmarshal([]byte(data), &p); err != nil {
+		t.Fatalf("payload %q: %v", data, err)
+	}
+	return p.Topic
+}

@@ -1,0 +1,385 @@
+package push
+
+import (
+	"cmp"
+	"context"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/livepush/livepush/internal/topic"
+)
+
+// HubOptions tune the hub. The zero value is usable: each zero field takes the default it documents.
+type HubOptions struct {
+	// QueueLimit is how many updates may wait for one subscriber before its queue is conflated to the latest update
+	// of each topic. Zero: 256.
+	QueueLimit int
+	// SlowTimeout is how long a subscriber may stay behind (its queue conflated and never drained) before it is
+	// disconnected as a slow consumer. Zero: 30s.
+	SlowTimeout time.Duration
+	// WriteTimeout bounds every write to a subscriber's socket; a write that takes longer disconnects it.
+	// Zero: 10s.
+	WriteTimeout time.Duration
+	// Heartbeat is the longest a connection stays silent: a subscriber with nothing written for this long gets a
+	// heartbeat (an SSE comment, a WebSocket ping). Zero: 15s.
+	Heartbeat time.Duration
+	// Retention is how long the last-value cache keeps a topic that has not been updated, matching the stream's
+	// MaxAge so the cache does not grow with every finished match forever. Zero: 1h.
+	Retention time.Duration
+}
+
+func (o HubOptions) withDefaults() HubOptions {
+	if o.QueueLimit <= 0 {
+		o.QueueLimit = 256
+	}
+	if o.SlowTimeout <= 0 {
+		o.SlowTimeout = 30 * time.Second
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 10 * time.Second
+	}
+	if o.Heartbeat <= 0 {
+		o.Heartbeat = 15 * time.Second
+	}
+	if o.Retention <= 0 {
+		o.Retention = time.Hour
+	}
+	return o
+}
+
+// Hub routes updates to subscribers. It keeps the last update of every topic (the snapshot served on subscribe),
+// an index from subscription patterns to subscribers, and nothing else: each subscriber owns its queue and writes
+// its own socket, so publishing never waits for a client.
+type Hub struct {
+	opts HubOptions
+
+	// mu guards the subscription index. Publish holds it for reading while it fans out (enqueueing only, never
+	// writing to a socket); Subscribe and Unsubscribe hold it for writing.
+	mu       sync.RWMutex
+	patterns map[string]*patternSet   // distinct pattern → its subscribers
+	matches  map[string][]*patternSet // topic → the pattern sets matching it; cleared when patterns come and go
+	subs     map[*Subscriber]struct{}
+
+	// cacheMu guards the last-value cache. Lock order: mu before cacheMu.
+	cacheMu sync.RWMutex
+	head    uint64 // cursor of the newest update published
+	latest  map[string]*Update
+
+	nextID  atomic.Uint64
+	live    sync.WaitGroup // subscribers not yet closed, for a graceful drain
+	closing atomic.Bool
+}
+
+type patternSet struct {
+	pattern string
+	subs    []*Subscriber
+}
+
+// NewHub returns an empty hub.
+func NewHub(opts HubOptions) *Hub {
+	return &Hub{
+		opts:     opts.withDefaults(),
+		patterns: make(map[string]*patternSet),
+		matches:  make(map[string][]*patternSet),
+		subs:     make(map[*Subscriber]struct{}),
+		latest:   make(map[string]*Update),
+	}
+}
+
+// Head returns the cursor of the newest update the hub has seen.
+func (h *Hub) Head() uint64 {
+	h.cacheMu.RLock()
+	defer h.cacheMu.RUnlock()
+	return h.head
+}
+
+// Publish caches u as its topic's latest update and hands it to every subscriber whose patterns match. Updates must
+// come in cursor order; one at or below the head (a redelivery) is ignored. Publish never blocks on a client.
+func (h *Hub) Publish(u *Update) {
+	h.cacheMu.Lock()
+	if u.Cursor <= h.head {
+		h.cacheMu.Unlock()
+		return
+	}
+	h.head = u.Cursor
+	h.latest[u.Topic] = u
+	h.cacheMu.Unlock()
+
+	h.mu.RLock()
+	sets, ok := h.matches[u.Topic]
+	if !ok {
+		h.mu.RUnlock()
+		h.mu.Lock()
+		sets = h.matchLocked(u.Topic)
+		h.mu.Unlock()
+		h.mu.RLock()
+	}
+	for _, set := range sets {
+		for _, s := range set.subs {
+			s.offer(u)
+		}
+	}
+	h.mu.RUnlock()
+}
+
+// matchLocked returns (and caches) the pattern sets that match topic t. h.mu must be held for writing.
+func (h *Hub) matchLocked(t string) []*patternSet {
+	if sets, ok := h.matches[t]; ok {
+		return sets
+	}
+	var sets []*patternSet
+	for p, set := range h.patterns {
+		if topic.Match(p, t) {
+			sets = append(sets, set)
+		}
+	}
+	h.matches[t] = sets
+	return sets
+}
+
+// newSubscriber registers a connection with the hub. Its patterns start empty.
+func (h *Hub) newSubscriber(sink sink, transport, remote string) (*Subscriber, bool) {
+	s := &Subscriber{
+		hub:       h,
+		id:        h.nextID.Add(1),
+		sink:      sink,
+		transport: transport,
+		remote:    remote,
+		limit:     h.opts.QueueLimit,
+	}
+	s.lastWrite.Store(time.Now().UnixNano())
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closing.Load() {
+		return nil, false
+	}
+	h.subs[s] = struct{}{}
+	h.live.Add(1)
+	return s, true
+}
+
+// Subscribe adds patterns to s, queues reply (if not nil), then the snapshot (the latest update of every topic that
+// the new patterns match and the old ones did not), then live updates: with no gap and no duplicate between them.
+// Patterns s already has are ignored.
+func (h *Hub) Subscribe(s *Subscriber, patterns []string, reply *Update) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if s.removed {
+		return
+	}
+	var added []string
+	for _, p := range patterns {
+		if s.hasPatternLocked(p) || slices.Contains(added, p) {
+			continue
+		}
+		added = append(added, p)
+	}
+	old := len(s.patterns)
+	for _, p := range added {
+		set := h.patterns[p]
+		if set == nil {
+			set = &patternSet{pattern: p}
+			h.patterns[p] = set
+			clear(h.matches) // a new pattern may match cached topics
+		}
+		s.patterns = append(s.patterns, subscription{set: set, index: len(set.subs)})
+		set.subs = append(set.subs, s)
+	}
+
+	// Holding mu keeps Publish from fanning out while the snapshot is taken; the cursor check in offer drops what
+	// the snapshot already holds.
+	h.cacheMu.RLock()
+	head := h.head
+	var snapshot []*Update
+	if len(added) > 0 {
+		for t, u := range h.latest {
+			if matchesAny(added, t) && !s.matchesLocked(t, old) {
+				snapshot = append(snapshot, u)
+			}
+		}
+	}
+	h.cacheMu.RUnlock()
+	slices.SortFunc(snapshot, func(a, b *Update) int { return cmp.Compare(a.Cursor, b.Cursor) })
+	s.enqueueSnapshot(reply, snapshot, head)
+}
+
+// Unsubscribe removes patterns from s, drops the updates queued for s that no remaining pattern matches, and queues
+// reply (if not nil): after the reply, s receives nothing for the removed patterns.
+func (h *Hub) Unsubscribe(s *Subscriber, patterns []string, reply *Update) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, p := range patterns {
+		h.removePatternLocked(s, p)
+	}
+	s.purge(func(t string) bool { return s.matchesLocked(t, len(s.patterns)) }, reply)
+}
+
+func (h *Hub) removePatternLocked(s *Subscriber, p string) {
+	i := slices.IndexFunc(s.patterns, func(sub subscription) bool { return sub.set.pattern == p })
+	if i < 0 {
+		return
+	}
+	sub := s.patterns[i]
+	s.patterns = slices.Delete(s.patterns, i, i+1)
+	set := sub.set
+	last := len(set.subs) - 1
+	if sub.index != last {
+		moved := set.subs[last]
+		set.subs[sub.index] = moved
+		for j := range moved.patterns {
+			if moved.patterns[j].set == set {
+				moved.patterns[j].index = sub.index
+				break
+			}
+		}
+	}
+	set.subs[last] = nil
+	set.subs = set.subs[:last]
+	if len(set.subs) == 0 {
+		delete(h.patterns, p)
+		clear(h.matches)
+	}
+}
+
+// remove takes s out of the hub entirely. It reports false if s was already removed.
+func (h *Hub) remove(s *Subscriber) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if s.removed {
+		return false
+	}
+	s.removed = true
+	for len(s.patterns) > 0 {
+		h.removePatternLocked(s, s.patterns[len(s.patterns)-1].set.pattern)
+	}
+	delete(h.subs, s)
+	return true
+}
+
+// Snapshot returns the head cursor and the latest update of every topic matching one of patterns, in cursor order.
+func (h *Hub) Snapshot(patterns []string) (head uint64, updates []*Update) {
+	h.cacheMu.RLock()
+	head = h.head
+	for t, u := range h.latest {
+		if matchesAny(patterns, t) {
+			updates = append(updates, u)
+		}
+	}
+	h.cacheMu.RUnlock()
+	slices.SortFunc(updates, func(a, b *Update) int { return cmp.Compare(a.Cursor, b.Cursor) })
+	return head, updates
+}
+
+// Run sends heartbeats to idle subscribers, disconnects stuck ones and expires old topics from the cache, until ctx
+// ends.
+func (h *Hub) Run(ctx context.Context) {
+	tick := time.NewTicker(min(h.opts.Heartbeat, h.opts.SlowTimeout) / 2)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			h.sweep(now)
+		}
+	}
+}
+
+func (h *Hub) sweep(now time.Time) {
+	h.mu.RLock()
+	subs := make([]*Subscriber, 0, len(h.subs))
+	for s := range h.subs {
+		subs = append(subs, s)
+	}
+	h.mu.RUnlock()
+	idle := now.Add(-h.opts.Heartbeat).UnixNano()
+	for _, s := range subs {
+		s.check(now, idle)
+	}
+
+	expired := now.Add(-h.opts.Retention)
+	h.cacheMu.Lock()
+	for t, u := range h.latest {
+		if u.Recv.Before(expired) {
+			delete(h.latest, t)
+		}
+	}
+	h.cacheMu.Unlock()
+}
+
+// Shutdown closes every subscriber with reason (WebSocket clients get its close code, SSE clients a final event
+// telling them to reconnect) and refuses new ones. It waits until all have been told or ctx ends; then it cuts the
+// connections that are still stuck.
+func (h *Hub) Shutdown(ctx context.Context, reason closeReason) error {
+	h.mu.Lock()
+	h.closing.Store(true)
+	subs := make([]*Subscriber, 0, len(h.subs))
+	for s := range h.subs {
+		subs = append(subs, s)
+	}
+	h.mu.Unlock()
+	for _, s := range subs {
+		s.Close(reason)
+	}
+	done := make(chan struct{})
+	go func() { h.live.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		for _, s := range subs {
+			s.sink.abort()
+		}
+		return ctx.Err()
+	}
+}
+
+// Topic is one entry of the catalog.
+type Topic struct {
+	Topic  string `json:"topic"`
+	Kind   string `json:"kind"`
+	Cursor uint64 `json:"cursor,string"`
+}
+
+// Topics returns the catalog: every topic in the last-value cache, sorted by name, and the head cursor.
+func (h *Hub) Topics() (head uint64, topics []Topic) {
+	h.cacheMu.RLock()
+	head = h.head
+	topics = make([]Topic, 0, len(h.latest))
+	for t, u := range h.latest {
+		topics = append(topics, Topic{Topic: t, Kind: u.Kind, Cursor: u.Cursor})
+	}
+	h.cacheMu.RUnlock()
+	slices.SortFunc(topics, func(a, b Topic) int { return cmp.Compare(a.Topic, b.Topic) })
+	return head, topics
+}
+
+// Stats counts what the hub holds, for health and metrics.
+type Stats struct {
+	Subscribers int
+	Patterns    int
+	Topics      int
+	Head        uint64
+}
+
+// Stats returns current counts.
+func (h *Hub) Stats() Stats {
+	h.mu.RLock()
+	st := Stats{Subscribers: len(h.subs), Patterns: len(h.patterns)}
+	h.mu.RUnlock()
+	h.cacheMu.RLock()
+	st.Topics, st.Head = len(h.latest), h.head
+	h.cacheMu.RUnlock()
+	return st
+}
+
+func matchesAny(patterns []string, t string) bool {
+	for _, p := range patterns {
+		if topic.Match(p, t) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,199 @@
+// Package push is the edge: it follows the stream (Source), routes updates to subscribers (Hub) and serves them over
+// SSE, WebSocket, long polling and plain polling (Server), with the ticker page at /.
+package push
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gin-gonic/gin"
+)
+
+// Config configures an edge. The zero value is usable: each zero field takes the default it documents.
+type Config struct {
+	// AllowedOrigins are the origins, besides the page's own, whose pages may open WebSockets, as host patterns
+	// ("example.com", "*.example.com"). Zero: same origin only, which refuses cross-site WebSocket hijacking.
+	AllowedOrigins []string
+	// CORSOrigins may read SSE streams and the JSON API from other sites: full origins ("https://example.com")
+	// or "*". Zero: none.
+	CORSOrigins []string
+	// MaxTopics is the most topic patterns one connection or request may hold. Zero: 64.
+	MaxTopics int
+	// Hub tunes queues, timeouts and heartbeats.
+	Hub HubOptions
+	// DrainTimeout bounds a graceful shutdown: clients are told to reconnect elsewhere, and whoever is still
+	// connected after this is cut off. Zero: 10s.
+	DrainTimeout time.Duration
+	// ReadHeaderTimeout bounds how long a client may take to send its request headers. Zero: 10s.
+	ReadHeaderTimeout time.Duration
+	// Page holds the ticker page's files, served at /. Nil: no page.
+	Page fs.FS
+	// Log receives the edge's logs. Nil: slog.Default().
+	Log *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxTopics <= 0 {
+		c.MaxTopics = 64
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 10 * time.Second
+	}
+	if c.ReadHeaderTimeout <= 0 {
+		c.ReadHeaderTimeout = 10 * time.Second
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+	return c
+}
+
+// Server is one edge process: HTTP routes over a hub fed by a source.
+type Server struct {
+	cfg      Config
+	hub      *Hub
+	src      *Source
+	log      *slog.Logger
+	handler  http.Handler
+	draining atomic.Bool
+}
+
+// NewServer returns an edge serving hub, with readiness taken from src.
+func NewServer(cfg Config, hub *Hub, src *Source) *Server {
+	cfg = cfg.withDefaults()
+	s := &Server{cfg: cfg, hub: hub, src: src, log: cfg.Log}
+	s.handler = s.routes()
+	return s
+}
+
+func (s *Server) routes() http.Handler {
+	gin.SetMode(gin.ReleaseMode)
+	r := gin.New()
+	r.SetTrustedProxies(nil) // ClientIP is the peer address unless proxies are configured
+	r.Use(s.recover)
+
+	// Streams manage their own connection: no middleware that buffers or times out the response.
+	r.GET("/sse", s.handleSSE)
+	r.GET("/ws", s.handleWS)
+
+	api := r.Group("/api", s.cors)
+	api.GET("/snapshot", s.handleSnapshot)
+	api.GET("/topics", s.handleTopics)
+
+	r.GET("/healthz", s.handleHealth)
+	r.GET("/readyz", s.handleReady)
+
+	if s.cfg.Page != nil {
+		page := http.FileServerFS(s.cfg.Page)
+		r.NoRoute(func(c *gin.Context) {
+			if c.Request.Method != http.MethodGet && c.Request.Method != http.MethodHead {
+				writeError(c, http.StatusMethodNotAllowed, "method_not_allowed", "only GET is served here")
+				return
+			}
+			page.ServeHTTP(c.Writer, c.Request)
+		})
+	} else {
+		r.NoRoute(func(c *gin.Context) { writeError(c, http.StatusNotFound, "not_found", "no such endpoint") })
+	}
+	return r
+}
+
+// Handler returns the edge's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Run serves on ln, follows the stream and keeps the hub's housekeeping going until ctx ends; then it drains:
+// stops accepting, tells every client to reconnect elsewhere, and returns when they are gone or DrainTimeout
+// passes.
+func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	bg, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+	var wg sync.WaitGroup
+	wg.Go(func() { s.hub.Run(bg) })
+	wg.Go(func() { s.src.Run(bg) })
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	s.log.Info("edge listening", "addr", ln.Addr().String())
+
+	select {
+	case err := <-served:
+		stop()
+		wg.Wait()
+		return err
+	case <-ctx.Done():
+	}
+
+	s.log.Info("draining", "timeout", s.cfg.DrainTimeout, "connections", s.hub.Stats().Subscribers)
+	s.draining.Store(true)
+	drainCtx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
+	defer cancel()
+	var drain sync.WaitGroup
+	drain.Go(func() {
+		if err := srv.Shutdown(drainCtx); err != nil {
+			srv.Close()
+		}
+	})
+	drain.Go(func() {
+		if err := s.hub.Shutdown(drainCtx, reasonRestart); err != nil {
+			s.log.Warn("drain timed out: cutting remaining connections", "err", err)
+		}
+	})
+	drain.Wait()
+	stop()
+	wg.Wait()
+	s.log.Info("stopped")
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// corsOrigin returns the value for Access-Control-Allow-Origin, or "" when the request's origin is not allowed.
+func (s *Server) corsOrigin(r *http.Request) string {
+	origin := r.Header.Get("Origin")
+	switch {
+	case origin == "" || len(s.cfg.CORSOrigins) == 0:
+		return ""
+	case slices.Contains(s.cfg.CORSOrigins, "*"):
+		return "*"
+	case slices.Contains(s.cfg.CORSOrigins, origin):
+		return origin
+	}
+	return ""
+}
+
+func (s *Server) cors(c *gin.Context) {
+	if origin := s.corsOrigin(c.Request); origin != "" {
+		c.Header("Access-Control-Allow-Origin", origin)
+		c.Header("Vary", "Origin")
+	}
+}
+
+func (s *Server) recover(c *gin.Context) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			s.log.Error("handler panic", "path", c.Request.URL.Path, "panic", v)
+			if !c.Writer.Written() {
+				writeError(c, http.StatusInternalServerError, "internal", "internal error")
+			}
+		}
+	}()
+	c.Next()
+}

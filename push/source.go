@@ -1,0 +1,141 @@
+package push
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/livepush/livepush/internal/stream"
+	"github.com/livepush/livepush/internal/topic"
+)
+
+// Source feeds the hub from the stream: one ordered consumer per edge process, whatever the number of clients.
+// It starts with the last update of every topic (the snapshot cache) and then follows the stream live. The ordered
+// consumer recreates itself after NATS trouble at the sequence after the last one it delivered, so a NATS restart
+// costs the edge no update.
+type Source struct {
+	js     jetstream.JetStream
+	stream stream.Config
+	hub    *Hub
+	log    *slog.Logger
+
+	caughtUp atomic.Bool  // the consumer has delivered everything the stream held when it started
+	running  atomic.Bool  // a consumer is consuming
+	dropped  atomic.Int64 // messages that could not be delivered (bad topic or payload)
+}
+
+// NewSource returns a source that feeds hub from the stream described by cfg over js.
+func NewSource(js jetstream.JetStream, cfg stream.Config, hub *Hub, log *slog.Logger) *Source {
+	return &Source{js: js, stream: cfg, hub: hub, log: log}
+}
+
+// Run ensures the stream exists and consumes it until ctx ends. While NATS is unreachable it keeps trying.
+func (s *Source) Run(ctx context.Context) error {
+	name := s.stream.StreamName()
+	backoff := 250 * time.Millisecond
+	for {
+		err := s.consume(ctx, name)
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.log.Warn("stream consumer failed, retrying", "stream", name, "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func (s *Source) consume(ctx context.Context, name string) error {
+	if _, err := stream.Ensure(ctx, s.js, s.stream, s.log); err != nil {
+		return err
+	}
+	cfg := jetstream.OrderedConsumerConfig{
+		FilterSubjects: stream.Subjects,
+		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
+	}
+	if head := s.hub.Head(); head > 0 {
+		// Restarting after a failure: continue where the hub is.
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, head+1
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	cons, err := s.js.OrderedConsumer(cctx, name, cfg)
+	cancel()
+	if err != nil {
+		return err
+	}
+	if info := cons.CachedInfo(); info != nil && info.NumPending == 0 {
+		s.caughtUp.Store(true)
+	}
+	cc, err := cons.Consume(s.handle, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		// The ordered consumer recovers by itself (it recreates its server-side consumer after the last sequence it
+		// delivered): these are for the operator to see.
+		if !errors.Is(err, jetstream.ErrOrderedConsumerReset) {
+			s.log.Warn("stream consumer interrupted", "err", err)
+		}
+	}))
+	if err != nil {
+		return err
+	}
+	s.running.Store(true)
+	s.log.Info("consuming stream", "stream", name, "from", cfg.DeliverPolicy.String(), "head", s.hub.Head())
+	defer func() {
+		s.running.Store(false)
+		cc.Stop()
+	}()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-cc.Closed():
+		return errors.New("push: consumer closed")
+	}
+}
+
+// handle turns a stream message into an update for the hub. It runs on the consumer's goroutine and must be quick.
+func (s *Source) handle(m jetstream.Msg) {
+	md, err := m.Metadata()
+	if err != nil {
+		s.drop("bad metadata", m.Subject(), err)
+		return
+	}
+	if md.NumPending == 0 {
+		s.caughtUp.Store(true)
+	}
+	if err := topic.ValidateTopic(m.Subject()); err != nil {
+		s.drop("topic not deliverable", m.Subject(), err)
+		return
+	}
+	u, err := NewUpdate(m.Subject(), md.Sequence.Stream, m.Data(), time.Now())
+	if err != nil {
+		s.drop("payload not deliverable", m.Subject(), err)
+		return
+	}
+	s.hub.Publish(u)
+}
+
+func (s *Source) drop(what, subject string, err error) {
+	n := s.dropped.Add(1)
+	if n <= 10 || n%1000 == 0 { // a misbehaving producer must not flood the log
+		s.log.Warn("dropping stream message: "+what, "subject", subject, "err", err, "dropped", n)
+	}
+}
+
+// Ready reports whether the edge can serve current data: NATS connected, the consumer running and caught up.
+// The error says what is missing.
+func (s *Source) Ready() error {
+	switch {
+	case !s.js.Conn().IsConnected():
+		return errors.New("NATS not connected")
+	case !s.running.Load():
+		return errors.New("stream not reachable")
+	case !s.caughtUp.Load():
+		return errors.New("catching up with the stream")
+	}
+	return nil
+}

@@ -1,0 +1,175 @@
+package push
+
+import (
+	"encoding/json"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	sse "github.com/tmaxmax/go-sse"
+)
+
+// The SSE transport takes the connection over from net/http once the request is accepted: headers go out at once,
+// the handler returns, and the connection lives on with one goroutine blocked in Read to notice the client leave.
+// Writes come from the subscriber's writer as chunks of pre-encoded events, so a stream costs a few KiB while idle
+// and one write per batch of updates.
+
+var heartbeatEvent = func() []byte {
+	var m sse.Message
+	m.AppendComment("heartbeat")
+	b, _ := m.MarshalText()
+	return b
+}()
+
+// bufPool holds write buffers: one per write in flight rather than one per connection.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+
+func putBuf(b *[]byte) {
+	if cap(*b) > 64<<10 {
+		return // do not keep a buffer grown by one large snapshot
+	}
+	*b = (*b)[:0]
+	bufPool.Put(b)
+}
+
+type sseConn struct {
+	conn    net.Conn
+	chunked bool // HTTP/1.1: each write is one chunk; HTTP/1.0: the body ends when the connection does
+	timeout time.Duration
+}
+
+func (s *Server) handleSSE(c *gin.Context) {
+	patterns, ok := s.topicsFromQuery(c)
+	if !ok {
+		return
+	}
+	conn, _, err := http.NewResponseController(c.Writer).Hijack()
+	if err != nil {
+		s.log.Error("sse: hijack failed", "err", err)
+		writeError(c, http.StatusInternalServerError, "internal", "streaming is not supported on this connection")
+		return
+	}
+	chunked := c.Request.ProtoAtLeast(1, 1)
+	sc := &sseConn{conn: conn, chunked: chunked, timeout: s.hub.opts.WriteTimeout}
+
+	header := make([]byte, 0, 512)
+	header = append(header, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"+
+		"X-Accel-Buffering: no\r\n"...)
+	if chunked {
+		header = append(header, "Transfer-Encoding: chunked\r\n"...)
+	} else {
+		header = append(header, "Connection: close\r\n"...)
+	}
+	if origin := s.corsOrigin(c.Request); origin != "" {
+		header = append(header, "Access-Control-Allow-Origin: "...)
+		header = append(header, origin...)
+		header = append(header, "\r\nVary: Origin\r\n"...)
+	}
+	header = append(header, "\r\n"...)
+	// The first chunk tells clients how soon to reconnect, and makes EventSource fire onopen at once.
+	header = sc.appendChunk(header, []byte("retry: 2000\n: livepush\n\n"))
+	conn.SetWriteDeadline(time.Now().Add(sc.timeout))
+	if _, err := conn.Write(header); err != nil {
+		conn.Close()
+		return
+	}
+
+	sub, ok := s.hub.newSubscriber(sc, "sse", c.ClientIP())
+	if !ok {
+		sc.close(reasonRestart)
+		return
+	}
+	s.log.Info("connection opened", "conn", sub.id, "transport", "sse", "remote", sub.remote, "topics", patterns)
+	s.hub.Subscribe(sub, patterns, nil)
+	go s.sseReadLoop(sub, conn)
+}
+
+// sseReadLoop waits for the client to hang up. SSE clients send nothing after the request.
+func (s *Server) sseReadLoop(sub *Subscriber, conn net.Conn) {
+	var buf [64]byte
+	for {
+		if _, err := conn.Read(buf[:]); err != nil {
+			sub.Close(reasonClientGone)
+			s.log.Info("connection closed", "conn", sub.id, "transport", "sse")
+			return
+		}
+	}
+}
+
+func (sc *sseConn) appendChunk(dst, body []byte) []byte {
+	if !sc.chunked {
+		return append(dst, body...)
+	}
+	dst = strconv.AppendUint(dst, uint64(len(body)), 16)
+	dst = append(dst, "\r\n"...)
+	dst = append(dst, body...)
+	return append(dst, "\r\n"...)
+}
+
+func (sc *sseConn) send(b []byte) error {
+	sc.conn.SetWriteDeadline(time.Now().Add(sc.timeout))
+	_, err := sc.conn.Write(b)
+	return err
+}
+
+func (sc *sseConn) write(batch []*Update) error {
+	size := 0
+	for _, u := range batch {
+		size += len(u.sse)
+	}
+	bp := getBuf()
+	defer putBuf(bp)
+	b := *bp
+	if sc.chunked {
+		b = strconv.AppendUint(b, uint64(size), 16)
+		b = append(b, "\r\n"...)
+	}
+	for _, u := range batch {
+		b = append(b, u.sse...)
+	}
+	if sc.chunked {
+		b = append(b, "\r\n"...)
+	}
+	*bp = b
+	return sc.send(b)
+}
+
+func (sc *sseConn) heartbeat() error {
+	bp := getBuf()
+	defer putBuf(bp)
+	*bp = sc.appendChunk(*bp, heartbeatEvent)
+	return sc.send(*bp)
+}
+
+// close ends the stream with a final "close" event saying why and when to come back, then the last chunk, so
+// EventSource reconnects after the given retry and resumes from its Last-Event-ID.
+func (sc *sseConn) close(reason closeReason) {
+	defer sc.conn.Close()
+	if reason == reasonClientGone {
+		return
+	}
+	b := sc.appendChunk(nil, closeEvent(reason))
+	if sc.chunked {
+		b = append(b, "0\r\n\r\n"...)
+	}
+	sc.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	sc.conn.Write(b)
+}
+
+func (sc *sseConn) abort() { sc.conn.Close() }
+
+func closeEvent(reason closeReason) []byte {
+	data, _ := json.Marshal(struct {
+		Reason  string `json:"reason"`
+		Message string `json:"message"`
+	}{reason.err, reason.text})
+	m := sse.Message{Type: sse.Type("close"), Retry: reason.retry}
+	m.AppendData(string(data))
+	b, _ := m.MarshalText()
+	return b
+}

@@ -1,0 +1,111 @@
+package push
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"time"
+
+	sse "github.com/tmaxmax/go-sse"
+)
+
+// ErrBadPayload is returned by NewUpdate for a payload that is not a JSON object.
+var ErrBadPayload = errors.New("push: payload is not a JSON object")
+
+// Update is one outgoing message: a stream update (topic, cursor, payload as the producer wrote it) or, with an
+// empty Topic, a control message of one transport (a WebSocket reply, a final SSE event).
+//
+// Each transport's encoding is made once, when the update enters the edge, and shared by every subscriber: the hot
+// path only copies bytes.
+type Update struct {
+	Topic  string
+	Cursor uint64
+	Kind   string
+	Data   []byte    // the payload, a JSON object
+	Recv   time.Time // when the edge received it
+
+	sse  []byte // an SSE event: "id: 42\nevent: quote\ndata: {...}\n\n"
+	json []byte // one line of JSON: {"type":"update","topic":"…","cursor":"42","data":{…}}\n
+}
+
+// NewUpdate prepares an update for delivery. The payload must be a JSON object; one spread over several lines is
+// compacted, because a WebSocket frame carries one message per line.
+func NewUpdate(topic string, cursor uint64, data []byte, recv time.Time) (*Update, error) {
+	data = bytes.TrimSpace(data)
+	if len(data) == 0 || data[0] != '{' || !json.Valid(data) {
+		return nil, ErrBadPayload
+	}
+	if bytes.ContainsAny(data, "\r\n") {
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, data); err != nil {
+			return nil, ErrBadPayload
+		}
+		data = buf.Bytes()
+	}
+	u := &Update{Topic: topic, Cursor: cursor, Kind: payloadKind(data), Data: data, Recv: recv}
+	id := strconv.FormatUint(cursor, 10)
+
+	msg := sse.Message{ID: sse.ID(id), Type: sse.Type(u.Kind)}
+	msg.AppendData(string(data))
+	u.sse, _ = msg.MarshalText() // writing to a bytes.Buffer cannot fail
+
+	j := make([]byte, 0, len(data)+len(topic)+len(id)+48)
+	j = append(j, `{"type":"update","topic":"`...)
+	j = append(j, topic...) // topics are validated ASCII with nothing to escape
+	j = append(j, `","cursor":"`...)
+	j = append(j, id...)
+	j = append(j, `","data":`...)
+	j = append(j, data...)
+	u.json = append(j, "}\n"...)
+	return u, nil
+}
+
+// newControl makes a control message from its JSON line and its SSE event; either may be nil when the message only
+// exists on one transport.
+func newControl(jsonLine, sseEvent []byte) *Update {
+	return &Update{json: jsonLine, sse: sseEvent}
+}
+
+// JSON returns the update's line in the WebSocket and polling format, newline included. The caller must not modify it.
+func (u *Update) JSON() []byte { return u.json }
+
+// SSE returns the update as an SSE event. The caller must not modify it.
+func (u *Update) SSE() []byte { return u.sse }
+
+// payloadKind finds the top-level "kind" of a payload without decoding it: the edge forwards payloads, it does not
+// parse them. It falls back to "update" when there is none or it is not a plain word, since it becomes an SSE event
+// name.
+func payloadKind(data []byte) string {
+	const key = `"kind"`
+	i := bytes.Index(data, []byte(key))
+	if i < 0 {
+		return "update"
+	}
+	rest := bytes.TrimLeft(data[i+len(key):], " \t")
+	if len(rest) == 0 || rest[0] != ':' {
+		return "update"
+	}
+	rest = bytes.TrimLeft(rest[1:], " \t")
+	if len(rest) == 0 || rest[0] != '"' {
+		return "update"
+	}
+	rest = rest[1:]
+	end := bytes.IndexByte(rest, '"')
+	if end <= 0 || end > 32 {
+		return "update"
+	}
+	for _, c := range rest[:end] {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.') {
+			return "update"
+		}
+	}
+	switch k := rest[:end]; string(k) { // the common kinds without an allocation
+	case "quote":
+		return "quote"
+	case "score":
+		return "score"
+	default:
+		return string(k)
+	}
+}

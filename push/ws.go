@@ -1,0 +1,236 @@
+package push
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/gin-gonic/gin"
+
+	"github.com/livepush/livepush/internal/topic"
+)
+
+// The WebSocket transport speaks the JSON control protocol of docs/protocol.md. After the upgrade the handler
+// returns; one goroutine reads control messages, and the subscriber's writer sends everything else. Every message
+// the edge sends, replies included, goes through the subscriber's queue, so a reply is never overtaken by an update
+// queued before it. A frame carries one or more messages, one JSON object per line.
+
+// maxControlMessage is the largest control message accepted; a bigger frame closes the connection with 1009.
+const maxControlMessage = 16 << 10
+
+type wsConn struct {
+	conn    *websocket.Conn
+	timeout time.Duration
+}
+
+// wsRequest is a control message from a client.
+type wsRequest struct {
+	Type    string          `json:"type"`
+	ID      json.RawMessage `json:"id,omitempty"` // echoed as sent: a string or a number
+	Topics  []string        `json:"topics,omitempty"`
+	Since   json.RawMessage `json:"since,omitempty"`
+	MaxRate *float64        `json:"maxRate,omitempty"`
+}
+
+// wsReply is a control message to a client.
+type wsReply struct {
+	Type    string          `json:"type"`
+	ID      json.RawMessage `json:"id,omitempty"`
+	Topics  []string        `json:"topics,omitempty"`
+	Code    string          `json:"code,omitempty"`
+	Message string          `json:"message,omitempty"`
+}
+
+func (r wsReply) update() *Update {
+	b, _ := json.Marshal(r) // plain strings and valid raw JSON: cannot fail
+	return newControl(append(b, '\n'), nil)
+}
+
+func wsError(id json.RawMessage, code, format string, args ...any) *Update {
+	return wsReply{Type: "error", ID: id, Code: code, Message: fmt.Sprintf(format, args...)}.update()
+}
+
+func (s *Server) handleWS(c *gin.Context) {
+	conn, err := websocket.Accept(c.Writer, c.Request, &websocket.AcceptOptions{OriginPatterns: s.cfg.AllowedOrigins})
+	if err != nil {
+		// Accept has answered already (403 for a foreign origin, 400 for a bad handshake).
+		s.log.Info("websocket refused", "remote", c.ClientIP(), "origin", c.GetHeader("Origin"), "err", err)
+		return
+	}
+	conn.SetReadLimit(maxControlMessage)
+	wc := &wsConn{conn: conn, timeout: s.hub.opts.WriteTimeout}
+	sub, ok := s.hub.newSubscriber(wc, "ws", c.ClientIP())
+	if !ok {
+		conn.Close(websocket.StatusServiceRestart, reasonRestart.text)
+		return
+	}
+	s.log.Info("connection opened", "conn", sub.id, "transport", "ws", "remote", sub.remote)
+
+	// Topics in the URL subscribe at once, as if the first message had been a subscribe without an id.
+	if q := c.QueryArray("topic"); len(q) > 0 {
+		s.wsSubscribe(sub, wsRequest{Type: "subscribe", Topics: q})
+	}
+	// The request's context ends when this handler returns; the connection outlives it.
+	go s.wsReadLoop(sub, conn)
+}
+
+func (s *Server) wsReadLoop(sub *Subscriber, conn *websocket.Conn) {
+	ctx := context.Background()
+	for {
+		typ, data, err := conn.Read(ctx)
+		if err != nil {
+			reason := reasonClientGone
+			if websocket.CloseStatus(err) == websocket.StatusMessageTooBig {
+				reason = closeReason{code: int(websocket.StatusMessageTooBig), err: "too_big",
+					text: fmt.Sprintf("control messages are limited to %d bytes", maxControlMessage)}
+			}
+			sub.Close(reason)
+			s.log.Info("connection closed", "conn", sub.id, "transport", "ws", "status", websocket.CloseStatus(err))
+			return
+		}
+		if typ != websocket.MessageText {
+			sub.Send(wsError(nil, "bad_request", "control messages are JSON text frames"))
+			continue
+		}
+		s.wsHandle(sub, data)
+	}
+}
+
+// wsHandle handles one frame from a client: one control message, or several separated by newlines.
+func (s *Server) wsHandle(sub *Subscriber, data []byte) {
+	for line := range bytes.SplitSeq(data, []byte("\n")) {
+		if len(bytes.TrimSpace(line)) > 0 {
+			s.wsHandleMessage(sub, line)
+		}
+	}
+}
+
+func (s *Server) wsHandleMessage(sub *Subscriber, data []byte) {
+	var req wsRequest
+	if err := json.Unmarshal(data, &req); err != nil {
+		sub.Send(wsError(nil, "bad_request", "not a valid control message: %s", jsonProblem(err)))
+		return
+	}
+	if len(req.ID) > 0 && !validID(req.ID) {
+		sub.Send(wsError(nil, "bad_request", "id must be a string or a number of at most 64 bytes"))
+		return
+	}
+	switch req.Type {
+	case "subscribe":
+		s.wsSubscribe(sub, req)
+	case "unsubscribe":
+		patterns, ok := s.wsTopics(sub, req)
+		if !ok {
+			return
+		}
+		s.hub.Unsubscribe(sub, patterns, wsReply{Type: "unsubscribed", ID: req.ID, Topics: patterns}.update())
+	case "ping":
+		sub.Send(wsReply{Type: "pong", ID: req.ID}.update())
+	case "":
+		sub.Send(wsError(req.ID, "bad_request", `missing "type": one of subscribe, unsubscribe, ping`))
+	default:
+		sub.Send(wsError(req.ID, "bad_request", "unknown type %q: one of subscribe, unsubscribe, ping",
+			truncate(req.Type, 32)))
+	}
+}
+
+func (s *Server) wsSubscribe(sub *Subscriber, req wsRequest) {
+	patterns, ok := s.wsTopics(sub, req)
+	if !ok {
+		return
+	}
+	if len(sub.Patterns())+len(patterns) > s.cfg.MaxTopics {
+		sub.Send(wsError(req.ID, "too_many_topics", "at most %d topics per connection", s.cfg.MaxTopics))
+		return
+	}
+	s.hub.Subscribe(sub, patterns, wsReply{Type: "subscribed", ID: req.ID, Topics: patterns}.update())
+}
+
+// wsTopics validates the topics of a subscribe or unsubscribe, replying with an error if one is invalid.
+func (s *Server) wsTopics(sub *Subscriber, req wsRequest) ([]string, bool) {
+	if len(req.Topics) == 0 {
+		sub.Send(wsError(req.ID, "bad_request", `"topics" must list at least one topic`))
+		return nil, false
+	}
+	if len(req.Topics) > s.cfg.MaxTopics {
+		sub.Send(wsError(req.ID, "too_many_topics", "at most %d topics per connection", s.cfg.MaxTopics))
+		return nil, false
+	}
+	for _, p := range req.Topics {
+		if err := topic.ValidatePattern(p); err != nil {
+			sub.Send(wsError(req.ID, "invalid_topic", "%s", err))
+			return nil, false
+		}
+	}
+	return req.Topics, true
+}
+
+func validID(id json.RawMessage) bool {
+	if len(id) > 64 {
+		return false
+	}
+	var v any
+	if json.Unmarshal(id, &v) != nil {
+		return false
+	}
+	switch v.(type) {
+	case string, float64:
+		return true
+	}
+	return false
+}
+
+// jsonProblem describes a decoding error without echoing the client's input back at length.
+func jsonProblem(err error) string {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syntax):
+		return "malformed JSON at byte " + strconv.FormatInt(syntax.Offset, 10)
+	case errors.As(err, &typ):
+		return fmt.Sprintf("field %q has the wrong type", typ.Field)
+	default:
+		return truncate(err.Error(), 80)
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+func (wc *wsConn) write(batch []*Update) error {
+	bp := getBuf()
+	defer putBuf(bp)
+	b := *bp
+	for _, u := range batch {
+		b = append(b, u.json...)
+	}
+	*bp = b
+	ctx, cancel := context.WithTimeout(context.Background(), wc.timeout)
+	defer cancel()
+	return wc.conn.Write(ctx, websocket.MessageText, b)
+}
+
+func (wc *wsConn) heartbeat() error {
+	ctx, cancel := context.WithTimeout(context.Background(), wc.timeout)
+	defer cancel()
+	return wc.conn.Ping(ctx)
+}
+
+func (wc *wsConn) close(reason closeReason) {
+	if reason == reasonClientGone {
+		wc.conn.CloseNow()
+		return
+	}
+	wc.conn.Close(websocket.StatusCode(reason.code), reason.text)
+}
+
+func (wc *wsConn) abort() { wc.conn.CloseNow() }

@@ -1,0 +1,240 @@
+package push
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// wsMessage is any message the edge sends on a WebSocket.
+type wsMessage struct {
+	Type    string          `json:"type"`
+	ID      json.RawMessage `json:"id"`
+	Topics  []string        `json:"topics"`
+	Topic   string          `json:"topic"`
+	Cursor  string          `json:"cursor"`
+	Data    json.RawMessage `json:"data"`
+	Code    string          `json:"code"`
+	Message string          `json:"message"`
+}
+
+type wsClient struct {
+	conn   *websocket.Conn
+	msgs   chan wsMessage
+	frames chan int // messages per frame
+	closed chan error
+}
+
+func dialWS(t testing.TB, base, query string, header http.Header) *wsClient {
+	t.Helper()
+	u := "ws" + strings.TrimPrefix(base, "http") + "/ws" + query
+	conn, _, err := websocket.Dial(t.Context(), u, &websocket.DialOptions{HTTPHeader: header})
+	if err != nil {
+		t.Fatalf("dial %s: %v", u, err)
+	}
+	conn.SetReadLimit(1 << 24)
+	c := &wsClient{conn: conn, msgs: make(chan wsMessage, 4096), frames: make(chan int, 4096), closed: make(chan error, 1)}
+	go func() {
+		defer close(c.msgs)
+		for {
+			typ, data, err := conn.Read(context.Background())
+			if err != nil {
+				c.closed <- err
+				return
+			}
+			if typ != websocket.MessageText || !bytes.HasSuffix(data, []byte("\n")) {
+				t.Errorf("frame of type %v not ending in a newline: %q", typ, data)
+			}
+			lines := bytes.Split(bytes.TrimSuffix(data, []byte("\n")), []byte("\n"))
+			c.frames <- len(lines)
+			for _, line := range lines {
+				var m wsMessage
+				if err := json.Unmarshal(line, &m); err != nil {
+					t.Errorf("line %q is not JSON: %v", line, err)
+					continue
+				}
+				c.msgs <- m
+			}
+		}
+	}()
+	t.Cleanup(func() { conn.CloseNow() })
+	return c
+}
+
+func (c *wsClient) send(t testing.TB, msg string) {
+	t.Helper()
+	if err := c.conn.Write(t.Context(), websocket.MessageText, []byte(msg)); err != nil {
+		t.Fatalf("write %s: %v", msg, err)
+	}
+}
+
+func (c *wsClient) next(t testing.TB) wsMessage {
+	t.Helper()
+	select {
+	case m, ok := <-c.msgs:
+		if !ok {
+			t.Fatal("WebSocket closed")
+		}
+		return m
+	case <-time.After(5 * time.Second):
+		t.Fatal("no WebSocket message within 5s")
+	}
+	panic("unreachable")
+}
+
+// expect returns the next message, failing unless it has type typ.
+func (c *wsClient) expect(t testing.TB, typ string) wsMessage {
+	t.Helper()
+	m := c.next(t)
+	if m.Type != typ {
+		t.Fatalf("got %+v, want a %q message", m, typ)
+	}
+	return m
+}
+
+func (m wsMessage) received(t testing.TB) received {
+	return received{Kind: m.Type, Topic: m.Topic, Cursor: mustCursor(t, m.Cursor), Data: string(m.Data)}
+}
+
+func TestWSSubscribeUnsubscribe(t *testing.T) {
+	n := startNATS(t)
+	e := startEdge(t, n, Config{}, HubOptions{})
+	snap := n.publish(t, "market.AAPL", quote("AAPL"))
+	e.waitHead(t, snap)
+
+	c := dialWS(t, e.url, "", nil)
+	c.send(t, `{"type":"subscribe","id":"1","topics":["market.AAPL","sports.nba.*"]}`)
+	sub := c.expect(t, "subscribed")
+	if string(sub.ID) != `"1"` || len(sub.Topics) != 2 {
+		t.Errorf("subscribed reply %+v", sub)
+	}
+	if u := c.expect(t, "update").received(t); u.Topic != "market.AAPL" || u.Cursor != snap {
+		t.Errorf("snapshot %+v, want market.AAPL at %d", u, snap)
+	}
+	live := n.publish(t, "market.AAPL", quote("AAPL"))
+	n.publish(t, "market.MSFT", quote("MSFT")) // not subscribed
+	game := n.publish(t, "sports.nba.g-0003", score("nba", "g-0003", 3, 0))
+	for _, want := range []uint64{live, game} {
+		if u := c.expect(t, "update").received(t); u.Cursor != want {
+			t.Fatalf("update %+v, want cursor %d", u, want)
+		}
+	}
+
+	c.send(t, `{"type":"unsubscribe","id":"2","topics":["market.AAPL"]}`)
+	if m := c.expect(t, "unsubscribed"); string(m.ID) != `"2"` || len(m.Topics) != 1 || m.Topics[0] != "market.AAPL" {
+		t.Errorf("unsubscribed reply %+v", m)
+	}
+	// After the reply nothing more for AAPL: the NBA update published after the AAPL one must come next.
+	n.publish(t, "market.AAPL", quote("AAPL"))
+	sentinel := n.publish(t, "sports.nba.g-0003", score("nba", "g-0003", 5, 0))
+	if u := c.expect(t, "update").received(t); u.Cursor != sentinel {
+		t.Fatalf("after unsubscribe got %+v, want only the sports update %d", u, sentinel)
+	}
+
+	c.send(t, `{"type":"ping","id":7}`)
+	if m := c.expect(t, "pong"); string(m.ID) != "7" {
+		t.Errorf("pong %+v, want id 7 as sent", m)
+	}
+}
+
+func TestWSTopicsInURL(t *testing.T) {
+	n := startNATS(t)
+	e := startEdge(t, n, Config{}, HubOptions{})
+	c := dialWS(t, e.url, "?topic=market.*", nil)
+	c.expect(t, "subscribed")
+	want := n.publish(t, "market.TSLA", quote("TSLA"))
+	if u := c.expect(t, "update").received(t); u.Cursor != want {
+		t.Fatalf("update %+v, want %d", u, want)
+	}
+}
+
+func TestWSOverlappingPatternsDeliverOnce(t *testing.T) {
+	n := startNATS(t)
+	e := startEdge(t, n, Config{}, HubOptions{})
+	c := dialWS(t, e.url, "", nil)
+	c.send(t, `{"type":"subscribe","id":"a","topics":["market.*"]}`)
+	c.expect(t, "subscribed")
+	c.send(t, `{"type":"subscribe","id":"b","topics":["market.AAPL","market.>"]}`)
+	c.expect(t, "subscribed")
+	first := n.publish(t, "market.AAPL", quote("AAPL"))
+	second := n.publish(t, "market.IBM", quote("IBM"))
+	for _, want := range []uint64{first, second} {
+		if u := c.expect(t, "update").received(t); u.Cursor != want {
+			t.Fatalf("update %+v, want %d exactly once", u, want)
+		}
+	}
+}
+
+func TestWSInvalidInputKeepsConnection(t *testing.T) {
+	n := startNATS(t)
+	e := startEdge(t, n, Config{}, HubOptions{})
+	c := dialWS(t, e.url, "", nil)
+	for i, p := range invalidPatterns {
+		topics, _ := json.Marshal([]string{p})
+		c.send(t, `{"type":"subscribe","id":"`+string(rune('a'+i))+`","topics":`+string(topics)+`}`)
+		m := c.expect(t, "error")
+		if m.Code != "invalid_topic" || m.Message == "" || string(m.ID) != `"`+string(rune('a'+i))+`"` {
+			t.Errorf("topic %.20q: error %+v, want invalid_topic with the request's id", p, m)
+		}
+	}
+	for _, bad := range []struct{ msg, code string }{
+		{`not json`, "bad_request"},
+		{`{"type":"subscribe"}`, "bad_request"},
+		{`{"type":"subscribe","topics":"market.AAPL"}`, "bad_request"},
+		{`{"type":"dance","id":"x"}`, "bad_request"},
+		{`{"id":"x"}`, "bad_request"},
+		{`{"type":"ping","id":{"nested":true}}`, "bad_request"},
+	} {
+		c.send(t, bad.msg)
+		if m := c.expect(t, "error"); m.Code != bad.code {
+			t.Errorf("%s: error %+v, want code %s", bad.msg, m, bad.code)
+		}
+	}
+	// Still usable.
+	c.send(t, `{"type":"subscribe","id":"ok","topics":["market.AAPL"]}`)
+	c.expect(t, "subscribed")
+	want := n.publish(t, "market.AAPL", quote("AAPL"))
+	if u := c.expect(t, "update").received(t); u.Cursor != want {
+		t.Fatalf("update %+v, want %d", u, want)
+	}
+}
+
+func TestWSOversizedFrameCloses1009(t *testing.T) {
+	n := startNATS(t)
+	e := startEdge(t, n, Config{}, HubOptions{})
+	c := dialWS(t, e.url, "", nil)
+	big := `{"type":"ping","id":"` + strings.Repeat("x", maxControlMessage) + `"}`
+	c.conn.Write(t.Context(), websocket.MessageText, []byte(big))
+	select {
+	case err := <-c.closed:
+		if websocket.CloseStatus(err) != websocket.StatusMessageTooBig {
+			t.Fatalf("closed with %v, want 1009", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("connection not closed after an oversized frame")
+	}
+}
+
+func TestWSForeignOriginRefused(t *testing.T) {
+	n := startNATS(t)
+	e := startEdge(t, n, Config{}, HubOptions{})
+	u := "ws" + strings.TrimPrefix(e.url, "http") + "/ws"
+	_, resp, err := websocket.Dial(t.Context(), u, &websocket.DialOptions{HTTPHeader: http.Header{"Origin": {"https://evil.example"}}})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("cross-site WebSocket: err %v, response %v; want 403", err, resp)
+	}
+	// The configured origin is allowed.
+	e2 := startEdge(t, n, Config{AllowedOrigins: []string{"app.example"}}, HubOptions{})
+	u2 := "ws" + strings.TrimPrefix(e2.url, "http") + "/ws"
+	conn, _, err := websocket.Dial(t.Context(), u2, &websocket.DialOptions{HTTPHeader: http.Header{"Origin": {"https://app.example"}}})
+	if err != nil {
+		t.Fatalf("allowed origin refused: %v", err)
+	}
+	conn.CloseNow()
+}
