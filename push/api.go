@@ -1,7 +1,9 @@
 package push
 
 import (
+	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 
@@ -38,6 +40,74 @@ func (s *Server) topicsFromQuery(c *gin.Context) ([]string, bool) {
 		}
 	}
 	return patterns, true
+}
+
+// subscriptionFromQuery reads topics and maxRate from the query, or answers 400 and returns false.
+func (s *Server) subscriptionFromQuery(c *gin.Context) (Subscription, bool) {
+	patterns, ok := s.topicsFromQuery(c)
+	if !ok {
+		return Subscription{}, false
+	}
+	sub := Subscription{Patterns: patterns}
+	if v := c.Query("maxRate"); v != "" {
+		rate, err := parseMaxRate(v)
+		if err != nil {
+			writeError(c, http.StatusBadRequest, "bad_request", err.Error())
+			return Subscription{}, false
+		}
+		sub.MaxRate = rate
+	}
+	return sub, true
+}
+
+// maxRateLimit is the highest maxRate accepted; above it, ask for no limit.
+const maxRateLimit = 1000
+
+func parseMaxRate(v string) (float64, error) {
+	rate, err := strconv.ParseFloat(v, 64)
+	if err != nil || math.IsNaN(rate) || rate < 0 || rate > maxRateLimit {
+		return 0, fmt.Errorf("maxRate must be a number of updates per second from 0 (no limit) to %d", maxRateLimit)
+	}
+	return rate, nil
+}
+
+// cursorFromRequest reads the resume cursor: the first of the given headers and query parameters that is set.
+// It answers 400 and returns ok false for a malformed one.
+func cursorFromRequest(c *gin.Context, header string, params ...string) (since uint64, given, ok bool) {
+	v := ""
+	if header != "" {
+		v = c.GetHeader(header)
+	}
+	for _, p := range params {
+		if v == "" {
+			v = c.Query(p)
+		}
+	}
+	if v == "" {
+		return 0, false, true
+	}
+	since, err := ParseCursor(v)
+	if err != nil {
+		writeError(c, http.StatusBadRequest, "bad_cursor", err.Error())
+		return 0, false, false
+	}
+	return since, true, true
+}
+
+// checkCursor checks a resume cursor before the response starts. It returns nil or ErrCursorExpired (the stream
+// answers with a reset); for a cursor ahead of the stream it answers 400, and 503 while the stream is away.
+func (s *Server) checkCursor(c *gin.Context, since uint64) (checked error, ok bool) {
+	err := s.hub.CheckCursor(c.Request.Context(), since)
+	switch {
+	case err == nil, errors.Is(err, ErrCursorExpired):
+		return err, true
+	case errors.Is(err, ErrCursorAhead):
+		writeError(c, http.StatusBadRequest, "bad_cursor", fmt.Sprintf("cursor %d is ahead of the stream", since))
+	default:
+		c.Header("Retry-After", "2")
+		writeError(c, http.StatusServiceUnavailable, "unavailable", "the stream is unreachable right now: retry shortly")
+	}
+	return err, false
 }
 
 // writeUpdates answers {"cursor":"N","updates":[…]} from the updates' shared encodings, without re-encoding them.

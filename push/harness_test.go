@@ -95,10 +95,27 @@ type testEdge struct {
 // startEdge runs an edge on a loopback port against n and waits until it is ready.
 func startEdge(t testing.TB, n *testNATS, cfg Config, hubOpts HubOptions) *testEdge {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	return startEdgeOn(t, n, listen(t, "127.0.0.1:0"), cfg, hubOpts)
+}
+
+// listen listens on addr, retrying a little: a port an edge just released may take a moment to be free.
+func listen(t testing.TB, addr string) net.Listener {
+	t.Helper()
+	var err error
+	for range 50 {
+		var ln net.Listener
+		if ln, err = net.Listen("tcp", addr); err == nil {
+			return ln
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
+	t.Fatal(err)
+	return nil
+}
+
+// startEdgeOn runs an edge on ln.
+func startEdgeOn(t testing.TB, n *testNATS, ln net.Listener, cfg Config, hubOpts HubOptions) *testEdge {
+	t.Helper()
 	if cfg.Log == nil {
 		cfg.Log = testLogger(t)
 	}
@@ -141,6 +158,18 @@ func (e *testEdge) waitReady(t testing.TB) {
 			t.Fatalf("edge not ready after 10s (last: %v)", err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitSubscribers waits until the edge has k connections.
+func (e *testEdge) waitSubscribers(t testing.TB, k int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for e.hub.Stats().Subscribers != k {
+		if time.Now().After(deadline) {
+			t.Fatalf("edge has %d connections, want %d", e.hub.Stats().Subscribers, k)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 

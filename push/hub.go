@@ -28,6 +28,9 @@ type HubOptions struct {
 	// Retention is how long the last-value cache keeps a topic that has not been updated, matching the stream's
 	// MaxAge so the cache does not grow with every finished match forever. Zero: 1h.
 	Retention time.Duration
+	// ReplayBuffer is how many recent updates the hub keeps in memory, so a client resuming from a recent cursor
+	// (a reconnect, a move from another edge) is served without asking the stream. Zero: 16384.
+	ReplayBuffer int
 }
 
 func (o HubOptions) withDefaults() HubOptions {
@@ -46,6 +49,9 @@ func (o HubOptions) withDefaults() HubOptions {
 	if o.Retention <= 0 {
 		o.Retention = time.Hour
 	}
+	if o.ReplayBuffer <= 0 {
+		o.ReplayBuffer = 16384
+	}
 	return o
 }
 
@@ -62,10 +68,13 @@ type Hub struct {
 	matches  map[string][]*patternSet // topic → the pattern sets matching it; cleared when patterns come and go
 	subs     map[*Subscriber]struct{}
 
-	// cacheMu guards the last-value cache. Lock order: mu before cacheMu.
+	// cacheMu guards the last-value cache and the recent history. Lock order: mu before cacheMu.
 	cacheMu sync.RWMutex
 	head    uint64 // cursor of the newest update published
 	latest  map[string]*Update
+	recent  ring // the latest updates, in cursor order: every update after recent.floor, once history is on
+
+	history History // the stream, for resumes from further back than recent holds; set once by NewSource
 
 	nextID  atomic.Uint64
 	live    sync.WaitGroup // subscribers not yet closed, for a graceful drain
@@ -77,10 +86,12 @@ type patternSet struct {
 	subs    []*Subscriber
 }
 
-// NewHub returns an empty hub.
+// NewHub returns an empty hub. Until a Source is attached, resumes older than the hub's memory get a reset.
 func NewHub(opts HubOptions) *Hub {
+	opts = opts.withDefaults()
 	return &Hub{
-		opts:     opts.withDefaults(),
+		opts:     opts,
+		recent:   ring{buf: make([]*Update, opts.ReplayBuffer)},
 		patterns: make(map[string]*patternSet),
 		matches:  make(map[string][]*patternSet),
 		subs:     make(map[*Subscriber]struct{}),
@@ -105,6 +116,7 @@ func (h *Hub) Publish(u *Update) {
 	}
 	h.head = u.Cursor
 	h.latest[u.Topic] = u
+	h.recent.push(u)
 	h.cacheMu.Unlock()
 
 	h.mu.RLock()
@@ -160,36 +172,28 @@ func (h *Hub) newSubscriber(sink sink, transport, remote string) (*Subscriber, b
 	return s, true
 }
 
-// Subscribe adds patterns to s, queues reply (if not nil), then the snapshot (the latest update of every topic that
-// the new patterns match and the old ones did not), then live updates: with no gap and no duplicate between them.
-// Patterns s already has are ignored.
-func (h *Hub) Subscribe(s *Subscriber, patterns []string, reply *Update) {
+// Subscription is what a client asks for: topic patterns and, optionally, a rate limit per topic.
+type Subscription struct {
+	Patterns []string
+	// MaxRate is the most updates per second delivered for each topic, the latest value winning; the newest value
+	// always arrives. Zero: no limit.
+	MaxRate float64
+}
+
+// Subscribe adds sub's patterns to s, queues reply (if not nil), then the snapshot (the latest update of every topic
+// that the new patterns match and the old ones did not), then live updates: with no gap and no duplicate between
+// them. For patterns s already has, only the rate changes.
+func (h *Hub) Subscribe(s *Subscriber, sub Subscription, reply *Update) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if s.removed {
 		return
 	}
-	var added []string
-	for _, p := range patterns {
-		if s.hasPatternLocked(p) || slices.Contains(added, p) {
-			continue
-		}
-		added = append(added, p)
-	}
 	old := len(s.patterns)
-	for _, p := range added {
-		set := h.patterns[p]
-		if set == nil {
-			set = &patternSet{pattern: p}
-			h.patterns[p] = set
-			clear(h.matches) // a new pattern may match cached topics
-		}
-		s.patterns = append(s.patterns, subscription{set: set, index: len(set.subs)})
-		set.subs = append(set.subs, s)
-	}
+	added := h.addPatternsLocked(s, sub)
 
-	// Holding mu keeps Publish from fanning out while the snapshot is taken; the cursor check in offer drops what
-	// the snapshot already holds.
+	// Holding mu keeps Publish from fanning out until s is ready; the cursor check in offer drops what the snapshot
+	// already holds.
 	h.cacheMu.RLock()
 	head := h.head
 	var snapshot []*Update
@@ -202,7 +206,32 @@ func (h *Hub) Subscribe(s *Subscriber, patterns []string, reply *Update) {
 	}
 	h.cacheMu.RUnlock()
 	slices.SortFunc(snapshot, func(a, b *Update) int { return cmp.Compare(a.Cursor, b.Cursor) })
-	s.enqueueSnapshot(reply, snapshot, head)
+	s.enqueueLocked(reply, snapshot, head)
+}
+
+// addPatternsLocked registers the patterns of sub that s does not have yet and returns them; for those it has, it
+// sets the new rate. h.mu must be held for writing.
+func (h *Hub) addPatternsLocked(s *Subscriber, sub Subscription) (added []string) {
+	for _, p := range sub.Patterns {
+		if i := s.patternIndexLocked(p); i >= 0 {
+			s.patterns[i].maxRate = sub.MaxRate
+			continue
+		}
+		if slices.Contains(added, p) {
+			continue
+		}
+		added = append(added, p)
+		set := h.patterns[p]
+		if set == nil {
+			set = &patternSet{pattern: p}
+			h.patterns[p] = set
+			clear(h.matches) // a new pattern may match cached topics
+		}
+		s.patterns = append(s.patterns, subscription{set: set, index: len(set.subs), maxRate: sub.MaxRate})
+		set.subs = append(set.subs, s)
+	}
+	s.ratesChangedLocked()
+	return added
 }
 
 // Unsubscribe removes patterns from s, drops the updates queued for s that no remaining pattern matches, and queues
@@ -213,11 +242,12 @@ func (h *Hub) Unsubscribe(s *Subscriber, patterns []string, reply *Update) {
 	for _, p := range patterns {
 		h.removePatternLocked(s, p)
 	}
+	s.ratesChangedLocked()
 	s.purge(func(t string) bool { return s.matchesLocked(t, len(s.patterns)) }, reply)
 }
 
 func (h *Hub) removePatternLocked(s *Subscriber, p string) {
-	i := slices.IndexFunc(s.patterns, func(sub subscription) bool { return sub.set.pattern == p })
+	i := s.patternIndexLocked(p)
 	if i < 0 {
 		return
 	}

@@ -86,6 +86,7 @@ func (s *Server) routes() http.Handler {
 
 	api := r.Group("/api", s.cors)
 	api.GET("/snapshot", s.handleSnapshot)
+	api.GET("/poll", s.handlePoll)
 	api.GET("/topics", s.handleTopics)
 
 	r.GET("/healthz", s.handleHealth)

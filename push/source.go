@@ -28,10 +28,15 @@ type Source struct {
 	dropped  atomic.Int64 // messages that could not be delivered (bad topic or payload)
 }
 
-// NewSource returns a source that feeds hub from the stream described by cfg over js.
+// NewSource returns a source that feeds hub from the stream described by cfg over js, and serves the hub's resumes
+// from further back than its memory.
 func NewSource(js jetstream.JetStream, cfg stream.Config, hub *Hub, log *slog.Logger) *Source {
-	return &Source{js: js, stream: cfg, hub: hub, log: log}
+	s := &Source{js: js, stream: cfg, hub: hub, log: log}
+	hub.history = s
+	return s
 }
+
+var _ History = (*Source)(nil)
 
 // Run ensures the stream exists and consumes it until ctx ends. While NATS is unreachable it keeps trying.
 func (s *Source) Run(ctx context.Context) error {
@@ -60,18 +65,23 @@ func (s *Source) consume(ctx context.Context, name string) error {
 		FilterSubjects: stream.Subjects,
 		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
 	}
-	if head := s.hub.Head(); head > 0 {
+	head := s.hub.Head()
+	if head > 0 {
 		// Restarting after a failure: continue where the hub is.
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, head+1
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, last, err := s.Bounds(cctx)
+	if err != nil {
+		return err
+	}
 	cons, err := s.js.OrderedConsumer(cctx, name, cfg)
-	cancel()
 	if err != nil {
 		return err
 	}
 	if info := cons.CachedInfo(); info != nil && info.NumPending == 0 {
-		s.caughtUp.Store(true)
+		s.caughtUpAt(max(head, last))
 	}
 	cc, err := cons.Consume(s.handle, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		// The ordered consumer recovers by itself (it recreates its server-side consumer after the last sequence it
@@ -104,19 +114,83 @@ func (s *Source) handle(m jetstream.Msg) {
 		s.drop("bad metadata", m.Subject(), err)
 		return
 	}
-	if md.NumPending == 0 {
-		s.caughtUp.Store(true)
+	if u := s.update(m, md); u != nil {
+		s.hub.Publish(u)
 	}
+	if md.NumPending == 0 && !s.caughtUp.Load() {
+		s.caughtUpAt(md.Sequence.Stream)
+	}
+}
+
+// update makes an update of a stream message, or returns nil (counted, logged) if it cannot be delivered.
+func (s *Source) update(m jetstream.Msg, md *jetstream.MsgMetadata) *Update {
 	if err := topic.ValidateTopic(m.Subject()); err != nil {
 		s.drop("topic not deliverable", m.Subject(), err)
-		return
+		return nil
 	}
 	u, err := NewUpdate(m.Subject(), md.Sequence.Stream, m.Data(), time.Now())
 	if err != nil {
 		s.drop("payload not deliverable", m.Subject(), err)
-		return
+		return nil
 	}
-	s.hub.Publish(u)
+	return u
+}
+
+// caughtUpAt marks the edge current: every update after floor now reaches the hub in order.
+func (s *Source) caughtUpAt(floor uint64) {
+	s.caughtUp.Store(true)
+	s.hub.beginHistory(floor)
+}
+
+// Bounds returns the cursors of the oldest and newest update in the stream.
+func (s *Source) Bounds(ctx context.Context) (first, last uint64, err error) {
+	str, err := s.js.Stream(ctx, s.stream.StreamName())
+	if err != nil {
+		return 0, 0, err
+	}
+	st := str.CachedInfo().State
+	return st.FirstSeq, st.LastSeq, nil
+}
+
+// Replay reads the stream after cursor after with a short-lived ordered consumer filtered on patterns, passing each
+// deliverable update to each, until it has passed until and everything matching that the stream held.
+func (s *Source) Replay(ctx context.Context, after, until uint64, patterns []string, each func(*Update) error) (uint64, error) {
+	cons, err := s.js.OrderedConsumer(ctx, s.stream.StreamName(), jetstream.OrderedConsumerConfig{
+		FilterSubjects: replayFilters(patterns),
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    after + 1,
+	})
+	if err != nil {
+		return after, err
+	}
+	if info := cons.CachedInfo(); info != nil && info.NumPending == 0 {
+		return max(after, until), nil
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(512))
+	if err != nil {
+		return after, err
+	}
+	defer it.Stop()
+	reached := after
+	for {
+		m, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return reached, err
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return reached, err
+		}
+		if u := s.update(m, md); u != nil {
+			if err := each(u); err != nil {
+				return reached, err
+			}
+		}
+		reached = md.Sequence.Stream
+		if md.NumPending == 0 || reached >= until {
+			return max(reached, until), nil
+		}
+	}
 }
 
 func (s *Source) drop(what, subject string, err error) {

@@ -1,6 +1,7 @@
 package push
 
 import (
+	"context"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -39,14 +40,27 @@ func putBuf(b *[]byte) {
 
 type sseConn struct {
 	conn    net.Conn
+	header  []byte // the response header, sent with the first write
 	chunked bool // HTTP/1.1: each write is one chunk; HTTP/1.0: the body ends when the connection does
 	timeout time.Duration
 }
 
 func (s *Server) handleSSE(c *gin.Context) {
-	patterns, ok := s.topicsFromQuery(c)
+	sub, ok := s.subscriptionFromQuery(c)
 	if !ok {
 		return
+	}
+	// EventSource resends the id of the last event it saw as Last-Event-ID when it reconnects; a first connect
+	// can resume with the lastEventId parameter.
+	since, resume, ok := cursorFromRequest(c, "Last-Event-ID", "lastEventId")
+	if !ok {
+		return
+	}
+	var checked error
+	if resume {
+		if checked, ok = s.checkCursor(c, since); !ok {
+			return
+		}
 	}
 	conn, _, err := http.NewResponseController(c.Writer).Hijack()
 	if err != nil {
@@ -57,7 +71,7 @@ func (s *Server) handleSSE(c *gin.Context) {
 	chunked := c.Request.ProtoAtLeast(1, 1)
 	sc := &sseConn{conn: conn, chunked: chunked, timeout: s.hub.opts.WriteTimeout}
 
-	header := make([]byte, 0, 512)
+	header := make([]byte, 0, 256)
 	header = append(header, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"+
 		"X-Accel-Buffering: no\r\n"...)
 	if chunked {
@@ -70,24 +84,34 @@ func (s *Server) handleSSE(c *gin.Context) {
 		header = append(header, origin...)
 		header = append(header, "\r\nVary: Origin\r\n"...)
 	}
-	header = append(header, "\r\n"...)
-	// The first chunk tells clients how soon to reconnect, and makes EventSource fire onopen at once.
-	header = sc.appendChunk(header, []byte("retry: 2000\n: livepush\n\n"))
-	conn.SetWriteDeadline(time.Now().Add(sc.timeout))
-	if _, err := conn.Write(header); err != nil {
-		conn.Close()
-		return
-	}
+	sc.header = append(header, "\r\n"...)
 
-	sub, ok := s.hub.newSubscriber(sc, "sse", c.ClientIP())
+	subscriber, ok := s.hub.newSubscriber(sc, "sse", c.ClientIP())
 	if !ok {
 		sc.close(reasonRestart)
 		return
 	}
-	s.log.Info("connection opened", "conn", sub.id, "transport", "sse", "remote", sub.remote, "topics", patterns)
-	s.hub.Subscribe(sub, patterns, nil)
-	go s.sseReadLoop(sub, conn)
+	s.log.Info("connection opened", "conn", subscriber.id, "transport", "sse", "remote", subscriber.remote,
+		"topics", sub.Patterns, "since", since, "resume", resume)
+	// The response starts with the first write of the subscriber's writer, which comes after the subscription is
+	// registered: a client that has the headers is subscribed.
+	if !resume {
+		s.hub.Subscribe(subscriber, sub, sseHello)
+		go s.sseReadLoop(subscriber, conn)
+		return
+	}
+	go func() {
+		// The replay may read the stream for a while: it runs here, then this goroutine watches the connection.
+		if _, err := s.hub.resume(context.Background(), subscriber, sub, since, sseHello, checked); err != nil {
+			s.log.Info("resume failed", "conn", subscriber.id, "err", err)
+			subscriber.Close(reasonUnavailable)
+		}
+		s.sseReadLoop(subscriber, conn)
+	}()
 }
+
+// sseHello opens every stream: how soon to reconnect, and a comment so EventSource fires onopen at once.
+var sseHello = newControl(nil, []byte("retry: 2000\n: livepush\n\n"))
 
 // sseReadLoop waits for the client to hang up. SSE clients send nothing after the request.
 func (s *Server) sseReadLoop(sub *Subscriber, conn net.Conn) {
@@ -113,6 +137,12 @@ func (sc *sseConn) appendChunk(dst, body []byte) []byte {
 
 func (sc *sseConn) send(b []byte) error {
 	sc.conn.SetWriteDeadline(time.Now().Add(sc.timeout))
+	if sc.header != nil {
+		bufs := net.Buffers{sc.header, b}
+		sc.header = nil
+		_, err := bufs.WriteTo(sc.conn)
+		return err
+	}
 	_, err := sc.conn.Write(b)
 	return err
 }
@@ -157,8 +187,8 @@ func (sc *sseConn) close(reason closeReason) {
 	if sc.chunked {
 		b = append(b, "0\r\n\r\n"...)
 	}
-	sc.conn.SetWriteDeadline(time.Now().Add(time.Second))
-	sc.conn.Write(b)
+	sc.timeout = time.Second
+	sc.send(b)
 }
 
 func (sc *sseConn) abort() { sc.conn.Close() }

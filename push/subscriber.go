@@ -1,12 +1,17 @@
 package push
 
 import (
+	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/livepush/livepush/internal/topic"
 )
+
+// ErrClosed is returned when a subscriber is closed while something is being queued for it.
+var ErrClosed = errors.New("push: subscriber closed")
 
 // sink is what a transport gives the hub: the writes of one connection. Only the subscriber's writer calls write,
 // heartbeat and close, one at a time; abort may be called at any time to cut a connection that is stuck.
@@ -36,6 +41,8 @@ var (
 	reasonSlow = closeReason{code: 1013, err: "slow_consumer",
 		text: "too slow to keep up: reconnect and resume from your cursor", retry: 2 * time.Second}
 	reasonWriteFailed = closeReason{code: 1011, err: "write_failed", text: "write to the connection failed"}
+	reasonUnavailable = closeReason{code: 1013, err: "unavailable",
+		text: "stream unreachable: reconnect and resume from your cursor", retry: 2 * time.Second}
 )
 
 // Subscriber is one client connection as the hub sees it: its patterns, its queue of updates waiting to be written,
@@ -51,6 +58,7 @@ type Subscriber struct {
 	// Guarded by hub.mu.
 	patterns []subscription
 	removed  bool
+	rated    bool // some subscription has a rate limit
 
 	mu         sync.Mutex
 	queue      []*Update
@@ -62,26 +70,39 @@ type Subscriber struct {
 	closing    *closeReason
 	behind     time.Time // when the queue was first conflated and not drained since; zero when caught up
 	conflated  uint64
-	lastWrite  atomic.Int64 // unix nanoseconds of the last completed write
+	throttles  map[string]*throttle // per topic, for rate-limited subscriptions; nil entries: not limited
+	room       chan struct{}        // signalled after each write while a replay waits for the queue to drain
+	endReplay  context.CancelFunc   // cancels a replay in progress when s closes
+	lastWrite  atomic.Int64         // unix nanoseconds of the last completed write
 	closedOnce sync.Once
 }
 
 type subscription struct {
-	set   *patternSet
-	index int // position of the subscriber in set.subs
+	set     *patternSet
+	index   int     // position of the subscriber in set.subs
+	maxRate float64 // updates per second per topic; zero: unlimited
+}
+
+// throttle limits one topic of one subscriber to a rate: an update arriving too soon waits as pending, replaced by
+// any newer one, and goes out when the interval has passed, so the newest value always arrives.
+type throttle struct {
+	interval time.Duration
+	sent     time.Time
+	pending  *Update
+	armed    bool // a timer will release pending
 }
 
 // ID returns the connection's id, unique in this process, used in logs.
 func (s *Subscriber) ID() uint64 { return s.id }
 
-// hasPatternLocked reports whether s has p. hub.mu must be held.
-func (s *Subscriber) hasPatternLocked(p string) bool {
-	for _, sub := range s.patterns {
+// patternIndexLocked returns the index of p in s.patterns, or -1. hub.mu must be held.
+func (s *Subscriber) patternIndexLocked(p string) int {
+	for i, sub := range s.patterns {
 		if sub.set.pattern == p {
-			return true
+			return i
 		}
 	}
-	return false
+	return -1
 }
 
 // matchesLocked reports whether one of the first n patterns of s matches topic t. hub.mu must be held.
@@ -114,6 +135,10 @@ func (s *Subscriber) offer(u *Update) {
 		return
 	}
 	s.last = u.Cursor
+	if s.rated && !s.allowLocked(u) {
+		s.mu.Unlock()
+		return
+	}
 	s.queue = append(s.queue, u)
 	if len(s.queue) > s.limit && s.conflateLocked(u.Recv) {
 		s.mu.Unlock()
@@ -134,8 +159,9 @@ func (s *Subscriber) Send(ctrl *Update) {
 	s.mu.Unlock()
 }
 
-// enqueueSnapshot queues reply, then the snapshot, and moves the live cursor to head. Called under hub.mu.
-func (s *Subscriber) enqueueSnapshot(reply *Update, snapshot []*Update, head uint64) {
+// enqueueLocked queues reply, then updates (a snapshot or a replay), and moves the live cursor to head. hub.mu must
+// be held for writing, so no live update can slip in between.
+func (s *Subscriber) enqueueLocked(reply *Update, updates []*Update, head uint64) {
 	s.mu.Lock()
 	if s.closing != nil {
 		s.mu.Unlock()
@@ -144,10 +170,136 @@ func (s *Subscriber) enqueueSnapshot(reply *Update, snapshot []*Update, head uin
 	if reply != nil {
 		s.queue = append(s.queue, reply)
 	}
-	s.queue = append(s.queue, snapshot...)
+	s.queue = append(s.queue, updates...)
 	s.last = max(s.last, head)
-	// The snapshot is at most one update per topic: let the queue hold it without calling it slow.
+	// A snapshot is one update per topic and a replay from memory is already in memory: let the queue hold them
+	// without calling the subscriber slow.
 	s.limit = max(s.limit, 2*len(s.queue))
+	s.startWriterLocked()
+}
+
+// pushReplay queues one update read from the stream for a resume, waiting while the queue is full so a client far
+// behind streams its catch-up instead of having it loaded whole.
+func (s *Subscriber) pushReplay(ctx context.Context, u *Update) error {
+	s.mu.Lock()
+	for len(s.queue) >= s.hub.opts.QueueLimit && s.closing == nil {
+		if s.room == nil {
+			s.room = make(chan struct{}, 1)
+		}
+		room := s.room
+		s.mu.Unlock()
+		select {
+		case <-room:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		s.mu.Lock()
+	}
+	if s.closing != nil {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	s.queue = append(s.queue, u)
+	s.startWriterLocked()
+	return nil
+}
+
+// replayContext returns a context for a replay that ends when s closes.
+func (s *Subscriber) replayContext(parent context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(parent)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing != nil {
+		cancel()
+	}
+	s.endReplay = cancel
+	return ctx, cancel
+}
+
+func (s *Subscriber) signalRoomLocked() {
+	if s.room != nil {
+		select {
+		case s.room <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// allowLocked applies the rate limit of u's topic: it reports true if u may be queued now; otherwise u waits as
+// the topic's pending update. Runs under hub.mu (read) and s.mu.
+func (s *Subscriber) allowLocked(u *Update) bool {
+	th, ok := s.throttles[u.Topic]
+	if !ok {
+		th = s.newThrottleLocked(u.Topic)
+		if s.throttles == nil {
+			s.throttles = make(map[string]*throttle)
+		}
+		s.throttles[u.Topic] = th
+	}
+	if th == nil {
+		return true
+	}
+	now := time.Now()
+	if since := now.Sub(th.sent); since >= th.interval {
+		th.sent = now
+		return true
+	}
+	th.pending = u
+	if !th.armed {
+		th.armed = true
+		time.AfterFunc(th.interval-now.Sub(th.sent), func() { s.release(th) })
+	}
+	return false
+}
+
+// newThrottleLocked returns the throttle for topic t: the least restrictive rate of the subscriptions matching it,
+// or nil when one of them is unlimited.
+func (s *Subscriber) newThrottleLocked(t string) *throttle {
+	rate := -1.0
+	for _, sub := range s.patterns {
+		if topic.Match(sub.set.pattern, t) {
+			if sub.maxRate <= 0 {
+				return nil
+			}
+			rate = max(rate, sub.maxRate)
+		}
+	}
+	if rate <= 0 {
+		return nil
+	}
+	return &throttle{interval: time.Duration(float64(time.Second) / rate)}
+}
+
+// release queues a throttled topic's pending update once its interval has passed.
+func (s *Subscriber) release(th *throttle) {
+	s.mu.Lock()
+	th.armed = false
+	u := th.pending
+	th.pending = nil
+	if u == nil || s.closing != nil {
+		s.mu.Unlock()
+		return
+	}
+	th.sent = time.Now()
+	s.queue = append(s.queue, u)
+	s.startWriterLocked()
+}
+
+// ratesChangedLocked forgets the per-topic throttles after the subscriptions changed, queueing what they held so
+// no latest value is lost. hub.mu must be held for writing.
+func (s *Subscriber) ratesChangedLocked() {
+	s.rated = false
+	for _, sub := range s.patterns {
+		s.rated = s.rated || sub.maxRate > 0
+	}
+	s.mu.Lock()
+	for _, th := range s.throttles {
+		if th != nil && th.pending != nil {
+			s.queue = append(s.queue, th.pending)
+			th.pending = nil
+		}
+	}
+	s.throttles = nil
 	s.startWriterLocked()
 }
 
@@ -221,6 +373,7 @@ func (s *Subscriber) writeLoop() {
 			clear(batch) // let written updates be collected
 			s.spare = batch[:0]
 			batch = nil
+			s.signalRoomLocked()
 		}
 		if reason := s.closing; reason != nil {
 			s.queue = nil
@@ -283,8 +436,19 @@ func (s *Subscriber) Close(reason closeReason) {
 		s.hub.remove(s)
 		s.mu.Lock()
 		s.closing = &reason
+		s.signalRoomLocked() // wake a replay waiting for room
+		if s.endReplay != nil {
+			s.endReplay()
+		}
 		s.startWriterLocked()
 	})
+}
+
+// cursor returns the newest cursor queued for s, or the head it joined the live stream at.
+func (s *Subscriber) cursor() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.last
 }
 
 // Closed reports whether s is closing or closed.

@@ -71,9 +71,21 @@ func (s *Server) handleWS(c *gin.Context) {
 	}
 	s.log.Info("connection opened", "conn", sub.id, "transport", "ws", "remote", sub.remote)
 
-	// Topics in the URL subscribe at once, as if the first message had been a subscribe without an id.
+	// Topics in the URL subscribe at once, as if the first message had been a subscribe without an id (and the
+	// query's since and maxRate its fields).
 	if q := c.QueryArray("topic"); len(q) > 0 {
-		s.wsSubscribe(sub, wsRequest{Type: "subscribe", Topics: q})
+		req := wsRequest{Type: "subscribe", Topics: q}
+		if v := c.Query("since"); v != "" {
+			req.Since = json.RawMessage(strconv.Quote(v))
+		}
+		if v := c.Query("maxRate"); v != "" {
+			rate, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				rate = -1 // refused with a clear error by wsSubscribe
+			}
+			req.MaxRate = &rate
+		}
+		s.wsSubscribe(sub, req)
 	}
 	// The request's context ends when this handler returns; the connection outlives it.
 	go s.wsReadLoop(sub, conn)
@@ -139,6 +151,8 @@ func (s *Server) wsHandleMessage(sub *Subscriber, data []byte) {
 	}
 }
 
+// wsSubscribe handles a subscribe: a new subscription, a resume (with "since"), or a new rate for topics the
+// connection has. A resume runs here, in the read loop: later control messages wait until its catch-up is queued.
 func (s *Server) wsSubscribe(sub *Subscriber, req wsRequest) {
 	patterns, ok := s.wsTopics(sub, req)
 	if !ok {
@@ -148,7 +162,43 @@ func (s *Server) wsSubscribe(sub *Subscriber, req wsRequest) {
 		sub.Send(wsError(req.ID, "too_many_topics", "at most %d topics per connection", s.cfg.MaxTopics))
 		return
 	}
-	s.hub.Subscribe(sub, patterns, wsReply{Type: "subscribed", ID: req.ID, Topics: patterns}.update())
+	subscription := Subscription{Patterns: patterns}
+	if req.MaxRate != nil {
+		rate, err := parseMaxRate(strconv.FormatFloat(*req.MaxRate, 'g', -1, 64))
+		if err != nil {
+			sub.Send(wsError(req.ID, "bad_request", "%s", err))
+			return
+		}
+		subscription.MaxRate = rate
+	}
+	reply := wsReply{Type: "subscribed", ID: req.ID, Topics: patterns}.update()
+	if len(req.Since) == 0 {
+		s.hub.Subscribe(sub, subscription, reply)
+		return
+	}
+	since, err := parseSince(req.Since)
+	if err != nil {
+		sub.Send(wsError(req.ID, "bad_cursor", "%s", err))
+		return
+	}
+	_, err = s.hub.Resume(context.Background(), sub, subscription, since, reply)
+	switch {
+	case err == nil, errors.Is(err, ErrClosed):
+	case errors.Is(err, ErrCursorAhead):
+		sub.Send(wsError(req.ID, "bad_cursor", "cursor %d is ahead of the stream", since))
+	default:
+		s.log.Info("resume failed", "conn", sub.id, "err", err)
+		sub.Send(wsError(req.ID, "unavailable", "the stream is unreachable right now: retry shortly"))
+	}
+}
+
+// parseSince reads "since" as a string of digits (the form the edge sends cursors in) or a JSON number.
+func parseSince(raw json.RawMessage) (uint64, error) {
+	var str string
+	if json.Unmarshal(raw, &str) == nil {
+		return ParseCursor(str)
+	}
+	return ParseCursor(string(raw))
 }
 
 // wsTopics validates the topics of a subscribe or unsubscribe, replying with an error if one is invalid.

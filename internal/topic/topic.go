@@ -172,3 +172,37 @@ func Match(p, t string) bool {
 func IsLiteral(p string) bool {
 	return !strings.ContainsAny(p, "*>")
 }
+
+// Overlap reports whether some topic matches both patterns a and b.
+func Overlap(a, b string) bool {
+	for {
+		aTok, aRest, aMore := strings.Cut(a, ".")
+		bTok, bRest, bMore := strings.Cut(b, ".")
+		switch {
+		case aTok == ">" || bTok == ">":
+			return true
+		case aTok != "*" && bTok != "*" && aTok != bTok:
+			return false
+		case !aMore || !bMore:
+			return aMore == bMore
+		}
+		a, b = aRest, bRest
+	}
+}
+
+// Covers reports whether every topic matching pattern b also matches pattern a.
+func Covers(a, b string) bool {
+	for {
+		aTok, aRest, aMore := strings.Cut(a, ".")
+		bTok, bRest, bMore := strings.Cut(b, ".")
+		switch {
+		case aTok == ">":
+			return true
+		case bTok == ">" || aTok != "*" && aTok != bTok:
+			return false
+		case !aMore || !bMore:
+			return aMore == bMore
+		}
+		a, b = aRest, bRest
+	}
+}

@@ -1,0 +1,196 @@
+package push
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/gin-gonic/gin"
+)
+
+// Long polling: GET /api/poll?topic=…&cursor=N&timeout=25s answers as soon as there are updates after N for the
+// topics, or with an empty list when the timeout passes; the client asks again with the cursor it got. Without a
+// cursor it answers the snapshot at once. A poll that finds updates already waiting (the usual case under load) is
+// served from the hub's memory without registering anything; one that has to wait becomes a short-lived subscriber.
+
+const (
+	defaultPollTimeout = 25 * time.Second
+	maxPollTimeout     = 2 * time.Minute
+	defaultPollLimit   = 1000
+	maxPollLimit       = 10000
+)
+
+// pollSink hands the first batch written to a long-poll subscriber to the waiting request.
+type pollSink struct {
+	got    chan []*Update
+	closed chan struct{}
+}
+
+func (p *pollSink) write(batch []*Update) error {
+	select {
+	case p.got <- slices.Clone(batch): // the writer reuses batch
+	default: // the request has its answer already; the rest waits for the next poll
+	}
+	return nil
+}
+
+func (p *pollSink) heartbeat() error    { return nil }
+func (p *pollSink) close(_ closeReason) { close(p.closed) }
+func (p *pollSink) abort()              {}
+
+func (s *Server) handlePoll(c *gin.Context) {
+	sub, ok := s.subscriptionFromQuery(c)
+	if !ok {
+		return
+	}
+	since, resume, ok := cursorFromRequest(c, "", "cursor")
+	if !ok {
+		return
+	}
+	timeout, limit, err := pollParams(c)
+	if err != nil {
+		writeError(c, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	if !resume {
+		head, updates := s.hub.Snapshot(sub.Patterns)
+		writeUpdates(c, head, updates[:min(len(updates), limit)], `,"reset":false`)
+		return
+	}
+	checked, ok := s.checkCursor(c, since)
+	if !ok {
+		return
+	}
+	if errors.Is(checked, ErrCursorExpired) {
+		head, updates := s.hub.Snapshot(sub.Patterns)
+		writeUpdates(c, head, updates[:min(len(updates), limit)], `,"reset":true`)
+		return
+	}
+
+	// maxRate, statelessly: answer no sooner than 1/maxRate after the update the cursor names, with at most the
+	// latest update of each topic. Successive polls are then spaced by at least that interval.
+	var notBefore time.Time
+	if sub.MaxRate > 0 {
+		if recv, ok := s.hub.receivedAt(since); ok {
+			notBefore = recv.Add(time.Duration(float64(time.Second) / sub.MaxRate))
+		}
+	}
+	ctx, cancel := context.WithTimeout(c.Request.Context(), timeout)
+	defer cancel()
+	if wait := time.Until(notBefore); wait > 0 {
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+	}
+
+	cursor, updates, err := s.poll(ctx, c.ClientIP(), Subscription{Patterns: sub.Patterns}, since, limit)
+	if err != nil {
+		c.Header("Retry-After", "2")
+		writeError(c, http.StatusServiceUnavailable, "unavailable", "the stream is unreachable right now: retry shortly")
+		return
+	}
+	if sub.MaxRate > 0 {
+		updates = latestPerTopic(updates)
+	}
+	writeUpdates(c, cursor, updates, `,"reset":false`)
+}
+
+// poll returns the updates after since (at most limit) and the cursor to poll from next, waiting until there are
+// some or ctx ends.
+func (s *Server) poll(ctx context.Context, remote string, sub Subscription, since uint64, limit int) (uint64, []*Update, error) {
+	if cursor, updates, ok := s.hub.recentAfter(sub.Patterns, since, limit); ok && len(updates) > 0 {
+		return cursor, updates, nil
+	}
+	sink := &pollSink{got: make(chan []*Update, 1), closed: make(chan struct{})}
+	subscriber, ok := s.hub.newSubscriber(sink, "poll", remote)
+	if !ok {
+		return since, nil, nil // draining: an empty answer sends the client elsewhere
+	}
+	defer subscriber.Close(reasonClientGone)
+	if _, err := s.hub.Resume(ctx, subscriber, sub, since, nil); err != nil && ctx.Err() == nil {
+		return since, nil, err
+	}
+	select {
+	case batch := <-sink.got:
+		var updates []*Update
+		for _, u := range batch {
+			if u.Topic != "" && len(updates) < limit {
+				updates = append(updates, u)
+			}
+		}
+		if len(updates) > 0 {
+			return updates[len(updates)-1].Cursor, updates, nil
+		}
+	case <-sink.closed:
+	case <-ctx.Done():
+	}
+	return max(since, subscriber.cursor()), nil, nil
+}
+
+func pollParams(c *gin.Context) (timeout time.Duration, limit int, err error) {
+	timeout, limit = defaultPollTimeout, defaultPollLimit
+	if v := c.Query("timeout"); v != "" {
+		if timeout, err = time.ParseDuration(v); err != nil {
+			secs, err2 := strconv.ParseFloat(v, 64)
+			if err2 != nil {
+				return 0, 0, fmt.Errorf("timeout %q: a duration such as 25s, or seconds", truncate(v, 16))
+			}
+			timeout = time.Duration(secs * float64(time.Second))
+		}
+		if timeout < 0 || timeout > maxPollTimeout {
+			return 0, 0, fmt.Errorf("timeout must be from 0 to %s", maxPollTimeout)
+		}
+	}
+	if v := c.Query("limit"); v != "" {
+		if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > maxPollLimit {
+			return 0, 0, fmt.Errorf("limit must be from 1 to %d", maxPollLimit)
+		}
+	}
+	return timeout, limit, nil
+}
+
+// latestPerTopic keeps the newest update of each topic, in cursor order.
+func latestPerTopic(updates []*Update) []*Update {
+	latest := make(map[string]*Update, len(updates))
+	for _, u := range updates {
+		latest[u.Topic] = u
+	}
+	out := make([]*Update, 0, len(latest))
+	for _, u := range latest {
+		out = append(out, u)
+	}
+	slices.SortFunc(out, func(a, b *Update) int { return cmp.Compare(a.Cursor, b.Cursor) })
+	return out
+}
+
+// recentAfter returns from memory the updates after since matching patterns (at most limit) and the cursor to poll
+// from next; ok is false when memory does not reach back to since.
+func (h *Hub) recentAfter(patterns []string, since uint64, limit int) (cursor uint64, updates []*Update, ok bool) {
+	h.cacheMu.RLock()
+	defer h.cacheMu.RUnlock()
+	if !h.recent.covers(since) || since > h.head {
+		return 0, nil, false
+	}
+	updates = h.recent.after(nil, since, func(u *Update) bool { return matchesAny(patterns, u.Topic) })
+	if len(updates) > limit {
+		updates = updates[:limit]
+		return updates[limit-1].Cursor, updates, true
+	}
+	return h.head, updates, true
+}
+
+// receivedAt returns when the edge received the update with cursor, if it still remembers it.
+func (h *Hub) receivedAt(cursor uint64) (time.Time, bool) {
+	h.cacheMu.RLock()
+	defer h.cacheMu.RUnlock()
+	if u := h.recent.find(cursor); u != nil {
+		return u.Recv, true
+	}
+	return time.Time{}, false
+}

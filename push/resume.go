@@ -1,0 +1,278 @@
+package push
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	sse "github.com/tmaxmax/go-sse"
+
+	"github.com/livepush/livepush/internal/topic"
+)
+
+// Resuming: a client gives the cursor of the last update it has, and gets every update after it for its topics,
+// then live ones, with no gap and no duplicate. Recent cursors are served from the hub's memory; older ones from
+// the stream, streamed through the subscriber's queue at the pace the client reads; cursors older than the stream
+// keeps get a reset and a fresh snapshot.
+
+var (
+	// ErrCursorAhead is returned for a cursor beyond the newest update in the stream.
+	ErrCursorAhead = errors.New("push: cursor is ahead of the stream")
+	// ErrCursorExpired is returned for a cursor older than the stream keeps: the client must start again from a
+	// snapshot.
+	ErrCursorExpired = errors.New("push: cursor is older than the stream keeps")
+	// ErrUnavailable is returned when a resume needs the stream and NATS cannot be reached.
+	ErrUnavailable = errors.New("push: stream unavailable")
+)
+
+// History is the stream as the hub needs it for resumes that reach further back than its memory.
+type History interface {
+	// Bounds returns the cursors of the oldest and the newest update the stream holds.
+	Bounds(ctx context.Context) (first, last uint64, err error)
+	// Replay calls each, in cursor order, for every update after cursor after whose topic matches one of
+	// patterns, at least up to cursor until. It returns the cursor up to which it has passed every matching
+	// update (at least until), or the error of each.
+	Replay(ctx context.Context, after, until uint64, patterns []string, each func(*Update) error) (uint64, error)
+}
+
+// ParseCursor reads a cursor as clients send it: a decimal stream sequence.
+func ParseCursor(s string) (uint64, error) {
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("cursor %q is not a stream sequence (a decimal number)", truncate(s, 24))
+	}
+	return n, nil
+}
+
+// beginHistory tells the hub that every update after floor now reaches it in order, so its memory of recent
+// updates can serve resumes. The source calls it once it has caught up with the stream.
+func (h *Hub) beginHistory(floor uint64) {
+	h.cacheMu.Lock()
+	defer h.cacheMu.Unlock()
+	if !h.recent.on {
+		h.recent.begin(floor)
+	}
+}
+
+// Resume subscribes s to sub from just after cursor since: it queues reply (if not nil), every update after since
+// for the topics that sub adds, then live updates. A cursor older than the stream keeps gets reply, a reset message
+// and a snapshot instead (reset is then true). A rate-limited subscription wants latest values, not history: it gets
+// the snapshot. Errors: ErrCursorAhead, ErrUnavailable, ErrClosed, or ctx's.
+func (h *Hub) Resume(ctx context.Context, s *Subscriber, sub Subscription, since uint64, reply *Update) (reset bool, err error) {
+	return h.resume(ctx, s, sub, since, reply, h.CheckCursor(ctx, since))
+}
+
+// resume is Resume after the cursor check, for transports that must check before they answer.
+func (h *Hub) resume(ctx context.Context, s *Subscriber, sub Subscription, since uint64, reply *Update, checked error) (reset bool, err error) {
+	if sub.MaxRate > 0 {
+		h.Subscribe(s, sub, reply)
+		return false, nil
+	}
+	if errors.Is(checked, ErrCursorExpired) {
+		h.reset(s, sub, since, reply)
+		return true, nil
+	} else if checked != nil {
+		return false, checked
+	}
+	ctx, cancel := s.replayContext(ctx)
+	defer cancel()
+
+	existing := s.Patterns()
+	keep := func(u *Update) bool { return matchesAny(sub.Patterns, u.Topic) && !matchesAny(existing, u.Topic) }
+	if reply != nil {
+		s.Send(reply)
+	}
+	for {
+		if done, err := h.resumeFromMemory(s, sub, &since, keep); done || err != nil {
+			return false, err
+		}
+		// Memory does not reach back to since: read the stream up to where it does.
+		since, err = h.resumeFromStream(ctx, s, sub.Patterns, since, keep)
+		if errors.Is(err, ErrCursorExpired) {
+			h.reset(s, sub, since, nil)
+			return true, nil
+		}
+		if err != nil {
+			return false, err
+		}
+	}
+}
+
+// reset queues reply, a reset message and a snapshot, for a cursor the stream no longer reaches back to.
+func (h *Hub) reset(s *Subscriber, sub Subscription, since uint64, reply *Update) {
+	if reply != nil {
+		s.Send(reply)
+	}
+	s.Send(resetMessage(since))
+	h.Subscribe(s, sub, nil)
+}
+
+// CheckCursor tells whether since can be resumed: nil, ErrCursorExpired, ErrCursorAhead or ErrUnavailable.
+// A cursor a little ahead of this edge but not of the stream (the client comes from an edge that is further along)
+// waits until this edge catches up.
+func (h *Hub) CheckCursor(ctx context.Context, since uint64) error {
+	h.cacheMu.RLock()
+	head, inMemory, historyOn := h.head, h.recent.covers(since), h.recent.on
+	h.cacheMu.RUnlock()
+	if since <= head && inMemory {
+		return nil // the common case answers without asking NATS
+	}
+	if h.history == nil {
+		if since > head {
+			return fmt.Errorf("%w (newest is %d)", ErrCursorAhead, head)
+		}
+		return ErrCursorExpired
+	}
+	bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	first, last, err := h.history.Bounds(bctx)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	if since > last {
+		return fmt.Errorf("%w (newest is %d)", ErrCursorAhead, last)
+	}
+	if since+1 < first {
+		return ErrCursorExpired
+	}
+	// Wait for this edge to follow the stream up to since, and to have started its memory of recent updates.
+	for !historyOn || h.Head() < since {
+		select {
+		case <-bctx.Done():
+			return fmt.Errorf("%w: this edge is not following the stream", ErrUnavailable)
+		case <-time.After(10 * time.Millisecond):
+		}
+		h.cacheMu.RLock()
+		historyOn = h.recent.on
+		h.cacheMu.RUnlock()
+	}
+	return nil
+}
+
+// resumeFromMemory serves the resume from the hub's recent updates if they reach back to *since. It copies what it
+// can without holding the subscription index, then takes the index to add the few updates that came meanwhile and
+// join the live stream. It reports done, or moves *since to what it has queued and returns false when memory no
+// longer reaches back that far (a burst evicted it meanwhile).
+func (h *Hub) resumeFromMemory(s *Subscriber, sub Subscription, since *uint64, keep func(*Update) bool) (bool, error) {
+	h.cacheMu.RLock()
+	if !h.recent.covers(*since) {
+		h.cacheMu.RUnlock()
+		return false, nil
+	}
+	batch := h.recent.after(nil, *since, keep)
+	seen := h.head
+	h.cacheMu.RUnlock()
+	s.mu.Lock()
+	s.enqueueBatchLocked(batch)
+	*since = seen
+
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if s.removed {
+		return true, ErrClosed
+	}
+	h.cacheMu.RLock()
+	if !h.recent.covers(seen) {
+		h.cacheMu.RUnlock()
+		return false, nil
+	}
+	tail := h.recent.after(nil, seen, keep)
+	head := h.head
+	h.cacheMu.RUnlock()
+	h.addPatternsLocked(s, sub)
+	s.enqueueLocked(nil, tail, head)
+	return true, nil
+}
+
+// resumeFromStream replays from the stream every update after since that keep accepts, until it reaches what the
+// hub's memory holds, and returns how far it got.
+func (h *Hub) resumeFromStream(ctx context.Context, s *Subscriber, patterns []string, since uint64, keep func(*Update) bool) (uint64, error) {
+	h.cacheMu.RLock()
+	until := h.recent.floor
+	h.cacheMu.RUnlock()
+	first, _, err := h.history.Bounds(ctx)
+	if err != nil {
+		return since, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	if since+1 < first {
+		// Retention removed what we were about to replay: the client has a gap it must know about.
+		return since, ErrCursorExpired
+	}
+	next, err := h.history.Replay(ctx, since, until, patterns, func(u *Update) error {
+		if !keep(u) {
+			return nil
+		}
+		return s.pushReplay(ctx, u)
+	})
+	if err != nil && !errors.Is(err, ErrClosed) && ctx.Err() == nil {
+		err = fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return next, err
+}
+
+// enqueueBatchLocked queues updates already held in memory; s.mu must be held and is released.
+func (s *Subscriber) enqueueBatchLocked(updates []*Update) {
+	if s.closing != nil {
+		s.mu.Unlock()
+		return
+	}
+	s.queue = append(s.queue, updates...)
+	s.limit = max(s.limit, 2*len(s.queue))
+	s.startWriterLocked()
+}
+
+// resetMessage tells a client its cursor is older than the stream keeps and a fresh snapshot follows.
+func resetMessage(since uint64) *Update {
+	body, _ := json.Marshal(struct {
+		Type   string `json:"type"`
+		Cursor string `json:"cursor"`
+		Reason string `json:"reason"`
+	}{"reset", strconv.FormatUint(since, 10), "cursor older than the stream keeps: a fresh snapshot follows"})
+	m := sse.Message{Type: sse.Type("reset")}
+	m.AppendData(string(body))
+	ev, _ := m.MarshalText()
+	return newControl(append(body, '\n'), ev)
+}
+
+// replayFilters turns a client's patterns into the filter subjects of a stream consumer, which JetStream requires
+// not to overlap: patterns covered by another are dropped, and if some still overlap, their roots are used instead
+// (the edge filters exactly anyway).
+func replayFilters(patterns []string) []string {
+	var filters []string
+	for i, p := range patterns {
+		covered := false
+		for j, q := range patterns {
+			if i != j && topic.Covers(q, p) && (p != q || j < i) {
+				covered = true
+				break
+			}
+		}
+		if !covered {
+			filters = append(filters, p)
+		}
+	}
+	for i := range filters {
+		for j := i + 1; j < len(filters); j++ {
+			if topic.Overlap(filters[i], filters[j]) {
+				return rootsOf(filters)
+			}
+		}
+	}
+	return filters
+}
+
+func rootsOf(patterns []string) []string {
+	var roots []string
+	for _, p := range patterns {
+		root, _, _ := strings.Cut(p, ".")
+		if r := root + ".>"; !slices.Contains(roots, r) {
+			roots = append(roots, r)
+		}
+	}
+	return roots
+}

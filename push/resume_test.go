@@ -1,0 +1,431 @@
+package push
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	sse "github.com/tmaxmax/go-sse"
+)
+
+// A subscription as each transport resumes it: connect with an optional cursor, read updates.
+type transport struct {
+	name    string
+	connect func(t *testing.T, base string, topics []string, since string) reader
+}
+
+type reader interface {
+	next(t testing.TB) received
+	close()
+}
+
+var transports = []transport{
+	{"sse", func(t *testing.T, base string, topics []string, since string) reader {
+		h := http.Header{}
+		if since != "" {
+			h.Set("Last-Event-ID", since)
+		}
+		return openSSE(t, base, url.Values{"topic": topics}, h)
+	}},
+	{"ws", func(t *testing.T, base string, topics []string, since string) reader {
+		c := dialWS(t, base, "", nil)
+		req := map[string]any{"type": "subscribe", "id": "r", "topics": topics}
+		if since != "" {
+			req["since"] = since
+		}
+		b, _ := json.Marshal(req)
+		c.send(t, string(b))
+		c.expect(t, "subscribed")
+		return wsReader{c}
+	}},
+	{"longpoll", func(t *testing.T, base string, topics []string, since string) reader {
+		return startLongPoll(t, base, topics, since)
+	}},
+}
+
+type wsReader struct{ *wsClient }
+
+func (w wsReader) next(t testing.TB) received { return w.expect(t, "update").received(t) }
+func (w wsReader) close()                     { w.conn.CloseNow() }
+
+// longPoller polls in a loop like a client would, handing over what it receives.
+type longPoller struct {
+	out    chan received
+	resets chan struct{}
+	stop   context.CancelFunc
+	done   chan struct{}
+}
+
+func startLongPoll(t testing.TB, base string, topics []string, since string) *longPoller {
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &longPoller{out: make(chan received, 4096), resets: make(chan struct{}, 16), stop: cancel, done: make(chan struct{})}
+	started := make(chan struct{})
+	go func() {
+		defer close(p.done)
+		cursor := since
+		for i := 0; ctx.Err() == nil; i++ {
+			if i == 1 {
+				close(started) // the first answer is in: like a subscribe acknowledged
+			}
+			q := url.Values{"topic": topics, "timeout": {"2s"}}
+			if cursor != "" {
+				q.Set("cursor", cursor)
+			}
+			body, status, err := get(ctx, base+"/api/poll?"+q.Encode())
+			if err != nil {
+				return
+			}
+			if status != http.StatusOK {
+				t.Errorf("poll: %d %s", status, body)
+				return
+			}
+			var resp struct {
+				Cursor  string      `json:"cursor"`
+				Updates []wsMessage `json:"updates"`
+				Reset   bool        `json:"reset"`
+			}
+			if err := json.Unmarshal(body, &resp); err != nil {
+				t.Errorf("poll body %s: %v", body, err)
+				return
+			}
+			if resp.Reset {
+				p.resets <- struct{}{}
+			}
+			for _, m := range resp.Updates {
+				p.out <- m.received(t)
+			}
+			cursor = resp.Cursor
+		}
+	}()
+	t.Cleanup(p.close)
+	select {
+	case <-started:
+	case <-p.done:
+	}
+	return p
+}
+
+func (p *longPoller) next(t testing.TB) received {
+	t.Helper()
+	select {
+	case r := <-p.out:
+		return r
+	case <-time.After(5 * time.Second):
+		t.Fatal("no update by long polling within 5s")
+	}
+	panic("unreachable")
+}
+
+func (p *longPoller) close() { p.stop(); <-p.done }
+
+func get(ctx context.Context, u string) ([]byte, int, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return body, resp.StatusCode, err
+}
+
+// publishMix publishes n updates over watched and unwatched topics and returns the cursors of the watched ones.
+func publishMix(t testing.TB, n *testNATS, count int) (watched []uint64) {
+	for i := range count {
+		switch i % 3 {
+		case 0:
+			watched = append(watched, n.publish(t, "market.AAPL", quote("AAPL")))
+		case 1:
+			watched = append(watched, n.publish(t, "sports.nba.g-0001", score("nba", "g-0001", i, 0)))
+		default:
+			n.publish(t, "market.MSFT", quote("MSFT"))
+		}
+	}
+	return watched
+}
+
+var resumeTopics = []string{"market.AAPL", "sports.nba.*"}
+
+// expectExactly reads len(want) updates and fails unless they are exactly want, in order; then it checks that
+// nothing else was queued by publishing a sentinel that must come next.
+func expectExactly(t *testing.T, n *testNATS, r reader, want []uint64) {
+	t.Helper()
+	var got []uint64
+	for range want {
+		got = append(got, r.next(t).Cursor)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("got cursors %v\nwant exactly   %v", got, want)
+	}
+	sentinel := n.publish(t, "market.AAPL", quote("AAPL"))
+	if u := r.next(t); u.Cursor != sentinel {
+		t.Fatalf("after the replay got %+v, want the live update %d next (a duplicate or an extra)", u, sentinel)
+	}
+}
+
+func TestResumeNoGapNoDuplicate(t *testing.T) {
+	for _, tr := range transports {
+		for _, path := range []struct {
+			name   string
+			buffer int
+		}{{"memory", 0}, {"stream", 2}} {
+			t.Run(tr.name+"/"+path.name, func(t *testing.T) {
+				n := startNATS(t)
+				e := startEdge(t, n, Config{}, HubOptions{ReplayBuffer: path.buffer})
+				publishMix(t, n, 5)
+				e.waitHead(t, n.publish(t, "market.MSFT", quote("MSFT")))
+
+				c := tr.connect(t, e.url, resumeTopics, "")
+				first := publishMix(t, n, 9)
+				var last uint64
+				for range 2 { // the snapshot: the latest AAPL and the latest NBA game
+					c.next(t)
+				}
+				for _, want := range first {
+					if last = c.next(t).Cursor; last != want {
+						t.Fatalf("live update %d, want %d", last, want)
+					}
+				}
+				c.close()
+
+				missed := publishMix(t, n, 60)
+				c = tr.connect(t, e.url, resumeTopics, strconv.FormatUint(last, 10))
+				// Updates published while the replay runs must arrive too, once.
+				more := publishMix(t, n, 12)
+				expectExactly(t, n, c, append(missed, more...))
+			})
+		}
+	}
+}
+
+func TestResumeOnAnotherEdge(t *testing.T) {
+	n := startNATS(t)
+	a := startEdge(t, n, Config{}, HubOptions{})
+	b := startEdge(t, n, Config{}, HubOptions{})
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			seen := publishMix(t, n, 3)
+			a.waitHead(t, seen[len(seen)-1])
+			c := tr.connect(t, a.url, resumeTopics, "")
+			for range 2 {
+				c.next(t)
+			}
+			live := publishMix(t, n, 6)
+			var last uint64
+			for range live {
+				last = c.next(t).Cursor
+			}
+			c.close()
+			missed := publishMix(t, n, 30)
+			c = tr.connect(t, b.url, resumeTopics, strconv.FormatUint(last, 10))
+			expectExactly(t, n, c, missed)
+		})
+	}
+}
+
+func TestExpiredCursorResetsThenSnapshot(t *testing.T) {
+	n := startNATS(t)
+	e := startEdge(t, n, Config{}, HubOptions{ReplayBuffer: 2})
+	old := n.publish(t, "market.AAPL", quote("AAPL"))
+	publishMix(t, n, 9)
+	latestAAPL := n.publish(t, "market.AAPL", quote("AAPL"))
+	latestNBA := n.publish(t, "sports.nba.g-0001", score("nba", "g-0001", 1, 1))
+	str, err := n.js.Stream(t.Context(), n.cfg.StreamName())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Retention removes the oldest updates: the cursor "old" now points before the stream's start.
+	if err := str.Purge(t.Context(), jetstream.WithPurgeSequence(old+3)); err != nil {
+		t.Fatal(err)
+	}
+	e.waitHead(t, latestNBA)
+	since := strconv.FormatUint(old, 10)
+	wantSnapshot := []uint64{latestAAPL, latestNBA}
+
+	t.Run("sse", func(t *testing.T) {
+		c := openSSE(t, e.url, url.Values{"topic": resumeTopics}, http.Header{"Last-Event-ID": {since}})
+		if r := c.next(t); r.Kind != "reset" {
+			t.Fatalf("first event %+v, want a reset", r)
+		}
+		for _, want := range wantSnapshot {
+			if r := c.next(t); r.Cursor != want {
+				t.Fatalf("snapshot event %+v, want cursor %d", r, want)
+			}
+		}
+	})
+	t.Run("ws", func(t *testing.T) {
+		c := dialWS(t, e.url, "", nil)
+		c.send(t, `{"type":"subscribe","id":"1","topics":["market.AAPL","sports.nba.*"],"since":"`+since+`"}`)
+		c.expect(t, "subscribed")
+		c.expect(t, "reset")
+		for _, want := range wantSnapshot {
+			if r := c.expect(t, "update").received(t); r.Cursor != want {
+				t.Fatalf("snapshot %+v, want cursor %d", r, want)
+			}
+		}
+	})
+	t.Run("longpoll", func(t *testing.T) {
+		p := startLongPoll(t, e.url, resumeTopics, since)
+		select {
+		case <-p.resets:
+		case <-time.After(5 * time.Second):
+			t.Fatal("no reset")
+		}
+		for _, want := range wantSnapshot {
+			if r := p.next(t); r.Cursor != want {
+				t.Fatalf("snapshot %+v, want cursor %d", r, want)
+			}
+		}
+	})
+}
+
+func TestBadCursors(t *testing.T) {
+	n := startNATS(t)
+	e := startEdge(t, n, Config{}, HubOptions{})
+	head := n.publish(t, "market.AAPL", quote("AAPL"))
+	e.waitHead(t, head)
+	for _, cursor := range []string{"abc", "-1", "1.5", "99999999999999999999999", strconv.FormatUint(head+1000, 10)} {
+		for _, u := range []string{
+			e.url + "/sse?topic=market.AAPL&lastEventId=" + url.QueryEscape(cursor),
+			e.url + "/api/poll?topic=market.AAPL&cursor=" + url.QueryEscape(cursor),
+		} {
+			body, status, err := get(t.Context(), u)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var e apiError
+			if status != http.StatusBadRequest || json.Unmarshal(body, &e) != nil || e.Code != "bad_cursor" {
+				t.Errorf("%s: %d %s, want 400 bad_cursor", u, status, body)
+			}
+		}
+		c := dialWS(t, e.url, "", nil)
+		c.send(t, `{"type":"subscribe","id":"x","topics":["market.AAPL"],"since":"`+cursor+`"}`)
+		if m := c.expect(t, "error"); m.Code != "bad_cursor" {
+			t.Errorf("ws since %q: %+v, want bad_cursor", cursor, m)
+		}
+		c.send(t, `{"type":"ping","id":"still-there"}`)
+		c.expect(t, "pong")
+	}
+}
+
+func TestLongPollWaitsThenAnswers(t *testing.T) {
+	n := startNATS(t)
+	e := startEdge(t, n, Config{}, HubOptions{})
+	head := n.publish(t, "market.AAPL", quote("AAPL"))
+	e.waitHead(t, head)
+
+	// Nothing after head: the poll waits, and answers when an update comes.
+	type answer struct {
+		body   string
+		status int
+		took   time.Duration
+	}
+	done := make(chan answer, 1)
+	go func() {
+		start := time.Now()
+		body, status, _ := get(t.Context(), fmt.Sprintf("%s/api/poll?topic=market.AAPL&cursor=%d&timeout=10s", e.url, head))
+		done <- answer{string(body), status, time.Since(start)}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	n.publish(t, "market.MSFT", quote("MSFT")) // not asked for: no answer yet
+	select {
+	case a := <-done:
+		t.Fatalf("poll answered before a matching update: %+v", a)
+	case <-time.After(300 * time.Millisecond):
+	}
+	want := n.publish(t, "market.AAPL", quote("AAPL"))
+	a := <-done
+	if a.status != 200 || !strings.Contains(a.body, fmt.Sprintf(`"cursor":"%d"`, want)) || a.took > 5*time.Second {
+		t.Fatalf("poll answer %+v, want update %d", a, want)
+	}
+
+	// At the timeout: an empty list and a cursor to go on from.
+	body, status, _ := get(t.Context(), fmt.Sprintf("%s/api/poll?topic=market.NONE&cursor=%d&timeout=200ms", e.url, want))
+	var resp struct {
+		Cursor  string            `json:"cursor"`
+		Updates []json.RawMessage `json:"updates"`
+	}
+	if status != 200 || json.Unmarshal(body, &resp) != nil || len(resp.Updates) != 0 || mustCursor(t, resp.Cursor) < want {
+		t.Fatalf("timed-out poll: %d %s", status, body)
+	}
+
+	// A bounded answer: limit updates and the cursor of the last one.
+	var cursors []uint64
+	for range 5 {
+		cursors = append(cursors, n.publish(t, "market.AAPL", quote("AAPL")))
+	}
+	e.waitHead(t, cursors[4])
+	body, _, _ = get(t.Context(), fmt.Sprintf("%s/api/poll?topic=market.AAPL&cursor=%d&limit=2", e.url, want))
+	if err := json.Unmarshal(body, &resp); err != nil || len(resp.Updates) != 2 || mustCursor(t, resp.Cursor) != cursors[1] {
+		t.Fatalf("limited poll: %s, want 2 updates and cursor %d", body, cursors[1])
+	}
+}
+
+func TestPollBadParameters(t *testing.T) {
+	n := startNATS(t)
+	e := startEdge(t, n, Config{}, HubOptions{})
+	for _, q := range []string{"topic=market.AAPL&cursor=1&timeout=forever", "topic=market.AAPL&cursor=1&timeout=1h",
+		"topic=market.AAPL&limit=0", "topic=market.AAPL&maxRate=-1", "topic=market.AAPL&maxRate=fast", "topic=$SYS.>"} {
+		body, status, _ := get(t.Context(), e.url+"/api/poll?"+q)
+		var e apiError
+		if status != http.StatusBadRequest || json.Unmarshal(body, &e) != nil || e.Error == "" {
+			t.Errorf("%s: %d %s, want 400 with a JSON error", q, status, body)
+		}
+	}
+}
+
+// The go-sse client reconnects by itself when the edge drops the stream and resumes from the last id it saw.
+func TestGoSSEClientReconnectsWithoutGap(t *testing.T) {
+	n := startNATS(t)
+	ln := listen(t, "127.0.0.1:0")
+	addr := ln.Addr().String()
+	e := startEdgeOn(t, n, ln, Config{}, HubOptions{})
+
+	ids := make(chan uint64, 1024)
+	ctx, cancel := context.WithCancel(context.Background())
+	client := sse.Client{Backoff: sse.Backoff{InitialInterval: 50 * time.Millisecond, MaxInterval: 200 * time.Millisecond}}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/sse?topic=market.AAPL&topic=sports.nba.*", nil)
+	conn := client.NewConnection(req)
+	conn.SubscribeToAll(func(ev sse.Event) {
+		if ev.Type == "quote" || ev.Type == "score" {
+			id, _ := strconv.ParseUint(ev.LastEventID, 10, 64)
+			ids <- id
+		}
+	})
+	connected := make(chan error, 1)
+	go func() { connected <- conn.Connect() }()
+	t.Cleanup(func() { cancel(); <-connected })
+
+	collect := func(want []uint64) {
+		t.Helper()
+		var got []uint64
+		for range want {
+			select {
+			case id := <-ids:
+				got = append(got, id)
+			case <-time.After(10 * time.Second):
+				t.Fatalf("got %v, want %v", got, want)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("go-sse client got %v\nwant %v", got, want)
+		}
+	}
+	e.waitSubscribers(t, 1)
+	collect(publishMix(t, n, 9))
+
+	e.stop() // drops every stream, telling clients to come back
+	missed := publishMix(t, n, 30)
+	startEdgeOn(t, n, listen(t, addr), Config{}, HubOptions{})
+	collect(missed)
+	collect(publishMix(t, n, 3))
+}
