@@ -41,7 +41,7 @@ func putBuf(b *[]byte) {
 type sseConn struct {
 	conn    net.Conn
 	header  []byte // the response header, sent with the first write
-	chunked bool // HTTP/1.1: each write is one chunk; HTTP/1.0: the body ends when the connection does
+	chunked bool   // HTTP/1.1: each write is one chunk; HTTP/1.0: the body ends when the connection does
 	timeout time.Duration
 }
 
