@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -71,13 +72,13 @@ func (n *testNATS) publish(t testing.TB, topic string, payload string) uint64 {
 	return ack.Sequence
 }
 
-var quoteSeq int
+var quoteSeq atomic.Int64
 
 // quote returns a quote payload for symbol with a distinct price each call.
 func quote(symbol string) string {
-	quoteSeq++
+	seq := quoteSeq.Add(1)
 	return fmt.Sprintf(`{"topic":"market.%s","kind":"quote","symbol":"%s","price":%d.25,"ts":"%s"}`,
-		symbol, symbol, 100+quoteSeq, time.Now().UTC().Format(time.RFC3339Nano))
+		symbol, symbol, 100+seq, time.Now().UTC().Format(time.RFC3339Nano))
 }
 
 func score(league, match string, home, away int) string {

@@ -242,6 +242,7 @@ func (s *Subscriber) allowLocked(u *Update) bool {
 	now := time.Now()
 	if since := now.Sub(th.sent); since >= th.interval {
 		th.sent = now
+		th.pending = nil // superseded: u is newer
 		return true
 	}
 	th.pending = u

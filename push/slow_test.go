@@ -1,0 +1,379 @@
+package push
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	sse "github.com/tmaxmax/go-sse"
+)
+
+// bigQuote is a quote padded to size bytes, stamped with the time it is published.
+func bigQuote(symbol string, seq, size int) string {
+	head := fmt.Sprintf(`{"topic":"market.%s","kind":"quote","symbol":"%s","seq":%d,"ts":"%s","pad":"`,
+		symbol, symbol, seq, time.Now().UTC().Format(time.RFC3339Nano))
+	return head + strings.Repeat("x", max(0, size-len(head)-2)) + `"}`
+}
+
+// pump publishes count padded quotes over topics symbols as fast as JetStream acknowledges them.
+func pump(t *testing.T, n *testNATS, topics, count, size int) (last uint64) {
+	for i := range count {
+		sym := fmt.Sprintf("S%02d", i%topics)
+		last = n.publish(t, "market."+sym, bigQuote(sym, i, size))
+	}
+	return last
+}
+
+// queueStats returns the longest queue of any subscriber and the most updates conflated for one.
+func (h *Hub) queueStats() (longest, conflated int) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for s := range h.subs {
+		s.mu.Lock()
+		longest, conflated = max(longest, len(s.queue)), max(conflated, int(s.conflated))
+		s.mu.Unlock()
+	}
+	return longest, conflated
+}
+
+// edgeHeap returns the bytes in use that the edge (package push) allocated, from the heap profile: the tests run
+// nats-server in the same process, and its caches must not count.
+func edgeHeap() int64 {
+	runtime.GC()
+	runtime.GC() // the profile reflects the heap as of the last completed cycle
+	var records []runtime.MemProfileRecord
+	n, _ := runtime.MemProfile(nil, false)
+	for {
+		records = make([]runtime.MemProfileRecord, n+50)
+		var ok bool
+		if n, ok = runtime.MemProfile(records, false); ok {
+			records = records[:n]
+			break
+		}
+	}
+	var total int64
+	for _, r := range records {
+		frames := runtime.CallersFrames(r.Stack())
+		for {
+			f, more := frames.Next()
+			if strings.HasPrefix(f.Function, "github.com/livepush/livepush/push.") && !strings.Contains(f.Function, "_test") &&
+				!strings.HasPrefix(f.Function, "github.com/livepush/livepush/push.Test") {
+				total += r.InUseBytes()
+				break
+			}
+			if !more {
+				break
+			}
+		}
+	}
+	return total
+}
+
+// A subscriber that stops reading must not delay anyone else, nor grow the edge's memory: it is conflated, then
+// disconnected.
+func TestStuckSubscriberDoesNotHoldOthersBack(t *testing.T) {
+	n := startNATS(t)
+	e := startEdge(t, n, Config{}, HubOptions{SlowTimeout: time.Second, WriteTimeout: 3 * time.Second, ReplayBuffer: 64})
+
+	// The stuck one: a WebSocket client that never reads.
+	stuck, _, err := websocket.Dial(t.Context(), "ws"+strings.TrimPrefix(e.url, "http")+"/ws?topic=market.*", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stuck.CloseNow()
+	// The healthy one reads everything and notes how late each update is.
+	healthy := dialWS(t, e.url, "?topic=market.*", nil)
+	healthy.expect(t, "subscribed")
+	e.waitSubscribers(t, 2)
+	runtime.MemProfileRate = 4096
+	defer func() { runtime.MemProfileRate = 512 * 1024 }()
+	before := edgeHeap()
+
+	// 32 MB of payloads, 96 MB with their encodings: far more than socket buffers hold, and than the heap may grow.
+	const topics, count, size = 20, 4000, 8 << 10
+	var last atomic.Uint64
+	type result struct {
+		worst    time.Duration
+		received int
+		err      error
+	}
+	got := make(chan result, 1)
+	go func() {
+		var r result
+		prev := uint64(0)
+		for m := range healthy.msgs {
+			c := mustCursor(t, m.Cursor)
+			if c <= prev {
+				r.err = fmt.Errorf("cursor %d after %d", c, prev)
+				break
+			}
+			prev = c
+			r.received++
+			var p struct{ TS time.Time }
+			json.Unmarshal(m.Data, &p)
+			r.worst = max(r.worst, time.Since(p.TS))
+			if c == last.Load() {
+				break
+			}
+		}
+		got <- r
+	}()
+	sampled := make(chan [2]int)
+	stopSampling := make(chan struct{})
+	go func() { // the longest queue and the most conflations seen on any subscriber while the pump runs
+		var longest, conflated int
+		for {
+			select {
+			case <-stopSampling:
+				sampled <- [2]int{longest, conflated}
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			q, c := e.hub.queueStats()
+			longest, conflated = max(longest, q), max(conflated, c)
+		}
+	}()
+	last.Store(pump(t, n, topics, count, size))
+	close(stopSampling)
+	qs := <-sampled
+	if qs[1] == 0 || qs[0] > 2*256 {
+		t.Errorf("stuck subscriber: longest queue %d, %d updates conflated; want it conflated and bounded", qs[0], qs[1])
+	}
+	var r result
+	select {
+	case r = <-got:
+	case <-time.After(30 * time.Second):
+		t.Fatal("healthy subscriber never received the last update")
+	}
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	grown := edgeHeap() - before
+	t.Logf("healthy subscriber: %d of %d updates, worst latency %v; edge heap grew %d KiB", r.received, count,
+		r.worst, grown>>10)
+	// Had the stuck client held the healthy one back, the healthy one would have waited out write timeouts (3s).
+	if r.worst > time.Second {
+		t.Errorf("healthy subscriber's worst latency %v while another was stuck", r.worst)
+	}
+	if grown > 16<<20 {
+		t.Errorf("edge heap grew by %d MiB with a stuck subscriber", grown>>20)
+	}
+	// The stuck one is conflated, then cut off.
+	deadline := time.Now().Add(10 * time.Second)
+	for e.hub.Stats().Subscribers != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("stuck subscriber still connected: %+v", e.hub.Stats())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A client that reads too slowly to keep up is conflated (latest per topic), then told why it is disconnected.
+func TestSlowSubscriberConflatedThenToldWhy(t *testing.T) {
+	const topics, count, size = 10, 1500, 8 << 10
+	n := startNATS(t)
+	e := startEdge(t, n, Config{}, HubOptions{QueueLimit: 16, SlowTimeout: 500 * time.Millisecond,
+		WriteTimeout: 20 * time.Second, ReplayBuffer: 64})
+
+	t.Run("sse", func(t *testing.T) {
+		conn, r := rawSSE(t, e.url+"/sse?topic=market.*")
+		defer conn.Close()
+		done := make(chan uint64)
+		go func() { done <- pump(t, n, topics, count, size) }()
+		slowRead(r, 2*time.Second)
+		last := <-done
+		var seen, closeReason int
+		var reason string
+		for ev, err := range sse.Read(r, &sse.ReadConfig{MaxEventSize: 1 << 20}) {
+			if err != nil {
+				break
+			}
+			if ev.Type == "close" {
+				closeReason++
+				reason = ev.Data
+				break
+			}
+			seen++
+		}
+		if closeReason != 1 || !strings.Contains(reason, "slow_consumer") {
+			t.Fatalf("stream ended without a slow_consumer close event (got %q after %d events)", reason, seen)
+		}
+		t.Logf("slow SSE client saw %d of %d updates before %s (last cursor %d)", seen, count, reason, last)
+	})
+
+	t.Run("ws", func(t *testing.T) {
+		c, resp, err := websocket.Dial(t.Context(), "ws"+strings.TrimPrefix(e.url, "http")+"/ws?topic=market.*", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.CloseNow()
+		_ = resp
+		c.SetReadLimit(1 << 24)
+		done := make(chan uint64)
+		go func() { done <- pump(t, n, topics, count, size) }()
+		seen, closed := 0, error(nil)
+		stop := time.Now().Add(2 * time.Second)
+		for {
+			if time.Now().Before(stop) {
+				time.Sleep(100 * time.Millisecond)
+			}
+			_, data, err := c.Read(t.Context())
+			if err != nil {
+				closed = err
+				break
+			}
+			seen += strings.Count(string(data), "\n")
+		}
+		<-done
+		if websocket.CloseStatus(closed) != websocket.StatusTryAgainLater || !strings.Contains(closed.Error(), "too slow") {
+			t.Fatalf("closed with %v after %d messages, want 1013 saying it was too slow", closed, seen)
+		}
+		if seen >= count {
+			t.Errorf("slow client saw all %d updates: it was never conflated", seen)
+		}
+		t.Logf("slow WebSocket client saw %d of %d messages before %v", seen, count, closed)
+	})
+}
+
+// rawSSE opens an SSE stream on a connection with a small receive buffer, so the edge feels a slow reader at once.
+func rawSSE(t *testing.T, u string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	parsed, _ := url.Parse(u)
+	conn, err := net.Dial("tcp", parsed.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.(*net.TCPConn).SetReadBuffer(16 << 10)
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", parsed.RequestURI(), parsed.Host)
+	r := bufio.NewReaderSize(conn, 4096)
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("SSE response %v %v", resp, err)
+	}
+	return conn, bufio.NewReaderSize(resp.Body, 4096)
+}
+
+// slowRead reads a little every 100ms for d.
+func slowRead(r io.Reader, d time.Duration) {
+	buf := make([]byte, 2048)
+	for end := time.Now().Add(d); time.Now().Before(end); {
+		r.Read(buf)
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestMaxRateLimitsAndDeliversLatest(t *testing.T) {
+	n := startNATS(t)
+	e := startEdge(t, n, Config{}, HubOptions{})
+	s := openSSE(t, e.url, url.Values{"topic": {"market.FAST"}, "maxRate": {"2"}}, nil)
+	w := dialWS(t, e.url, "", nil)
+	w.send(t, `{"type":"subscribe","id":"1","topics":["market.FAST"],"maxRate":2}`)
+	w.expect(t, "subscribed")
+	e.waitSubscribers(t, 2)
+
+	const rate, seconds = 20, 3
+	var last atomic.Uint64
+	type arrival struct {
+		cursor uint64
+		at     time.Time
+	}
+	check := func(name string, next func() received) {
+		var got []arrival
+		for {
+			r := next()
+			got = append(got, arrival{r.Cursor, time.Now()})
+			if r.Cursor == last.Load() {
+				break
+			}
+		}
+		// At most 2 a second: over 3 seconds, at most 7 (one at the start, then one per 500ms, and the final).
+		if len(got) > 2*seconds+1 {
+			t.Errorf("%s: %d updates in %ds with maxRate=2", name, len(got), seconds)
+		}
+		if len(got) < seconds {
+			t.Errorf("%s: only %d updates in %ds", name, len(got), seconds)
+		}
+		for i := 1; i < len(got); i++ {
+			if gap := got[i].at.Sub(got[i-1].at); gap < 300*time.Millisecond {
+				t.Errorf("%s: updates %d and %d only %v apart", name, got[i-1].cursor, got[i].cursor, gap)
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { check("sse", func() received { return s.next(t) }) })
+	wg.Go(func() { check("ws", func() received { return w.expect(t, "update").received(t) }) })
+	// 20 updates a second for 3 seconds; the readers note when each arrives.
+	tick := time.NewTicker(time.Second / rate)
+	for i := range rate * seconds {
+		<-tick.C
+		c := n.publish(t, "market.FAST", quote("FAST"))
+		if i == rate*seconds-1 {
+			last.Store(c)
+		}
+	}
+	tick.Stop()
+	wg.Wait()
+
+	// The rate can change on a live WebSocket subscription: without maxRate, every update comes.
+	w.send(t, `{"type":"subscribe","id":"2","topics":["market.FAST"]}`)
+	w.expect(t, "subscribed")
+	var want []uint64
+	for range 10 {
+		want = append(want, n.publish(t, "market.FAST", quote("FAST")))
+	}
+	for _, c := range want {
+		if r := w.expect(t, "update").received(t); r.Cursor != c {
+			t.Fatalf("after lifting the limit got %d, want %d", r.Cursor, c)
+		}
+	}
+}
+
+// Updates waiting for a subscriber leave in one frame.
+func TestWritesCoalesced(t *testing.T) {
+	n := startNATS(t)
+	e := startEdge(t, n, Config{}, HubOptions{})
+	c := dialWS(t, e.url, "?topic=market.*", nil)
+	c.expect(t, "subscribed")
+	<-c.frames
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	for range 4 {
+		wg.Go(func() {
+			for i := range 250 {
+				if _, err := n.js.PublishAsync(fmt.Sprintf("market.C%d", i%10), []byte(quote("C"))); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	<-n.js.PublishAsyncComplete()
+	messages, frames := 0, 0
+	for messages < 1000 {
+		select {
+		case k := <-c.frames:
+			messages += k
+			frames++
+		case <-ctx.Done():
+			t.Fatalf("got %d of 1000 updates", messages)
+		}
+	}
+	t.Logf("1000 updates in %d frames", frames)
+	if frames >= messages {
+		t.Errorf("1000 updates in %d frames: none coalesced", frames)
+	}
+}

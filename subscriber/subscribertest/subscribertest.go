@@ -1,0 +1,171 @@
+// Package subscribertest runs real Livepush edges for tests of code that subscribes: an embedded nats-server with
+// JetStream, and edges (package push) serving on loopback ports that can be stopped and started again on the same
+// address, as an edge restart or an outage looks to a client.
+package subscribertest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/livepush/livepush/internal/natsconn"
+	"github.com/livepush/livepush/internal/stream"
+	"github.com/livepush/livepush/push"
+)
+
+// Logger returns the logger tests give edges and clients: silent unless SUBSCRIBER_TEST_LOG is set.
+func Logger() *slog.Logger {
+	if os.Getenv("SUBSCRIBER_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// NATS is an embedded nats-server holding the stream.
+type NATS struct {
+	NC     *nats.Conn
+	JS     jetstream.JetStream
+	Stream stream.Config
+}
+
+// StartNATS starts a nats-server with its own storage and creates the stream with cfg; it stops at the end of the
+// test.
+func StartNATS(t testing.TB, cfg stream.Config) *NATS {
+	t.Helper()
+	srv, err := natsconn.StartEmbedded(natsconn.EmbeddedOptions{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	nc, err := srv.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Ensure(t.Context(), js, cfg, Logger()); err != nil {
+		t.Fatal(err)
+	}
+	return &NATS{NC: nc, JS: js, Stream: cfg}
+}
+
+// Publish stores payload under topic and returns its cursor.
+func (n *NATS) Publish(t testing.TB, topic, payload string) uint64 {
+	t.Helper()
+	ack, err := n.JS.Publish(t.Context(), topic, []byte(payload))
+	if err != nil {
+		t.Fatalf("publish %s: %v", topic, err)
+	}
+	return ack.Sequence
+}
+
+// Quote returns a quote payload in the feeds' format.
+func Quote(symbol string, price float64) string {
+	return fmt.Sprintf(`{"topic":"market.%s","kind":"quote","symbol":"%s","price":%g,"bid":%g,"ask":%g,"open":100,`+
+		`"change":%g,"changePct":1.5,"volume":1234567,"ts":"%s"}`, symbol, symbol, price, price-0.01, price+0.01,
+		price-100, time.Now().UTC().Format(time.RFC3339Nano))
+}
+
+// Score returns a score payload in the feeds' format.
+func Score(league, match string, home, away int) string {
+	return fmt.Sprintf(`{"topic":"sports.%s.%s","kind":"score","league":"%s","match":"%s","home":{"name":"Lakers",`+
+		`"score":%d},"away":{"name":"Celtics","score":%d},"period":"Q3","clock":"07:42","status":"live",`+
+		`"event":"3PT Curry","ts":"%s"}`, league, match, league, match, home, away,
+		time.Now().UTC().Format(time.RFC3339Nano))
+}
+
+// Edge is an edge serving on a loopback port.
+type Edge struct {
+	URL  string // http://127.0.0.1:port
+	Addr string // 127.0.0.1:port
+	Hub  *push.Hub
+	stop func()
+}
+
+// StartEdge runs an edge against n on addr ("127.0.0.1:0" for any free port) and waits until it is ready. It stops
+// at the end of the test, if Stop has not been called.
+func (n *NATS) StartEdge(t testing.TB, addr string, cfg push.Config, hubOpts push.HubOptions) *Edge {
+	t.Helper()
+	var ln net.Listener
+	var err error
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		// The address of an edge just stopped may take a moment to free.
+		if ln, err = net.Listen("tcp", addr); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Log == nil {
+		cfg.Log = Logger()
+	}
+	if cfg.DrainTimeout == 0 {
+		cfg.DrainTimeout = 2 * time.Second
+	}
+	hub := push.NewHub(hubOpts)
+	src := push.NewSource(n.JS, n.Stream, hub, cfg.Log)
+	srv := push.NewServer(cfg, hub, src)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx, ln) }()
+	var once sync.Once
+	e := &Edge{URL: "http://" + ln.Addr().String(), Addr: ln.Addr().String(), Hub: hub}
+	e.stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("edge %s stopped with %v", e.Addr, err)
+			}
+		})
+	}
+	t.Cleanup(e.stop)
+	e.waitReady(t)
+	return e
+}
+
+// Stop drains the edge (clients are told to reconnect) and waits until it has stopped.
+func (e *Edge) Stop() { e.stop() }
+
+func (e *Edge) waitReady(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(e.URL + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("edge not ready after 10s (last: %v)", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// WaitHead waits until the edge has seen the update with cursor seq.
+func (e *Edge) WaitHead(t testing.TB, seq uint64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for e.Hub.Head() < seq {
+		if time.Now().After(deadline) {
+			t.Fatalf("edge head %d, want %d", e.Hub.Head(), seq)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -1,0 +1,29 @@
+// Package web holds the live ticker page the edge serves at "/": plain HTML, CSS and JavaScript
+// modules (no framework, no build step, nothing loaded from another origin), embedded into the binary.
+//
+// The page speaks to the edge that serves it, on the same origin, through the endpoints of
+// docs/protocol.md: GET /api/topics for the catalog, then one of GET /ws (WebSocket control
+// protocol), GET /sse, GET /api/poll (long polling) or GET /api/snapshot (polling), chosen by the user.
+package web
+
+import (
+	"embed"
+	"io/fs"
+)
+
+//go:embed static
+var static embed.FS
+
+// FS holds the page's files at its root: index.html, app.js (the entry module), the modules it
+// imports, style.css and favicon.svg. Serve it with http.FileServerFS(web.FS), which answers "/"
+// with index.html and gives .js files a JavaScript content type, as module scripts require.
+var FS fs.FS = sub(static, "static")
+
+func sub(fsys fs.FS, dir string) fs.FS {
+	f, err := fs.Sub(fsys, dir)
+	if err != nil {
+		// fs.Sub fails only for an invalid path, and dir is a constant.
+		panic("web: " + err.Error())
+	}
+	return f
+}
