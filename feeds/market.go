@@ -30,6 +30,20 @@ var DefaultSymbols = []string{
 	"T", "NKE", "PYPL", "MU", "SPY", "QQQ", "IWM", "DIA",
 }
 
+// referencePrices are rough price levels of the default symbols, so a trader sees plausible quotes; the seed moves
+// each open a few percent around its level. Other symbols draw a level at random.
+var referencePrices = map[string]float64{
+	"AAPL": 230, "MSFT": 430, "NVDA": 135, "AMZN": 200, "GOOGL": 175, "GOOG": 176, "META": 580, "TSLA": 250,
+	"BRK-B": 460, "AVGO": 170, "JPM": 225, "LLY": 850, "V": 290, "UNH": 560, "XOM": 115, "MA": 500, "JNJ": 160,
+	"PG": 170, "HD": 400, "COST": 900, "ABBV": 190, "MRK": 100, "ORCL": 170, "CVX": 150, "KO": 68, "PEP": 165,
+	"ADBE": 500, "CRM": 290, "BAC": 42, "NFLX": 750, "AMD": 150, "WMT": 82, "TMO": 550, "MCD": 300, "CSCO": 57,
+	"ACN": 360, "ABT": 115, "LIN": 460, "DIS": 95, "WFC": 70, "INTC": 23, "DHR": 240, "VZ": 42, "TXN": 200,
+	"CMCSA": 40, "PM": 130, "NEE": 78, "IBM": 220, "QCOM": 165, "AMGN": 320, "HON": 220, "UNP": 240, "INTU": 640,
+	"CAT": 390, "GS": 520, "LOW": 270, "SPGI": 510, "BA": 155, "AMAT": 190, "PFE": 29, "RTX": 120, "SBUX": 95,
+	"GE": 180, "DE": 400, "PLTR": 40, "UBER": 75, "SHOP": 80, "COIN": 200, "F": 11, "GM": 50, "T": 22, "NKE": 80,
+	"PYPL": 78, "MU": 100, "SPY": 580, "QQQ": 500, "IWM": 225, "DIA": 430,
+}
+
 // DefaultRate is the total number of quotes per second when
 // MarketConfig.Rate is zero.
 const DefaultRate = 50
@@ -134,6 +148,9 @@ func newSymbol(name string, seed int64) (*symbolState, float64) {
 		return lo * math.Exp(r.Float64()*math.Log(hi/lo))
 	}
 	open := logUniform(8, 900)
+	if ref, ok := referencePrices[name]; ok {
+		open = ref * (0.95 + 0.1*r.Float64())
+	}
 	s := &symbolState{
 		name:   name,
 		topic:  MarketSubject(name),

@@ -234,7 +234,7 @@ func TestSlowSubscriberConflatedThenToldWhy(t *testing.T) {
 				closed = err
 				break
 			}
-			seen += strings.Count(string(data), "\n")
+			seen += strings.Count(string(data), "\n") + 1
 		}
 		<-done
 		if websocket.CloseStatus(closed) != websocket.StatusTryAgainLater || !strings.Contains(closed.Error(), "too slow") {

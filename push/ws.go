@@ -18,7 +18,7 @@ import (
 // The WebSocket transport speaks the JSON control protocol of docs/protocol.md. After the upgrade the handler
 // returns; one goroutine reads control messages, and the subscriber's writer sends everything else. Every message
 // the edge sends, replies included, goes through the subscriber's queue, so a reply is never overtaken by an update
-// queued before it. A frame carries one or more messages, one JSON object per line.
+// queued before it. A frame carries one or more messages, one JSON object per line, separated by "\n".
 
 // maxControlMessage is the largest control message accepted; a bigger frame closes the connection with 1009.
 const maxControlMessage = 16 << 10
@@ -266,7 +266,9 @@ func (wc *wsConn) write(batch []*Update) error {
 	*bp = b
 	ctx, cancel := context.WithTimeout(context.Background(), wc.timeout)
 	defer cancel()
-	return wc.conn.Write(ctx, websocket.MessageText, b)
+	// Messages are separated by newlines; the frame does not end with one, so a frame of one message is exactly
+	// that message.
+	return wc.conn.Write(ctx, websocket.MessageText, b[:len(b)-1])
 }
 
 func (wc *wsConn) heartbeat() error {

@@ -48,10 +48,10 @@ func dialWS(t testing.TB, base, query string, header http.Header) *wsClient {
 				c.closed <- err
 				return
 			}
-			if typ != websocket.MessageText || !bytes.HasSuffix(data, []byte("\n")) {
-				t.Errorf("frame of type %v not ending in a newline: %q", typ, data)
+			if typ != websocket.MessageText || bytes.HasSuffix(data, []byte("\n")) {
+				t.Errorf("frame of type %v ending in a newline: %q", typ, data)
 			}
-			lines := bytes.Split(bytes.TrimSuffix(data, []byte("\n")), []byte("\n"))
+			lines := bytes.Split(data, []byte("\n"))
 			c.frames <- len(lines)
 			for _, line := range lines {
 				var m wsMessage
