@@ -237,4 +237,3 @@ func waitReady(t *testing.T, base string) {
 	body, status := getBody(t, base+"/readyz")
 	t.Fatalf("not ready: %d %s", status, body)
 }
-
