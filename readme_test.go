@@ -1,0 +1,247 @@
+package livepush_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The README's examples are run exactly as written, against the edge that the README's run command starts, with
+// only localhost:8080 replaced by the test's address and `go run ./cmd/x` by the binary it builds. They need curl
+// and wscat: a missing tool fails the test.
+
+// buildCommands builds the repository's commands into a temporary directory.
+func buildCommands(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./cmd/...")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/...: %v\n%s", err, out)
+	}
+	return dir
+}
+
+// startPush runs the push binary on a free loopback port, with the README's run command otherwise.
+func startPush(t *testing.T, bin string, args ...string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(filepath.Join(bin, "push"), append([]string{"-addr", addr, "-data", t.TempDir()}, args...)...)
+	logs, _ := os.Create(filepath.Join(t.TempDir(), "push.log"))
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("push exited with %v after Ctrl-C", err)
+			}
+		case <-time.After(15 * time.Second):
+			cmd.Process.Kill()
+			t.Error("push did not stop within 15s of Ctrl-C")
+		}
+	})
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return addr
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("push not ready on %s", addr)
+		}
+	}
+}
+
+// readmeBlocks returns the README's fenced code blocks with their info strings.
+func readmeBlocks(t *testing.T) (blocks []struct{ lang, body string }) {
+	t.Helper()
+	b, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile("(?s)```([a-z]*)\n(.*?)```")
+	for _, m := range re.FindAllStringSubmatch(string(b), -1) {
+		blocks = append(blocks, struct{ lang, body string }{m[1], m[2]})
+	}
+	return blocks
+}
+
+func waitForCursor(t *testing.T, addr string, min int) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			continue
+		}
+		var cursor int
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		fmt.Sscanf(regexp.MustCompile(`"cursor":"(\d+)"`).FindStringSubmatch(string(b)+`"cursor":"0"`)[1], "%d", &cursor)
+		if cursor > min {
+			return
+		}
+	}
+	t.Fatalf("stream did not pass cursor %d", min)
+}
+
+func TestReadmeExamples(t *testing.T) {
+	for _, tool := range []string{"curl", "wscat", "bash"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is needed to run the README's examples: %v (.ci/run installs it)", tool, err)
+		}
+	}
+	bin := buildCommands(t)
+	// The README's run command, faster simulators so the examples' cursor 1234 exists quickly.
+	addr := startPush(t, bin, "-rate", "400")
+	waitForCursor(t, addr, 1300)
+
+	var commands []string
+	var session []string // the interactive wscat session
+	for _, b := range readmeBlocks(t) {
+		for _, line := range strings.Split(b.body, "\n") {
+			line = strings.TrimSpace(line)
+			switch {
+			case b.lang == "sh" && (strings.HasPrefix(line, "curl ") || strings.HasPrefix(line, "wscat ") ||
+				strings.HasPrefix(line, "go run ./cmd/subscribe")):
+				commands = append(commands, line)
+			case b.lang == "" && strings.HasPrefix(b.body, "wscat -c"):
+				session = append(session, line)
+			}
+		}
+	}
+	if len(commands) < 8 || len(session) < 5 {
+		t.Fatalf("found %d commands and a session of %d lines in README.md; the test expects the examples", len(commands), len(session))
+	}
+
+	for _, c := range commands {
+		t.Run(c, func(t *testing.T) {
+			line := strings.ReplaceAll(c, "localhost:8080", addr)
+			line = strings.ReplaceAll(line, "go run ./cmd/subscribe", filepath.Join(bin, "subscribe")+" -url http://"+addr)
+			out, timedOut := runFor(t, line, 4*time.Second)
+			switch {
+			case strings.Contains(c, "$SYS"):
+				if !strings.Contains(out, "400") || !strings.Contains(out, "invalid_topic") {
+					t.Errorf("%s\nwant a 400 with invalid_topic, got:\n%.400s", c, out)
+				}
+			case strings.HasPrefix(c, "curl -N"):
+				if !strings.Contains(out, "event: quote") && !strings.Contains(out, "event: score") || !timedOut {
+					t.Errorf("%s\nwant a live event stream, got:\n%.400s", c, out)
+				}
+			case strings.HasPrefix(c, "curl"):
+				if !strings.HasPrefix(out, "{") || !strings.Contains(out, `"cursor"`) || strings.Contains(out, `"error"`) {
+					t.Errorf("%s\nwant a JSON answer with a cursor, got:\n%.400s", c, out)
+				}
+			case strings.HasPrefix(c, "wscat"):
+				if !strings.Contains(out, `"type":"update"`) && !strings.Contains(out, `"type":"subscribed"`) {
+					t.Errorf("%s\nwant subscribed and updates, got:\n%.400s", c, out)
+				}
+			case strings.Contains(c, "-count"): // the subscribe CLI stops after that many updates
+				if timedOut || strings.Count(out, "\n") < 3 {
+					t.Errorf("%s\nwant it to print updates and exit, got (timed out: %v):\n%.400s", c, timedOut, out)
+				}
+			default: // the subscribe CLI, streaming
+				if !timedOut || strings.Count(out, "\n") < 10 {
+					t.Errorf("%s\nwant a live stream of lines, got:\n%.400s", c, out)
+				}
+			}
+		})
+	}
+
+	t.Run("interactive wscat session", func(t *testing.T) {
+		connect := strings.ReplaceAll(session[0], "localhost:8080", addr)
+		cmd := exec.Command("bash", "-c", connect)
+		stdin, _ := cmd.StdinPipe()
+		stdout, _ := cmd.StdoutPipe()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer cmd.Process.Kill()
+		lines := make(chan string, 1024)
+		go func() {
+			sc := bufio.NewScanner(stdout)
+			sc.Buffer(nil, 1<<20)
+			for sc.Scan() {
+				lines <- sc.Text()
+			}
+			close(lines)
+		}()
+		time.Sleep(time.Second) // wscat drops what is typed before it connects
+		for _, l := range session[1:] {
+			switch {
+			case strings.HasPrefix(l, "> "):
+				fmt.Fprintln(stdin, strings.TrimPrefix(l, "> "))
+			case strings.HasPrefix(l, "< "):
+				want := regexp.MustCompile(`"type":"[a-z]+"`).FindString(l)
+				expectLine(t, lines, want, strings.TrimPrefix(l, "< "))
+			}
+		}
+		stdin.Close()
+	})
+}
+
+// expectLine waits for an output line containing want (a message type); for replies, the whole README line must
+// be what wscat printed.
+func expectLine(t *testing.T, lines <-chan string, want, readme string) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("wscat ended before printing %s", want)
+			}
+			if !strings.Contains(l, want) {
+				continue
+			}
+			// Without a terminal wscat prints its "> " prompt before each message, instead of a "< " marker.
+			got := strings.TrimPrefix(strings.TrimPrefix(strings.TrimSpace(l), "> "), "< ")
+			if want != `"type":"update"` && got != readme {
+				t.Errorf("wscat printed %s\nREADME shows  %s", l, readme)
+			}
+			return
+		case <-timeout:
+			t.Fatalf("wscat did not print %s within 10s", want)
+		}
+	}
+}
+
+// runFor runs a shell line for at most d, with an open standard input (wscat stops when its input closes), and
+// returns its standard output and whether it was still running at d.
+func runFor(t *testing.T, line string, d time.Duration) (string, bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), d)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "-c", line)
+	stdin, _ := cmd.StdinPipe()
+	defer stdin.Close()
+	var out, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	err := cmd.Run()
+	timedOut := ctx.Err() != nil
+	if err != nil && !timedOut {
+		t.Errorf("%s: %v\n%.400s\n%.400s", line, err, out.String(), stderr.String())
+	}
+	return out.String(), timedOut
+}
