@@ -43,3 +43,26 @@ func TestUndeliverablePayloadsSkipped(t *testing.T) {
 		t.Fatalf("got %+v, want the multi-line payload compacted at cursor %d", m, pretty)
 	}
 }
+
+// An edge consumes the stream once, however many clients it serves: fan-out is in process.
+func TestOneStreamConsumerPerEdge(t *testing.T) {
+	n := startNATS(t)
+	e := startEdge(t, n, Config{}, HubOptions{})
+	before := n.srv.NumSubscriptions()
+	for i := range 20 {
+		openSSE(t, e.url, url.Values{"topic": {"market.*"}}, nil)
+		w := dialWS(t, e.url, "?topic=sports.>&topic=market.A"+string(rune('A'+i)), nil)
+		w.expect(t, "subscribed")
+	}
+	e.waitSubscribers(t, 40)
+	str, err := n.js.Stream(t.Context(), n.cfg.StreamName())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := str.CachedInfo().State.Consumers; c != 1 {
+		t.Fatalf("stream has %d consumers with 40 clients on one edge, want 1", c)
+	}
+	if after := n.srv.NumSubscriptions(); after != before {
+		t.Errorf("NATS subscriptions went from %d to %d with 40 clients, want no change", before, after)
+	}
+}
