@@ -1,0 +1,81 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/livepush/livepush/internal/cli"
+	"github.com/livepush/livepush/internal/natsconn"
+)
+
+func TestPublishesToNATSAndReportsHealth(t *testing.T) {
+	ns, err := natsconn.StartEmbedded(natsconn.EmbeddedOptions{StoreDir: t.TempDir(), Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Stop()
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	health := ln.Addr().String()
+	ln.Close()
+	env := map[string]string{"NATS_URL": ns.ClientURL(), "FEEDS_HEALTH_ADDR": health}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"-rate", "100", "-symbols", "AAA,BBB"}, func(k string) string { return env[k] }, io.Discard)
+	}()
+
+	nc, _ := ns.Connect()
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		str, err := js.Stream(t.Context(), "LIVEPUSH")
+		if err == nil && str.CachedInfo().State.Msgs > 50 {
+			subjects, _ := str.Info(t.Context(), jetstream.WithSubjectFilter(">"))
+			if _, ok := subjects.State.Subjects["market.AAA"]; !ok {
+				t.Errorf("no market.AAA among %v", subjects.State.Subjects)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("feeds did not publish: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	resp, err := http.Get("http://" + health + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"published"`) {
+		t.Errorf("/healthz: %d %s", resp.StatusCode, body)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("feeds exited with %v on Ctrl-C", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("feeds did not stop")
+	}
+}
+
+func TestBadConfigurationExitsWithAMessage(t *testing.T) {
+	for _, args := range [][]string{{"-symbols", "aapl"}, {"-rate", "-5"}, {"-rate", "fast"}, {"stray"}} {
+		err := run(t.Context(), args, func(string) string { return "" }, io.Discard)
+		var usage cli.UsageError
+		if !errors.As(err, &usage) {
+			t.Errorf("%v: %v, want a usage error", args, err)
+		}
+	}
+}
