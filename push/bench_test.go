@@ -1,0 +1,179 @@
+package push
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// Benchmarks of the hot path: encoding an update once, fanning it out, and turning a batch into one write.
+// Run: go test -run '^$' -bench . -benchmem ./push/
+
+var benchPayload = []byte(`{"topic":"market.AAPL","kind":"quote","symbol":"AAPL","price":231.52,"bid":231.5,"ask":231.54,` +
+	`"open":229.8,"change":1.72,"changePct":0.75,"volume":1234567,"ts":"2026-11-25T19:30:49.545229729Z"}`)
+
+// BenchmarkNewUpdate is the per-update cost paid once, whatever the number of subscribers: validation and the
+// SSE and WebSocket encodings.
+func BenchmarkNewUpdate(b *testing.B) {
+	b.ReportAllocs()
+	b.SetBytes(int64(len(benchPayload)))
+	now := time.Now()
+	for i := 0; b.Loop(); i++ {
+		if _, err := NewUpdate("market.AAPL", uint64(i), benchPayload, now); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// countingSink stands in for a socket: it counts what it would write, so the benchmark measures the hub.
+type countingSink struct {
+	updates atomic.Int64
+}
+
+func (c *countingSink) write(batch []*Update) error {
+	c.updates.Add(int64(len(batch)))
+	return nil
+}
+func (c *countingSink) heartbeat() error    { return nil }
+func (c *countingSink) close(_ closeReason) {}
+func (c *countingSink) abort()              {}
+
+// BenchmarkHubFanout publishes to a hub with 10,000 subscribers, each on 10 of 500 symbols, as in the fan-out
+// target: each update reaches 200 subscribers. ns/op is per update published; deliveries/s is reported.
+func BenchmarkHubFanout(b *testing.B) {
+	const subscribers, symbols, perSubscriber = 10_000, 500, 10
+	h := NewHub(HubOptions{QueueLimit: 1 << 20})
+	sink := &countingSink{}
+	for i := range subscribers {
+		s, _ := h.newSubscriber(sink, "bench", "")
+		var patterns []string
+		for k := range perSubscriber {
+			patterns = append(patterns, fmt.Sprintf("market.S%03d", (i*perSubscriber+k)%symbols))
+		}
+		h.Subscribe(s, Subscription{Patterns: patterns}, nil)
+	}
+	updates := make([]*Update, symbols)
+	for i := range updates {
+		updates[i], _ = NewUpdate(fmt.Sprintf("market.S%03d", i), 0, benchPayload, time.Now())
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		// A fresh cursor each time: the hub drops what it has seen.
+		u := *updates[i%symbols]
+		u.Cursor = uint64(i + 1)
+		h.Publish(&u)
+	}
+	b.StopTimer()
+	// Let the writers finish so the count is complete.
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if h.queuedTotal() == 0 {
+			break
+		}
+	}
+	b.ReportMetric(float64(sink.updates.Load())/b.Elapsed().Seconds(), "deliveries/s")
+}
+
+func (h *Hub) queuedTotal() (n int) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for s := range h.subs {
+		s.mu.Lock()
+		n += len(s.queue)
+		if s.writing {
+			n++
+		}
+		s.mu.Unlock()
+	}
+	return n
+}
+
+// discardConn is a net.Conn that accepts every write, so encoder benchmarks measure the encoding.
+type discardConn struct{ net.Conn }
+
+func (discardConn) Write(p []byte) (int, error)       { return len(p), nil }
+func (discardConn) SetWriteDeadline(time.Time) error  { return nil }
+func (discardConn) Close() error                      { return nil }
+func (discardConn) RemoteAddr() net.Addr              { return &net.TCPAddr{} }
+func (discardConn) SetDeadline(t time.Time) error     { return nil }
+func (discardConn) SetReadDeadline(t time.Time) error { return nil }
+func (discardConn) LocalAddr() net.Addr               { return &net.TCPAddr{} }
+func (discardConn) Read(p []byte) (n int, err error)  { select {} }
+
+func benchBatch(n int) []*Update {
+	batch := make([]*Update, n)
+	for i := range batch {
+		batch[i], _ = NewUpdate("market.AAPL", uint64(i+1), benchPayload, time.Now())
+	}
+	return batch
+}
+
+// BenchmarkSSEWrite is one SSE flush of 16 queued updates: one chunk, one write.
+func BenchmarkSSEWrite(b *testing.B) {
+	sc := &sseConn{conn: discardConn{}, chunked: true, timeout: time.Second}
+	batch := benchBatch(16)
+	b.ReportAllocs()
+	b.SetBytes(int64(16 * len(batch[0].sse)))
+	for b.Loop() {
+		if err := sc.write(batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkWSWrite is one WebSocket frame of 16 queued updates, through coder/websocket on a real loopback pair.
+func BenchmarkWSWrite(b *testing.B) {
+	conn, drain := wsPair(b)
+	defer drain()
+	wc := &wsConn{conn: conn, timeout: 10 * time.Second}
+	batch := benchBatch(16)
+	b.ReportAllocs()
+	b.SetBytes(int64(16 * len(batch[0].json)))
+	for b.Loop() {
+		if err := wc.write(batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// wsPair returns the server side of a real WebSocket on loopback whose client reads and discards everything.
+func wsPair(b *testing.B) (*websocket.Conn, func()) {
+	accepted := make(chan *websocket.Conn, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		accepted <- c
+	}))
+	client, _, err := websocket.Dial(context.Background(), "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	client.SetReadLimit(-1)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			if _, _, err := client.Read(context.Background()); err != nil {
+				return
+			}
+		}
+	})
+	server := <-accepted
+	return server, func() {
+		server.CloseNow()
+		client.CloseNow()
+		wg.Wait()
+		srv.Close()
+	}
+}
