@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
 	"runtime"
 	"slices"
 	"strings"
@@ -471,39 +474,26 @@ func TestRunLeavesNoGoroutines(t *testing.T) {
 
 func ExampleClient_Run() {
 	c, err := subscriber.New(subscriber.Options{
-		URLs:   []string{"http://localhost:8080"},
-		Topics: []string{"market.*", "sports.>"},
+		URLs:      []string{"http://edge1:8080", "http://edge2:8080"}, // failover, round robin
+		Transport: subscriber.TransportWebSocket,
+		Topics:    []string{"market.*", "sports.>"},
+		OnEvent: func(e subscriber.Event) {
+			if e.Kind == subscriber.Reconnecting {
+				log.Printf("%s: %v; retrying in %v", e.URL, e.Err, e.Delay)
+			}
+		},
 	})
 	if err != nil {
-		panic(err)
+		log.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
-	defer cancel()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
 	err = c.Run(ctx, func(u subscriber.Update) error {
-		fmt.Println(u.Topic, u.Cursor, string(u.Data))
+		fmt.Println(u.Topic, u.Cursor, u.Kind, string(u.Data))
 		return nil
 	})
-	fmt.Println(err, c.Cursor())
-	// Output: <nil> 0
-}
-
-// A cursor ahead of the stream (the stream was recreated, or the client comes from another deployment) cannot be
-// resumed anywhere: the client starts over from the snapshot.
-func TestCursorAheadOfStreamStartsOver(t *testing.T) {
-	for _, tr := range transports {
-		t.Run(tr, func(t *testing.T) {
-			n := subscribertest.StartNATS(t, stream.Config{})
-			seq := n.Publish(t, "market.AAPL", subscribertest.Quote("AAPL", 1))
-			e := n.StartEdge(t, "127.0.0.1:0", push.Config{}, push.HubOptions{})
-			e.WaitHead(t, seq)
-			r := start(t, subscriber.Options{URLs: []string{e.URL}, Transport: tr, Topics: []string{"market.*"},
-				Cursor: 1_000_000})
-			reset := r.waitEvent(t, subscriber.Reset)
-			t.Logf("reset %+v", reset)
-			r.expect(t, seq)
-			if got := r.c.Cursor(); got != seq {
-				t.Errorf("Cursor() = %d, want %d", got, seq)
-			}
-		})
+	if err != nil {
+		log.Fatal(err) // an *subscriber.Error: an invalid topic, say
 	}
+	fmt.Println("stopped; resume with Options.Cursor =", c.Cursor())
 }

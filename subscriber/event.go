@@ -14,8 +14,9 @@ const (
 	// Reconnecting: the connection to URL failed or ended with Err; the next attempt (number Attempt) starts after
 	// Delay, at the next URL when there are several.
 	Reconnecting
-	// Reset: the edge could not resume from the client's cursor (older than the stream keeps, or a stream that was
-	// recreated). A fresh snapshot follows; Cursor is the edge's cursor, Reason its explanation.
+	// Reset: the edge could not resume from the client's cursor (older than the stream keeps, or ahead of a stream
+	// that was recreated). The client forgets what it delivered and starts over from the fresh snapshot that
+	// follows. Cursor is the one the edge sent with the reset (0 if none), Reason its explanation.
 	Reset
 	// Closed: the edge ended the connection on purpose, with Reason (server_restart, slow_consumer, …, or the
 	// WebSocket close code in words) and Message. A Reconnecting event follows.

@@ -58,8 +58,9 @@ type Options struct {
 	// Cursor resumes after this cursor, as returned by Cursor. Zero: start from the snapshot (the latest update of
 	// each topic), then live.
 	Cursor uint64
-	// MaxRate asks the edge for at most this many updates per second per topic, latest value winning. Zero: no
-	// limit.
+	// MaxRate asks the edge for at most this many updates per second per topic, latest value winning. A
+	// rate-limited client wants latest values rather than history: a reconnect then gets the latest value of each
+	// topic, not every update it missed. Zero: no limit.
 	MaxRate float64
 	// HTTPClient makes every request, the WebSocket handshake included. Its Timeout must be zero for SSE, since it
 	// would cut the stream; the client bounds connects and idle streams itself. Zero: a client using Dialer.

@@ -8,7 +8,7 @@ import (
 
 // Update is one update as the edge delivered it.
 type Update struct {
-	Topic  string          // the concrete topic, as "market.AAPL"
+	Topic  string          // the concrete topic, as "market.AAPL" (over SSE, the payload's "topic" field)
 	Cursor uint64          // its position in the stream: resuming after it delivers what came next
 	Kind   string          // the payload's kind: "quote", "score", …
 	Data   json.RawMessage // the payload, byte for byte as the edge sent it; the handler may keep it
