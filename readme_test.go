@@ -98,7 +98,7 @@ func waitForCursor(t *testing.T, addr string, min int) {
 		var cursor int
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		fmt.Sscanf(regexp.MustCompile(`"cursor":"(\d+)"`).FindStringSubmatch(string(b)+`"cursor":"0"`)[1], "%d", &cursor)
+		fmt.Sscanf(regexp.MustCompile(`"cursor":"(\d+)"`).FindStringSubmatch(string(b) + `"cursor":"0"`)[1], "%d", &cursor)
 		if cursor > min {
 			return
 		}
