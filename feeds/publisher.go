@@ -47,7 +47,8 @@ func (p *Publisher) Publish(ctx context.Context, subject string, data []byte) (u
 	deadline := time.Now().Add(p.retryFor)
 	backoff := 50 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		// An attempt under way finishes even when ctx ends, so an update stored at shutdown is counted as such.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		ack, err := p.js.Publish(actx, subject, data, jetstream.WithMsgID(id))
 		cancel()
 		if err == nil {

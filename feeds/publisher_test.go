@@ -67,8 +67,8 @@ func TestFeedsRideThroughNATSRestart(t *testing.T) {
 	}
 	waitPublished(100)
 
-	ns.Stop() // NATS goes away mid-stream...
-	time.Sleep(1500 * time.Millisecond)
+	ns.Stop() // NATS goes away mid-stream, longer than one publish attempt waits for its acknowledgement...
+	time.Sleep(3 * time.Second)
 	during := pub.Stats()
 	ns = start() // ...and comes back on the same storage.
 	defer ns.Stop()
@@ -81,7 +81,7 @@ func TestFeedsRideThroughNATSRestart(t *testing.T) {
 		t.Errorf("no publish was retried across the outage: %+v", st)
 	}
 	if st.Failed != 0 {
-		t.Errorf("%d updates lost across a 1.5s outage", st.Failed)
+		t.Errorf("%d updates lost across a 3s outage", st.Failed)
 	}
 	// Every acknowledged update is in the stream once.
 	str, err := js.Stream(t.Context(), cfg.StreamName())

@@ -343,7 +343,7 @@ func TestMaxRateLimitsAndDeliversLatest(t *testing.T) {
 // Updates waiting for a subscriber leave in one frame.
 func TestWritesCoalesced(t *testing.T) {
 	n := startNATS(t)
-	e := startEdge(t, n, Config{}, HubOptions{})
+	e := startEdge(t, n, Config{}, HubOptions{QueueLimit: 4096}) // no conflation: every update must arrive
 	c := dialWS(t, e.url, "?topic=market.*", nil)
 	c.expect(t, "subscribed")
 	<-c.frames
