@@ -76,6 +76,7 @@ type Hub struct {
 
 	history History // the stream, for resumes from further back than recent holds; set once by NewSource
 
+	metrics *metrics
 	nextID  atomic.Uint64
 	live    sync.WaitGroup // subscribers not yet closed, for a graceful drain
 	closing atomic.Bool
@@ -89,14 +90,31 @@ type patternSet struct {
 // NewHub returns an empty hub. Until a Source is attached, resumes older than the hub's memory get a reset.
 func NewHub(opts HubOptions) *Hub {
 	opts = opts.withDefaults()
-	return &Hub{
+	h := &Hub{
 		opts:     opts,
+		metrics:  newMetrics(),
 		recent:   ring{buf: make([]*Update, opts.ReplayBuffer)},
 		patterns: make(map[string]*patternSet),
 		matches:  make(map[string][]*patternSet),
 		subs:     make(map[*Subscriber]struct{}),
 		latest:   make(map[string]*Update),
 	}
+	h.metrics.gauge("livepush_stream_cursor", "Cursor of the newest update the edge has seen.",
+		func() float64 { return float64(h.Head()) })
+	h.metrics.gauge("livepush_topics", "Topics in the last-value cache.",
+		func() float64 { return float64(h.Stats().Topics) })
+	h.metrics.gauge("livepush_subscriptions", "Subscriptions: patterns held by subscribers, summed over subscribers.",
+		func() float64 { return float64(h.subscriptionCount()) })
+	return h
+}
+
+func (h *Hub) subscriptionCount() (n int) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for _, set := range h.patterns {
+		n += len(set.subs)
+	}
+	return n
 }
 
 // Head returns the cursor of the newest update the hub has seen.
@@ -160,6 +178,7 @@ func (h *Hub) newSubscriber(sink sink, transport, remote string) (*Subscriber, b
 		transport: transport,
 		remote:    remote,
 		limit:     h.opts.QueueLimit,
+		metrics:   h.metrics.forTransport(transport),
 	}
 	s.lastWrite.Store(time.Now().UnixNano())
 	h.mu.Lock()
@@ -169,6 +188,8 @@ func (h *Hub) newSubscriber(sink sink, transport, remote string) (*Subscriber, b
 	}
 	h.subs[s] = struct{}{}
 	h.live.Add(1)
+	h.metrics.connections.WithLabelValues(transport).Inc()
+	h.metrics.connectionsTotal.WithLabelValues(transport).Inc()
 	return s, true
 }
 

@@ -87,10 +87,13 @@ func (h *Hub) resume(ctx context.Context, s *Subscriber, sub Subscription, since
 	if reply != nil {
 		s.Send(reply)
 	}
+	source := "memory"
+	defer func() { h.metrics.replays.WithLabelValues(source).Inc() }()
 	for {
 		if done, err := h.resumeFromMemory(s, sub, &since, keep); done || err != nil {
 			return false, err
 		}
+		source = "stream"
 		// Memory does not reach back to since: read the stream up to where it does.
 		since, err = h.resumeFromStream(ctx, s, sub.Patterns, since, keep)
 		if errors.Is(err, ErrCursorExpired) {
@@ -105,6 +108,7 @@ func (h *Hub) resume(ctx context.Context, s *Subscriber, sub Subscription, since
 
 // reset queues reply, a reset message and a snapshot, for a cursor the stream no longer reaches back to.
 func (h *Hub) reset(s *Subscriber, sub Subscription, since uint64, reply *Update) {
+	h.metrics.resets.Inc()
 	if reply != nil {
 		s.Send(reply)
 	}

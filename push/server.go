@@ -10,11 +10,13 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Config configures an edge. The zero value is usable: each zero field takes the default it documents.
@@ -84,13 +86,14 @@ func (s *Server) routes() http.Handler {
 	r.GET("/sse", s.handleSSE)
 	r.GET("/ws", s.handleWS)
 
-	api := r.Group("/api", s.cors)
+	api := r.Group("/api", s.countRequests, s.cors)
 	api.GET("/snapshot", s.handleSnapshot)
 	api.GET("/poll", s.handlePoll)
 	api.GET("/topics", s.handleTopics)
 
 	r.GET("/healthz", s.handleHealth)
 	r.GET("/readyz", s.handleReady)
+	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(s.hub.metrics.registry, promhttp.HandlerOpts{})))
 
 	if s.cfg.Page != nil {
 		page := http.FileServerFS(s.cfg.Page)
@@ -182,6 +185,12 @@ func (s *Server) cors(c *gin.Context) {
 		c.Header("Access-Control-Allow-Origin", origin)
 		c.Header("Vary", "Origin")
 	}
+}
+
+// countRequests counts API requests by route and status.
+func (s *Server) countRequests(c *gin.Context) {
+	c.Next()
+	s.hub.metrics.requests.WithLabelValues(c.FullPath(), strconv.Itoa(c.Writer.Status())).Inc()
 }
 
 func (s *Server) recover(c *gin.Context) {

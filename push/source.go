@@ -33,6 +33,18 @@ type Source struct {
 func NewSource(js jetstream.JetStream, cfg stream.Config, hub *Hub, log *slog.Logger) *Source {
 	s := &Source{js: js, stream: cfg, hub: hub, log: log}
 	hub.history = s
+	hub.metrics.gauge("livepush_nats_connected", "1 while the edge's NATS connection is up.", func() float64 {
+		if js.Conn().IsConnected() {
+			return 1
+		}
+		return 0
+	})
+	hub.metrics.gauge("livepush_ready", "1 while the edge follows the stream and has caught up.", func() float64 {
+		if s.Ready() == nil {
+			return 1
+		}
+		return 0
+	})
 	return s
 }
 
@@ -195,6 +207,7 @@ func (s *Source) Replay(ctx context.Context, after, until uint64, patterns []str
 
 func (s *Source) drop(what, subject string, err error) {
 	n := s.dropped.Add(1)
+	s.hub.metrics.dropped.Inc()
 	if n <= 10 || n%1000 == 0 { // a misbehaving producer must not flood the log
 		s.log.Warn("dropping stream message: "+what, "subject", subject, "err", err, "dropped", n)
 	}

@@ -54,6 +54,7 @@ type Subscriber struct {
 	sink      sink
 	transport string
 	remote    string
+	metrics   subscriberMetrics
 
 	// Guarded by hub.mu.
 	patterns []subscription
@@ -342,6 +343,7 @@ func (s *Subscriber) conflateLocked(now time.Time) (tooSlow bool) {
 		s.queue[w] = u
 	}
 	s.conflated += uint64(w)
+	s.hub.metrics.conflated.Add(float64(w))
 	n := copy(s.queue, s.queue[w:])
 	clear(s.queue[n:])
 	s.queue = s.queue[:n]
@@ -405,7 +407,9 @@ func (s *Subscriber) writeLoop() {
 			s.Close(reasonWriteFailed)
 			continue
 		}
-		s.lastWrite.Store(time.Now().UnixNano())
+		now := time.Now()
+		s.lastWrite.Store(now.UnixNano())
+		s.metrics.written(batch, now)
 	}
 }
 
@@ -435,6 +439,8 @@ func (s *Subscriber) check(now time.Time, idleSince int64) {
 func (s *Subscriber) Close(reason closeReason) {
 	s.closedOnce.Do(func() {
 		s.hub.remove(s)
+		s.hub.metrics.connections.WithLabelValues(s.transport).Dec()
+		s.hub.metrics.disconnects.WithLabelValues(reason.err).Inc()
 		s.mu.Lock()
 		s.closing = &reason
 		s.signalRoomLocked() // wake a replay waiting for room

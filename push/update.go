@@ -22,8 +22,9 @@ type Update struct {
 	Topic  string
 	Cursor uint64
 	Kind   string
-	Data   []byte    // the payload, a JSON object
-	Recv   time.Time // when the edge received it
+	Data      []byte    // the payload, a JSON object
+	Recv      time.Time // when the edge received it
+	Published time.Time // the payload's "ts", if it has one: for latency metrics
 
 	sse  []byte // an SSE event: "id: 42\nevent: quote\ndata: {...}\n\n"
 	json []byte // one line of JSON: {"type":"update","topic":"…","cursor":"42","data":{…}}\n
@@ -44,6 +45,9 @@ func NewUpdate(topic string, cursor uint64, data []byte, recv time.Time) (*Updat
 		data = buf.Bytes()
 	}
 	u := &Update{Topic: topic, Cursor: cursor, Kind: payloadKind(data), Data: data, Recv: recv}
+	if ts := topLevelString(data, `"ts"`); ts != nil {
+		u.Published, _ = time.Parse(time.RFC3339Nano, string(ts))
+	}
 	id := strconv.FormatUint(cursor, 10)
 
 	msg := sse.Message{ID: sse.ID(id), Type: sse.Type(u.Kind)}
@@ -77,30 +81,16 @@ func (u *Update) SSE() []byte { return u.sse }
 // parse them. It falls back to "update" when there is none or it is not a plain word, since it becomes an SSE event
 // name.
 func payloadKind(data []byte) string {
-	const key = `"kind"`
-	i := bytes.Index(data, []byte(key))
-	if i < 0 {
+	k := topLevelString(data, `"kind"`)
+	if len(k) == 0 || len(k) > 32 {
 		return "update"
 	}
-	rest := bytes.TrimLeft(data[i+len(key):], " \t")
-	if len(rest) == 0 || rest[0] != ':' {
-		return "update"
-	}
-	rest = bytes.TrimLeft(rest[1:], " \t")
-	if len(rest) == 0 || rest[0] != '"' {
-		return "update"
-	}
-	rest = rest[1:]
-	end := bytes.IndexByte(rest, '"')
-	if end <= 0 || end > 32 {
-		return "update"
-	}
-	for _, c := range rest[:end] {
+	for _, c := range k {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.') {
 			return "update"
 		}
 	}
-	switch k := rest[:end]; string(k) { // the common kinds without an allocation
+	switch string(k) { // the common kinds without an allocation
 	case "quote":
 		return "quote"
 	case "score":
@@ -108,4 +98,28 @@ func payloadKind(data []byte) string {
 	default:
 		return string(k)
 	}
+}
+
+// topLevelString returns the string value of the first occurrence of key (quoted, as in `"kind"`) in a compact JSON
+// object, without unescaping, or nil. Our feeds put kind and ts at the top level; a nested key of the same name in
+// another producer's payload could be found instead, which costs only a wrong SSE event name or latency sample.
+func topLevelString(data []byte, key string) []byte {
+	i := bytes.Index(data, []byte(key))
+	if i < 0 {
+		return nil
+	}
+	rest := bytes.TrimLeft(data[i+len(key):], " \t")
+	if len(rest) == 0 || rest[0] != ':' {
+		return nil
+	}
+	rest = bytes.TrimLeft(rest[1:], " \t")
+	if len(rest) == 0 || rest[0] != '"' {
+		return nil
+	}
+	rest = rest[1:]
+	end := bytes.IndexByte(rest, '"')
+	if end < 0 {
+		return nil
+	}
+	return rest[:end]
 }
