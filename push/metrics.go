@@ -56,8 +56,8 @@ func newMetrics() *metrics {
 		resets: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "livepush_resets_total", Help: "Resumes from a cursor older than the stream keeps (a snapshot was sent)."}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "livepush_delivery_latency_seconds",
-			Help: "From the payload's ts (publish) to the write to the subscriber, sampled once per write (its oldest update).",
+			Name:    "livepush_delivery_latency_seconds",
+			Help:    "From the payload's ts (publish) to the write to the subscriber, sampled once per write (its oldest update).",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{

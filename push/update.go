@@ -19,9 +19,9 @@ var ErrBadPayload = errors.New("push: payload is not a JSON object")
 // Each transport's encoding is made once, when the update enters the edge, and shared by every subscriber: the hot
 // path only copies bytes.
 type Update struct {
-	Topic  string
-	Cursor uint64
-	Kind   string
+	Topic     string
+	Cursor    uint64
+	Kind      string
 	Data      []byte    // the payload, a JSON object
 	Recv      time.Time // when the edge received it
 	Published time.Time // the payload's "ts", if it has one: for latency metrics
