@@ -20,7 +20,7 @@ type Config struct {
 
 // RegisterFlags defines the simulator flags (shared by cmd/feeds and cmd/push) on f, writing into c.
 func (c *Config) RegisterFlags(f *cli.Flags) func() {
-	symbols := f.List("symbols", "FEEDS_SYMBOLS", "comma-separated ticker symbols to simulate (default: 60 well-known ones)")
+	symbols := f.List("symbols", "FEEDS_SYMBOLS", "comma-separated ticker `symbols` to simulate (default: 78 large US stocks and ETFs)")
 	rate := f.Float64("rate", "FEEDS_RATE", DefaultRate, "market quote updates per second, across all symbols")
 	seed := f.Int64("seed", "FEEDS_SEED", 0, "random seed: the same seed gives the same sequence of updates (0: a new one each run)")
 	matches := f.Int("matches", "FEEDS_MATCHES", 4, "concurrent matches per league")

@@ -7,7 +7,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -20,6 +23,7 @@ import (
 
 	"github.com/livepush/livepush/feeds"
 	"github.com/livepush/livepush/internal/cli"
+	"github.com/livepush/livepush/internal/listen"
 	"github.com/livepush/livepush/internal/natsconn"
 	"github.com/livepush/livepush/internal/stream"
 	"github.com/livepush/livepush/push"
@@ -40,8 +44,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	dataDir := f.String("data", "PUSH_DATA_DIR", defaultDataDir(), "directory for the embedded nats-server's JetStream files")
 	natsListen := f.String("nats-listen", "PUSH_NATS_LISTEN", "", "let TCP clients reach the embedded nats-server here too, e.g. 127.0.0.1:4222")
 	withFeeds := f.Bool("feeds", "PUSH_FEEDS", false, "run the feed simulators in this process even with NATS_URL set")
-	allowed := f.List("allowed-origins", "PUSH_ALLOWED_ORIGINS", "other origins whose pages may open WebSockets, as host patterns (example.com, *.example.com)")
-	corsOrigins := f.List("cors-origins", "PUSH_CORS_ORIGINS", "origins that may read SSE and the JSON API cross-site (https://example.com, or *)")
+	allowed := f.List("allowed-origins", "PUSH_ALLOWED_ORIGINS", "other `origins` whose pages may open WebSockets, as host patterns (example.com, *.example.com), comma-separated")
+	corsOrigins := f.List("cors-origins", "PUSH_CORS_ORIGINS", "`origins` that may read SSE and the JSON API cross-site (https://example.com, or *), comma-separated")
 	maxTopics := f.Int("max-topics", "PUSH_MAX_TOPICS", 64, "most topic patterns per connection or request")
 	queueLimit := f.Int("queue-limit", "PUSH_QUEUE_LIMIT", 256, "updates waiting for one subscriber before they are conflated to the latest per topic")
 	slowTimeout := f.Duration("slow-timeout", "PUSH_SLOW_TIMEOUT", 30*time.Second, "disconnect a subscriber that stays behind this long")
@@ -50,6 +54,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	drainTimeout := f.Duration("drain-timeout", "PUSH_DRAIN_TIMEOUT", 10*time.Second, "on SIGTERM, how long clients get to move to another edge")
 	logLevel := f.String("log-level", "PUSH_LOG_LEVEL", "info", "log level: debug, info, warn or error")
 	logFormat := f.String("log-format", "PUSH_LOG_FORMAT", "text", "log format: text or json")
+	reusePort := f.Bool("reuseport", "PUSH_REUSEPORT", false, "share -addr with other edge processes on this host (SO_REUSEPORT)")
+	pprofAddr := f.String("pprof", "PUSH_PPROF", "", "serve /debug/pprof on this separate address, e.g. 127.0.0.1:6060")
 	healthcheck := f.String("healthcheck", "", "", "get this URL, exit 0 if it answers 200 (container health checks)")
 	var streamCfg stream.Config
 	applyStream := streamCfg.RegisterFlags(f)
@@ -92,9 +98,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 
-	ln, err := net.Listen("tcp", *addr)
+	ln, err := listen.TCP(ctx, *addr, *reusePort)
 	if err != nil {
 		return err
+	}
+	if *pprofAddr != "" {
+		stopProfiling, err := serveProfiles(*pprofAddr, log)
+		if err != nil {
+			return err
+		}
+		defer stopProfiling()
 	}
 	hub := push.NewHub(push.HubOptions{QueueLimit: *queueLimit, SlowTimeout: *slowTimeout,
 		WriteTimeout: *writeTimeout, Heartbeat: *heartbeat, Retention: streamCfg.MaxAge})
@@ -130,6 +143,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	stopFeeds()
 	wg.Wait()
 	return err
+}
+
+// serveProfiles serves net/http/pprof on its own address, kept apart from the public port.
+func serveProfiles(addr string, log *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("pprof: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	log.Info("profiling", "url", "http://"+ln.Addr().String()+"/debug/pprof/")
+	return func() { srv.Close() }, nil
 }
 
 // pageURL is the address a person on this machine opens.

@@ -51,8 +51,9 @@ func (f *Flags) String(name, env, def, usage string) *string {
 
 // Int defines an int flag with an environment fallback.
 func (f *Flags) Int(name, env string, def int, usage string) *int {
-	p := new(int)
-	f.Var(&intValue{p}, name, env, fmt.Sprint(def), usage)
+	v, usage := f.env(env, usage)
+	p := f.FlagSet.Int(name, def, usage)
+	f.setFromEnv(name, env, v)
 	return p
 }
 
@@ -137,24 +138,6 @@ func (f *Flags) Parse(args []string) error {
 	if f.NArg() > 0 {
 		return UsageError{Err: fmt.Errorf("unexpected argument %q (flags start with -)", f.Arg(0))}
 	}
-	return nil
-}
-
-type intValue struct{ p *int }
-
-func (v *intValue) String() string {
-	if v.p == nil {
-		return "0"
-	}
-	return fmt.Sprint(*v.p)
-}
-
-func (v *intValue) Set(s string) error {
-	var n int
-	if _, err := fmt.Sscan(s, &n); err != nil {
-		return fmt.Errorf("not an integer: %q", s)
-	}
-	*v.p = n
 	return nil
 }
 
