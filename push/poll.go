@@ -90,6 +90,11 @@ func (s *Server) handlePoll(c *gin.Context) {
 	}
 
 	cursor, updates, err := s.poll(ctx, c.ClientIP(), Subscription{Patterns: sub.Patterns}, since, limit)
+	var refused *refusal
+	if errors.As(err, &refused) {
+		s.refuse(c, refused.status, refused.reason)
+		return
+	}
 	if err != nil {
 		c.Header("Retry-After", "2")
 		writeError(c, http.StatusServiceUnavailable, "unavailable", "the stream is unreachable right now: retry shortly")
@@ -107,11 +112,17 @@ func (s *Server) poll(ctx context.Context, remote string, sub Subscription, sinc
 	if cursor, updates, ok := s.hub.recentAfter(sub.Patterns, since, limit); ok && len(updates) > 0 {
 		return cursor, updates, nil
 	}
+	release, status, reason := s.admission.admit(remote)
+	if release == nil {
+		return since, nil, &refusal{status, reason}
+	}
 	sink := &pollSink{got: make(chan []*Update, 1), closed: make(chan struct{})}
 	subscriber, ok := s.hub.newSubscriber(sink, "poll", remote)
 	if !ok {
+		release()
 		return since, nil, nil // draining: an empty answer sends the client elsewhere
 	}
+	subscriber.onClose = release
 	defer subscriber.Close(reasonClientGone)
 	if _, err := s.hub.Resume(ctx, subscriber, sub, since, nil); err != nil && ctx.Err() == nil {
 		return since, nil, err
@@ -132,6 +143,14 @@ func (s *Server) poll(ctx context.Context, remote string, sub Subscription, sinc
 	}
 	return max(since, subscriber.cursor()), nil, nil
 }
+
+// refusal is a long poll refused by a connection limit.
+type refusal struct {
+	status int
+	reason string
+}
+
+func (r *refusal) Error() string { return r.reason }
 
 func pollParams(c *gin.Context) (timeout time.Duration, limit int, err error) {
 	timeout, limit = defaultPollTimeout, defaultPollLimit

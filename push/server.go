@@ -29,6 +29,11 @@ type Config struct {
 	CORSOrigins []string
 	// MaxTopics is the most topic patterns one connection or request may hold. Zero: 64.
 	MaxTopics int
+	// Limits on connections and control messages.
+	Limits Limits
+	// TrustedProxies are the addresses (IPs or CIDRs) of load balancers whose X-Forwarded-For names the client.
+	// Zero: the peer address is the client, as it is when clients connect directly.
+	TrustedProxies []string
 	// Hub tunes queues, timeouts and heartbeats.
 	Hub HubOptions
 	// DrainTimeout bounds a graceful shutdown: clients are told to reconnect elsewhere, and whoever is still
@@ -55,23 +60,25 @@ func (c Config) withDefaults() Config {
 	if c.Log == nil {
 		c.Log = slog.Default()
 	}
+	c.Limits = c.Limits.withDefaults()
 	return c
 }
 
 // Server is one edge process: HTTP routes over a hub fed by a source.
 type Server struct {
-	cfg      Config
-	hub      *Hub
-	src      *Source
-	log      *slog.Logger
-	handler  http.Handler
-	draining atomic.Bool
+	cfg       Config
+	hub       *Hub
+	src       *Source
+	log       *slog.Logger
+	handler   http.Handler
+	admission admission
+	draining  atomic.Bool
 }
 
 // NewServer returns an edge serving hub, with readiness taken from src.
 func NewServer(cfg Config, hub *Hub, src *Source) *Server {
 	cfg = cfg.withDefaults()
-	s := &Server{cfg: cfg, hub: hub, src: src, log: cfg.Log}
+	s := &Server{cfg: cfg, hub: hub, src: src, log: cfg.Log, admission: admission{limits: cfg.Limits}}
 	s.handler = s.routes()
 	return s
 }
@@ -79,7 +86,10 @@ func NewServer(cfg Config, hub *Hub, src *Source) *Server {
 func (s *Server) routes() http.Handler {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
-	r.SetTrustedProxies(nil) // ClientIP is the peer address unless proxies are configured
+	if err := r.SetTrustedProxies(s.cfg.TrustedProxies); err != nil {
+		s.log.Error("trusted proxies ignored", "err", err)
+		r.SetTrustedProxies(nil)
+	}
 	r.Use(s.recover)
 
 	// Streams manage their own connection: no middleware that buffers or times out the response.

@@ -62,8 +62,13 @@ func (s *Server) handleSSE(c *gin.Context) {
 			return
 		}
 	}
+	release := s.admitHTTP(c)
+	if release == nil {
+		return
+	}
 	conn, _, err := http.NewResponseController(c.Writer).Hijack()
 	if err != nil {
+		release()
 		s.log.Error("sse: hijack failed", "err", err)
 		writeError(c, http.StatusInternalServerError, "internal", "streaming is not supported on this connection")
 		return
@@ -88,9 +93,11 @@ func (s *Server) handleSSE(c *gin.Context) {
 
 	subscriber, ok := s.hub.newSubscriber(sc, "sse", c.ClientIP())
 	if !ok {
+		release()
 		sc.close(reasonRestart)
 		return
 	}
+	subscriber.onClose = release
 	s.log.Info("connection opened", "conn", subscriber.id, "transport", "sse", "remote", subscriber.remote,
 		"topics", sub.Patterns, "since", since, "resume", resume)
 	// The response starts with the first write of the subscriber's writer, which comes after the subscription is

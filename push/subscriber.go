@@ -55,6 +55,7 @@ type Subscriber struct {
 	transport string
 	remote    string
 	metrics   subscriberMetrics
+	onClose   func() // releases the connection's admission slot
 
 	// Guarded by hub.mu.
 	patterns []subscription
@@ -441,6 +442,9 @@ func (s *Subscriber) Close(reason closeReason) {
 		s.hub.remove(s)
 		s.hub.metrics.connections.WithLabelValues(s.transport).Dec()
 		s.hub.metrics.disconnects.WithLabelValues(reason.err).Inc()
+		if s.onClose != nil {
+			s.onClose()
+		}
 		s.mu.Lock()
 		s.closing = &reason
 		s.signalRoomLocked() // wake a replay waiting for room

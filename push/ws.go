@@ -11,6 +11,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/gin-gonic/gin"
+	"golang.org/x/time/rate"
 
 	"github.com/livepush/livepush/internal/topic"
 )
@@ -62,13 +63,20 @@ func (s *Server) handleWS(c *gin.Context) {
 		s.log.Info("websocket refused", "remote", c.ClientIP(), "origin", c.GetHeader("Origin"), "err", err)
 		return
 	}
+	release, _, refusal := s.admission.admit(c.ClientIP())
+	if release == nil {
+		s.refuseWS(conn, refusal)
+		return
+	}
 	conn.SetReadLimit(maxControlMessage)
 	wc := &wsConn{conn: conn, timeout: s.hub.opts.WriteTimeout}
 	sub, ok := s.hub.newSubscriber(wc, "ws", c.ClientIP())
 	if !ok {
+		release()
 		conn.Close(websocket.StatusServiceRestart, reasonRestart.text)
 		return
 	}
+	sub.onClose = release
 	s.log.Info("connection opened", "conn", sub.id, "transport", "ws", "remote", sub.remote)
 
 	// Topics in the URL subscribe at once, as if the first message had been a subscribe without an id (and the
@@ -93,6 +101,7 @@ func (s *Server) handleWS(c *gin.Context) {
 
 func (s *Server) wsReadLoop(sub *Subscriber, conn *websocket.Conn) {
 	ctx := context.Background()
+	var limiter *rate.Limiter // made at the first message: most connections send one subscribe and nothing more
 	for {
 		typ, data, err := conn.Read(ctx)
 		if err != nil {
@@ -104,6 +113,15 @@ func (s *Server) wsReadLoop(sub *Subscriber, conn *websocket.Conn) {
 			sub.Close(reason)
 			s.log.Info("connection closed", "conn", sub.id, "transport", "ws", "status", websocket.CloseStatus(err))
 			return
+		}
+		if limiter == nil {
+			r := s.cfg.Limits.ControlRate
+			limiter = rate.NewLimiter(rate.Limit(r), int(2*r))
+		}
+		if !limiter.AllowN(time.Now(), max(1, bytes.Count(data, []byte("\n")))) {
+			sub.Close(closeReason{code: int(websocket.StatusPolicyViolation), err: "flood",
+				text: fmt.Sprintf("too many control messages: at most %g per second", s.cfg.Limits.ControlRate)})
+			continue
 		}
 		if typ != websocket.MessageText {
 			sub.Send(wsError(nil, "bad_request", "control messages are JSON text frames"))

@@ -47,6 +47,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	allowed := f.List("allowed-origins", "PUSH_ALLOWED_ORIGINS", "other `origins` whose pages may open WebSockets, as host patterns (example.com, *.example.com), comma-separated")
 	corsOrigins := f.List("cors-origins", "PUSH_CORS_ORIGINS", "`origins` that may read SSE and the JSON API cross-site (https://example.com, or *), comma-separated")
 	maxTopics := f.Int("max-topics", "PUSH_MAX_TOPICS", 64, "most topic patterns per connection or request")
+	maxConns := f.Int("max-conns", "PUSH_MAX_CONNS", 0, "most connections this process holds; more get 503 / close 1013 (0: no limit)")
+	maxConnsPerIP := f.Int("max-conns-per-ip", "PUSH_MAX_CONNS_PER_IP", 0, "most connections per client address; more get 429 / close 1013 (0: no limit)")
+	controlRate := f.Float64("control-rate", "PUSH_CONTROL_RATE", 20, "WebSocket control messages per second per connection (bursts of twice that); a flood closes with 1008")
+	trustedProxies := f.List("trusted-proxies", "PUSH_TRUSTED_PROXIES", "`addresses` or CIDRs of load balancers whose X-Forwarded-For names the client, comma-separated")
+	readHeaderTimeout := f.Duration("read-header-timeout", "PUSH_READ_HEADER_TIMEOUT", 10*time.Second, "longest a client may take to send its request headers (slowloris, WebSocket handshakes)")
 	queueLimit := f.Int("queue-limit", "PUSH_QUEUE_LIMIT", 256, "updates waiting for one subscriber before they are conflated to the latest per topic")
 	slowTimeout := f.Duration("slow-timeout", "PUSH_SLOW_TIMEOUT", 30*time.Second, "disconnect a subscriber that stays behind this long")
 	writeTimeout := f.Duration("write-timeout", "PUSH_WRITE_TIMEOUT", 10*time.Second, "longest one write to a client may take")
@@ -116,9 +121,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		AllowedOrigins: *allowed,
 		CORSOrigins:    *corsOrigins,
 		MaxTopics:      *maxTopics,
-		DrainTimeout:   *drainTimeout,
-		Page:           web.FS,
-		Log:            log,
+		Limits: push.Limits{MaxConnections: *maxConns, MaxConnectionsPerIP: *maxConnsPerIP,
+			ControlRate: *controlRate},
+		TrustedProxies:    *trustedProxies,
+		ReadHeaderTimeout: *readHeaderTimeout,
+		DrainTimeout:      *drainTimeout,
+		Page:              web.FS,
+		Log:               log,
 	}, hub, src)
 
 	feedsCtx, stopFeeds := context.WithCancel(ctx)
