@@ -3,7 +3,9 @@
 //
 // For tests, window.livepush reads the current state (every field is a getter):
 //   {transport, state, counters: {updates, duplicates, bytes, requests, latencyP50, latencyP90},
-//    lastCursor, replayed, watchlist, attempt}
+//    lastCursor, replayed, watchlist, attempt, perTopic}
+// perTopic is {topic: {count, lastCursor}}: the updates received for each topic since the page loaded (counted
+// as counters.updates counts them, but never reset) and the topic's last applied cursor.
 
 import { TRANSPORTS, createTransport } from './transports.js';
 import { UI, leagueName } from './ui.js';
@@ -50,6 +52,13 @@ let watched = new Set();
 const adding = new Set(); // symbols whose add waits for the edge's answer; their updates are kept meanwhile
 
 const counters = { updates: 0, duplicates: 0, bytes: 0, requests: 0 };
+const perTopic = new Map(); // topic -> updates received since the page loaded; read only through window.livepush
+
+function countUpdate(topic) {
+  counters.updates++;
+  if (typeof topic === 'string') perTopic.set(topic, (perTopic.get(topic) || 0) + 1);
+}
+
 const latency = new Samples(LATENCY_SAMPLES);
 Object.defineProperties(counters, {
   latencyP50: { enumerable: true, get: () => latency.percentile(0.5) },
@@ -85,6 +94,10 @@ window.livepush = Object.defineProperties(
     replayed: { enumerable: true, get: () => conn.replayed },
     watchlist: { enumerable: true, get: () => watchlist.slice() },
     attempt: { enumerable: true, get: () => conn.attempt },
+    perTopic: {
+      enumerable: true,
+      get: () => Object.fromEntries([...perTopic].map(([t, count]) => [t, { count, lastCursor: model.cursors.get(t) || null }])),
+    },
   },
 );
 
@@ -401,7 +414,7 @@ async function onAdd(raw) {
     model.snapshotDue.delete(topic);
     for (const u of res.updates) {
       if (!u) continue;
-      if (via === transport) counters.updates++;
+      if (via === transport) countUpdate(u.topic || (u.data && u.data.topic));
       applyUpdate(u.topic, u.cursor, u.data, true);
     }
   }
@@ -453,7 +466,14 @@ function makeSink(gen) {
       // The server's cursor before (re)subscribing: updates up to it are snapshot or replay, not live.
       const body = await fetchCatalog(2000);
       if (!mine()) return null;
-      const c = body ? normCursor(body.cursor) : null;
+      let c = body ? normCursor(body.cursor) : null;
+      if (c && model.lastCursor && cmpCursor(c, model.lastCursor) < 0) {
+        // Behind our cursor: a new stream, or an edge just started and still catching up with the stream (it
+        // holds a resume until it has caught up). Only an edge that says it is ready tells of a new stream.
+        const ready = await fetchJSON(endpoint('readyz'), { timeout: 2000 }).catch(() => null);
+        if (!mine()) return null;
+        c = ready ? normCursor(ready.cursor) : null; // not ready: no server cursor, catch-up ends by time stamps
+      }
       conn.catchup = c;
       if (c && model.lastCursor && cmpCursor(c, model.lastCursor) < 0) {
         onReset(c, 'the stream restarted'); // behind our cursor: a new stream; since= would skip it all
@@ -479,7 +499,7 @@ function makeSink(gen) {
     },
     update(topic, cursor, data) {
       if (!mine()) return;
-      counters.updates++;
+      countUpdate(topic || (data && data.topic));
       applyUpdate(topic, cursor, data);
       redraw();
     },

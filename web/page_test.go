@@ -1,0 +1,781 @@
+package web_test
+
+// The live ticker page, tested in a real browser: an embedded nats-server with JetStream, the market and sports
+// simulators and a real edge run on loopback, and headless Chromium (driven with chromedp) opens the page the edge
+// serves. Chromium must be installed: without it these tests fail, they do not skip.
+//
+// Screenshots go to t.ArtifactDir() (keep them with `go test -artifacts -outputdir DIR`) and, when
+// LIVEPUSH_SCREENSHOTS names a directory, to ticker-desktop.png and ticker-phone.png there.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/device"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/livepush/livepush/feeds"
+	"github.com/livepush/livepush/internal/natsconn"
+	"github.com/livepush/livepush/internal/stream"
+	"github.com/livepush/livepush/push"
+	"github.com/livepush/livepush/web"
+)
+
+// Waits are generous: the tests must pass on a loaded 2-core machine under -race. They poll, so they take only as
+// long as the page needs.
+const (
+	waitLong  = 20 * time.Second // connecting, reconnecting, a first value
+	waitShort = 10 * time.Second // something that should happen within a second or two
+)
+
+// busySymbol is a feed symbol that is not on the page's default watchlist and, with the market seed below, among
+// the busiest (about 6 quotes a second), so that adding and removing it shows quickly.
+const busySymbol = "LLY"
+
+// ---- the system under test: NATS, the simulators and an edge ----
+
+type system struct {
+	t        *testing.T
+	js       jetstream.JetStream
+	cfg      stream.Config
+	log      *slog.Logger
+	addr     string // the edge's address: a restarted edge listens on the same one
+	edgeStop func() // stops the running edge and waits until it has; nil when none runs
+}
+
+// startSystem runs an embedded nats-server, the stream, the simulators and an edge on a loopback port. Everything
+// stops when the test ends.
+func startSystem(t *testing.T) *system {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if os.Getenv("PUSH_TEST_LOG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	ns, err := natsconn.StartEmbedded(natsconn.EmbeddedOptions{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Stop)
+	nc, err := ns.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &system{t: t, js: js, log: log}
+	if _, err := stream.Ensure(t.Context(), js, s.cfg, log); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, stopFeeds := context.WithCancel(context.Background())
+	feedsDone := make(chan struct{})
+	pub := feeds.NewPublisher(js, 0, log)
+	go func() {
+		defer close(feedsDone)
+		cfg := feeds.Config{
+			Market: feeds.MarketConfig{Rate: 200, Seed: 1},
+			Sports: feeds.SportsConfig{Speed: 300, Seed: 2, Start: time.Now()},
+		}
+		if err := feeds.Run(ctx, cfg, pub.Publish, log); err != nil {
+			t.Errorf("feeds: %v", err)
+		}
+	}()
+	t.Cleanup(func() {
+		stopFeeds()
+		<-feedsDone
+	})
+
+	s.startEdge()
+	s.waitReady()
+	t.Cleanup(func() {
+		if s.edgeStop != nil {
+			s.stopEdge()
+		}
+	})
+	return s
+}
+
+// url is the page's address.
+func (s *system) url() string { return "http://" + s.addr + "/" }
+
+// startEdge runs a new edge (hub, source, server) on s.addr, or on a new loopback port the first time. It serves at
+// once; waitReady waits until it has caught up with the stream.
+func (s *system) startEdge() {
+	t := s.t
+	t.Helper()
+	addr := s.addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	var ln net.Listener
+	var err error
+	for range 100 { // a port an edge just released may take a moment to be free again
+		if ln, err = net.Listen("tcp", addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("listen on %s: %v", addr, err)
+	}
+	s.addr = ln.Addr().String()
+
+	hub := push.NewHub(push.HubOptions{})
+	src := push.NewSource(s.js, s.cfg, hub, s.log)
+	srv := push.NewServer(push.Config{Page: web.FS, Log: s.log, DrainTimeout: time.Second}, hub, src)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx, ln) }()
+	s.edgeStop = func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("edge stopped with %v", err)
+		}
+	}
+}
+
+// ready reports whether the edge says it is ready: it follows the stream and has caught up.
+func (s *system) ready() bool {
+	resp, err := http.Get("http://" + s.addr + "/readyz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// waitReady waits until the edge is ready.
+func (s *system) waitReady() {
+	t := s.t
+	t.Helper()
+	for deadline := time.Now().Add(waitLong); !s.ready(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("edge on %s not ready after %v", s.addr, waitLong)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stopEdge stops the edge and waits until it has drained and stopped; the simulators keep publishing.
+func (s *system) stopEdge() {
+	s.t.Helper()
+	s.edgeStop()
+	s.edgeStop = nil
+}
+
+// lastSeq is the stream's newest sequence: the cursor of the newest update published.
+func (s *system) lastSeq() uint64 {
+	s.t.Helper()
+	str, err := s.js.Stream(s.t.Context(), s.cfg.StreamName())
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	info, err := str.Info(s.t.Context())
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return info.State.LastSeq
+}
+
+// lastOf is the cursor of the newest update of topic in the stream; an error if it has none.
+func (s *system) lastOf(topic string) (uint64, error) {
+	str, err := s.js.Stream(s.t.Context(), s.cfg.StreamName())
+	if err != nil {
+		return 0, err
+	}
+	m, err := str.GetLastMsgForSubject(s.t.Context(), topic)
+	if err != nil {
+		return 0, err
+	}
+	return m.Sequence, nil
+}
+
+// streamSeqs returns, per topic, the sequences of the stream's messages of those topics in (from, to]. to must be
+// the sequence of a message of one of the topics (a cursor the page applied), so that reading stops there.
+func (s *system) streamSeqs(topics []string, from, to uint64) map[string][]uint64 {
+	t := s.t
+	t.Helper()
+	seqs := make(map[string][]uint64)
+	if to <= from {
+		return seqs
+	}
+	cons, err := s.js.OrderedConsumer(t.Context(), s.cfg.StreamName(), jetstream.OrderedConsumerConfig{
+		FilterSubjects: topics,
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    from + 1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := cons.Messages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer msgs.Stop()
+	for {
+		m, err := msgs.Next(jetstream.NextMaxWait(waitShort))
+		if err != nil {
+			t.Fatalf("reading the stream in (%d, %d]: %v", from, to, err)
+		}
+		meta, err := m.Metadata()
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq := meta.Sequence.Stream
+		if seq > to {
+			return seqs
+		}
+		seqs[m.Subject()] = append(seqs[m.Subject()], seq)
+		if seq == to {
+			return seqs
+		}
+	}
+}
+
+// ---- the browser ----
+
+// chromium finds the browser. Missing, it fails the test: a browser test that skips proves nothing.
+func chromium(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
+		if path, err := exec.LookPath(name); err == nil {
+			return path
+		}
+	}
+	t.Fatal("Chromium not found (looked for /usr/bin/chromium, chromium, chromium-browser, google-chrome): " +
+		"the page tests need a real browser, install it (Debian: apt-get install chromium)")
+	return ""
+}
+
+// page is one browser tab showing the ticker page.
+type page struct {
+	t     *testing.T
+	ctx   context.Context // the tab's chromedp context
+	close func()          // closes the browser before the test ends
+
+	mu      sync.Mutex
+	console []chromedp.ConsoleMessage // everything the page logged, exceptions and browser log entries included
+}
+
+// openPage starts headless Chromium at desktop size (1366x900), runs setup (emulation, say), opens url and waits
+// until the page has set up window.livepush. The browser ends with the test.
+func openPage(t *testing.T, url string, setup ...chromedp.Action[chromedp.Void]) *page {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium(t)),
+		chromedp.NoSandbox,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.WindowSize(1366, 900),
+	)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancelAlloc) // waits for the browser to exit
+	ctx, cancelTab := chromedp.NewContext(allocCtx)
+	t.Cleanup(cancelTab)
+	p := &page{t: t, ctx: ctx, close: func() { cancelTab(); cancelAlloc() }}
+
+	// The first action starts the browser, bound to ctx: it gets no timeout of its own, so watch it from here.
+	started := make(chan error, 1)
+	go func() { started <- chromedp.Do(ctx) }()
+	select {
+	case err := <-started:
+		if err != nil {
+			t.Fatalf("starting Chromium: %v", err)
+		}
+	case <-time.After(waitLong):
+		t.Fatalf("Chromium did not start within %v", waitLong)
+	}
+
+	messages := chromedp.Console(ctx) // subscribed now, before the page loads
+	go func() {
+		for m, err := range messages {
+			if err != nil {
+				return // the tab closed
+			}
+			p.mu.Lock()
+			p.console = append(p.console, m)
+			p.mu.Unlock()
+		}
+	}()
+
+	p.do(append(setup, chromedp.Navigate(url))...)
+	p.waitFor("the page has started", waitLong, `window.livepush && window.livepush.watchlist.length > 0`)
+	return p
+}
+
+// do runs actions on the tab, failing the test on an error.
+func (p *page) do(actions ...chromedp.Action[chromedp.Void]) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, waitLong)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		p.t.Fatalf("browser: %v", err)
+	}
+}
+
+// eval evaluates a JavaScript expression in the page and decodes its value.
+func eval[T any](p *page, expr string) T {
+	p.t.Helper()
+	v, err := tryEval[T](p, expr)
+	if err != nil {
+		p.t.Fatalf("evaluating %s: %v", expr, err)
+	}
+	return v
+}
+
+func tryEval[T any](p *page, expr string) (T, error) {
+	ctx, cancel := context.WithTimeout(p.ctx, waitShort)
+	defer cancel()
+	return chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+}
+
+// waitFor polls the JavaScript expression until it is truthy; after timeout it fails the test, saying what it
+// waited for and what the page's state was.
+func (p *page) waitFor(what string, timeout time.Duration, expr string) {
+	p.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, err := tryEval[bool](p, "!!("+expr+")")
+		if err == nil && ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			if err == nil {
+				err = errors.New("still false")
+			}
+			p.t.Fatalf("waited %v until %s: %v\n  expression: %s\n  page: %s", timeout, what, err, expr, p.state())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// nextFrame waits until the page has drawn twice: it draws once per animation frame, so after this the DOM shows
+// what window.livepush said before.
+func (p *page) nextFrame() {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, waitShort)
+	defer cancel()
+	_, err := chromedp.Run(ctx, chromedp.Evaluate[chromedp.Void](
+		`new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))`, chromedp.EvalAwaitPromise))
+	if err != nil {
+		p.t.Fatalf("waiting for the page to draw: %v", err)
+	}
+}
+
+// state describes the page for failure messages.
+func (p *page) state() string {
+	s, err := tryEval[string](p, `JSON.stringify({
+		conn: document.querySelector('#conn-state').textContent,
+		detail: document.querySelector('#conn-detail').textContent,
+		transport: window.livepush.transport, state: window.livepush.state, counters: window.livepush.counters,
+		lastCursor: window.livepush.lastCursor, replayed: window.livepush.replayed, watchlist: window.livepush.watchlist,
+		prices: `+jsPrices+`, uptimeMs: Math.round(performance.now()),
+	})`)
+	if err != nil {
+		return fmt.Sprintf("(unreadable: %v)", err)
+	}
+	return s
+}
+
+// noErrors fails the test if the page logged an error or threw. With browserLog, errors the browser itself
+// logged (failed requests, say) count too; without, only console.error calls and exceptions do.
+func (p *page) noErrors(browserLog bool) {
+	p.t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, m := range p.console {
+		fromPage := m.Source == "" // a console API call or an exception, not a browser log entry
+		if (m.Type == chromedp.ConsoleError || m.IsException()) && (fromPage || browserLog) {
+			p.t.Errorf("page console: %s (%s:%d)", m, m.URL, m.Line+1)
+		}
+	}
+}
+
+// JavaScript snippets reading the page.
+const (
+	// jsPrices maps each watchlist row's symbol to the text of its .last cell.
+	jsPrices = `Object.fromEntries([...document.querySelectorAll('#wl-body tr[data-symbol]')]
+		.map((r) => [r.dataset.symbol, r.querySelector('.last').textContent]))`
+	jsState = `document.querySelector('#conn-state').textContent`
+)
+
+// jsNum reads a counter shown on the page as a number.
+func jsNum(id string) string {
+	return `Number(document.querySelector('#` + id + `').dataset.value ?? document.querySelector('#` + id + `').textContent)`
+}
+
+// prices returns the watchlist's .last texts, once every row shows a price.
+func (p *page) prices() map[string]string {
+	p.t.Helper()
+	p.waitFor("every watchlist row shows a price", waitLong,
+		`Object.values(`+jsPrices+`).every((v) => /^\d+\.\d+$/.test(v))`)
+	return eval[map[string]string](p, jsPrices)
+}
+
+// waitPriceChange waits until some row shows a price other than in before.
+func (p *page) waitPriceChange(before map[string]string) {
+	p.t.Helper()
+	p.waitFor("a watchlist price changes", waitShort,
+		fmt.Sprintf(`((before) => Object.entries(%s).some(([sym, v]) => sym in before && /^\d/.test(v) && v !== before[sym]))(%s)`,
+			jsPrices, mustJSON(p.t, before)))
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// topicCount is what window.livepush.perTopic says of one topic.
+type topicCount struct {
+	Count      int     `json:"count"`
+	LastCursor *string `json:"lastCursor"`
+}
+
+func (c topicCount) cursor(t *testing.T) uint64 {
+	t.Helper()
+	if c.LastCursor == nil {
+		return 0
+	}
+	n, err := strconv.ParseUint(*c.LastCursor, 10, 64)
+	if err != nil {
+		t.Fatalf("cursor %q: %v", *c.LastCursor, err)
+	}
+	return n
+}
+
+func (p *page) perTopic() map[string]topicCount {
+	p.t.Helper()
+	return eval[map[string]topicCount](p, `window.livepush.perTopic`)
+}
+
+// ---- the tests ----
+
+// TestPageLoadsLive: the page loads without errors, its prices move and the scoreboard fills.
+func TestPageLoadsLive(t *testing.T) {
+	sys := startSystem(t)
+	p := openPage(t, sys.url())
+
+	p.waitFor("the connection is live", waitLong, jsState+` === 'live'`)
+	if got := eval[string](p, `document.querySelector('#transport').value`); got != "ws" {
+		t.Errorf("#transport = %q, want ws (the default)", got)
+	}
+	p.waitFor("the AAPL row exists", waitShort, `document.querySelector('tr[data-symbol="AAPL"] .last')`)
+	p.waitPriceChange(p.prices())
+
+	p.waitFor("a score card shows a status and a score", waitShort,
+		`[...document.querySelectorAll('#scoreboard [data-topic^="sports."]')].some((c) =>
+			c.querySelector('.status').textContent !== '' && /^\d+–\d+$/.test(c.querySelector('.score').textContent))`)
+	p.waitFor("the update counter moves", waitShort, jsNum("c-updates")+` > 0`)
+	p.noErrors(true)
+}
+
+// TestAddAndRemoveSymbol: a symbol added by hand gets a row and live prices; removed, its row goes and its updates
+// stop while the feed keeps publishing it.
+func TestAddAndRemoveSymbol(t *testing.T) {
+	sys := startSystem(t)
+	p := openPage(t, sys.url())
+	p.waitFor("the connection is live", waitLong, jsState+` === 'live'`)
+	p.prices()
+	topic := "market." + busySymbol
+	row := `document.querySelector('tr[data-symbol="` + busySymbol + `"]')`
+	if eval[bool](p, `!!`+row) {
+		t.Fatalf("%s is on the default watchlist: pick another symbol for this test", busySymbol)
+	}
+
+	p.do(
+		chromedp.SendKeys(chromedp.CSS("#add-symbol"), busySymbol),
+		chromedp.Click(chromedp.CSS("#add-btn")),
+	)
+	p.waitFor("the new row shows a price", waitShort, row+` && /^\d+\.\d+$/.test(`+row+`.querySelector('.last').textContent)`)
+	if !eval[bool](p, `window.livepush.watchlist.includes('`+busySymbol+`')`) {
+		t.Errorf("%s has a row but is not on window.livepush.watchlist", busySymbol)
+	}
+	// Its first value is a snapshot; live updates follow.
+	p.waitFor("live updates for the new symbol", waitLong, `(window.livepush.perTopic['`+topic+`']?.count ?? 0) >= 3`)
+
+	p.do(chromedp.Click(chromedp.CSS(`tr[data-symbol="` + busySymbol + `"] button.remove`)))
+	p.waitFor("the row is gone", waitShort, `!`+row+` && !window.livepush.watchlist.includes('`+busySymbol+`')`)
+
+	// Updates already on their way when the unsubscribe left may still arrive: settle until the page is 100
+	// stream messages (half a second of the feeds) past the removal; from then on nothing more may come.
+	settled := sys.lastSeq() + 100
+	p.waitFor("the page moves on", waitLong, fmt.Sprintf(`Number(window.livepush.lastCursor) >= %d`, settled))
+	before := p.perTopic()[topic].Count
+	from := uint64(eval[float64](p, `Number(window.livepush.lastCursor)`))
+
+	// Wait until the feed has published the symbol three more times and the page has gone past the last of them.
+	var published []uint64
+	deadline := time.Now().Add(waitLong)
+	for len(published) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the feed published %s only %d times in %v", topic, len(published), waitLong)
+		}
+		time.Sleep(200 * time.Millisecond)
+		last, err := sys.lastOf(topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		published = sys.streamSeqs([]string{topic}, from, last)[topic]
+	}
+	p.waitFor("the page has gone past them", waitLong,
+		fmt.Sprintf(`Number(window.livepush.lastCursor) > %d`, published[len(published)-1]))
+	if after := p.perTopic()[topic].Count; after != before {
+		t.Errorf("after removing %s the page still received %d updates of it (the stream had %d since cursor %d)",
+			busySymbol, after-before, len(published), from)
+	}
+	if eval[bool](p, `!!`+row) {
+		t.Errorf("the %s row came back", busySymbol)
+	}
+	p.noErrors(true)
+}
+
+// TestSwitchTransports: on each of the four transports, chosen in #transport, the table keeps updating and the
+// counters move.
+func TestSwitchTransports(t *testing.T) {
+	sys := startSystem(t)
+	p := openPage(t, sys.url())
+	p.prices()
+	for _, kind := range []string{"ws", "sse", "longpoll", "poll", "ws"} {
+		if eval[string](p, `window.livepush.transport`) != kind {
+			p.do(chromedp.Evaluate[chromedp.Void](`(() => {
+				const s = document.querySelector('#transport');
+				s.value = '` + kind + `';
+				s.dispatchEvent(new Event('change', {bubbles: true}));
+			})()`))
+		}
+		p.waitFor(kind+" is live", waitLong, `window.livepush.transport === '`+kind+`' && window.livepush.state === 'live'`)
+		p.nextFrame() // until then the DOM may still show the previous transport's state and counters
+		if got := eval[string](p, `document.querySelector('#transport').value`); got != kind {
+			t.Errorf("#transport shows %q, want %q", got, kind)
+		}
+		if got := eval[string](p, jsState); got != "live" {
+			t.Errorf("%s: #conn-state shows %q, want live", kind, got)
+		}
+		updates := eval[float64](p, jsNum("c-updates"))
+		requests := eval[float64](p, jsNum("c-requests"))
+		bytes := eval[float64](p, jsNum("c-bytes"))
+		cursor := eval[float64](p, `Number(window.livepush.lastCursor)`)
+		prices := eval[map[string]string](p, jsPrices)
+
+		p.waitFor(kind+": the table updates", waitShort, fmt.Sprintf(
+			`Number(window.livepush.lastCursor) > %d || ((before) => Object.entries(%s).some(([s, v]) => v !== before[s]))(%s)`,
+			uint64(cursor), jsPrices, mustJSON(t, prices)))
+		p.waitFor(kind+": #c-updates and #c-bytes grow", waitShort,
+			fmt.Sprintf(`%s > %d && %s > %d`, jsNum("c-updates"), int(updates), jsNum("c-bytes"), int(bytes)))
+		switch kind {
+		case "longpoll", "poll":
+			p.waitFor(kind+": #c-requests grows", waitShort, fmt.Sprintf(`%s > %d`, jsNum("c-requests"), int(requests)))
+		default: // one request (the upgrade or the stream) serves all
+			p.waitFor(kind+": #c-requests counts the connection", waitShort, jsNum("c-requests")+` >= 1`)
+		}
+	}
+	p.noErrors(true)
+}
+
+// TestEdgeRestartResumesWithoutGap: with the edge stopped the page says "reconnecting"; with it back on the same
+// address it says "resumed", and for every watched symbol it has received exactly the updates the stream holds
+// between its cursor before the stop and its cursor after the restart: none lost, none twice.
+func TestEdgeRestartResumesWithoutGap(t *testing.T) {
+	for _, tc := range []struct {
+		name, transport string
+		slowCatchUp     bool
+	}{
+		{"ws", "ws", false},
+		{"sse", "sse", false},
+		{"longpoll", "longpoll", false},
+		// The page reconnects while the new edge is still catching up with the stream, so the edge's cursor is
+		// behind the page's for a moment. That is not a new stream: the page must resume, not reset.
+		{"ws-edge-catching-up", "ws", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sys := startSystem(t)
+			p := openPage(t, sys.url()+"?transport="+tc.transport)
+			p.waitFor("the connection is live", waitLong,
+				`window.livepush.transport === '`+tc.transport+`' && `+jsState+` === 'live'`)
+			p.prices()
+			watched := eval[[]string](p, `window.livepush.watchlist.map((s) => 'market.' + s)`)
+
+			before := p.perTopic()
+			sys.stopEdge()
+			stoppedAt := sys.lastSeq()
+			p.waitFor("the page says reconnecting", waitLong, jsState+` === 'reconnecting'`)
+
+			// The feeds go on while the edge is away: let about a second of updates pile up.
+			for deadline := time.Now().Add(waitLong); sys.lastSeq() < stoppedAt+200; {
+				if time.Now().After(deadline) {
+					t.Fatalf("the feeds published too little while the edge was down")
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			if s := eval[string](p, jsState); s != "reconnecting" {
+				t.Errorf("with the edge down the page says %q, want reconnecting", s)
+			}
+
+			if tc.slowCatchUp {
+				sys.publishManyTopics(5000) // a new edge then takes about half a second to catch up
+			}
+			sys.startEdge()
+			restartedAt := sys.lastSeq()
+			if tc.slowCatchUp {
+				// Tell the page it is online: it skips the rest of its backoff and reconnects now, during the catch-up.
+				p.do(chromedp.Evaluate[chromedp.Void](`window.dispatchEvent(new Event('online'))`))
+				if sys.ready() {
+					t.Log("the edge caught up before the page reconnected: this run does not test what it should")
+				}
+			}
+			sys.waitReady()
+			p.waitFor("the page has reconnected", waitLong, `['resumed', 'reset'].includes(`+jsState+`)`)
+			if s := eval[string](p, jsState+` + ': ' + document.querySelector('#conn-detail').textContent`); !strings.HasPrefix(s, "resumed") {
+				t.Fatalf("after the restart the page says %q, want resumed", s)
+			}
+			// AAPL moves on past the restart: the table continues.
+			p.waitFor("AAPL gets an update published after the restart", waitLong,
+				fmt.Sprintf(`Number(window.livepush.perTopic['market.AAPL']?.lastCursor) > %d`, restartedAt))
+			p.waitFor("the footer shows a cursor from after the restart", waitShort,
+				fmt.Sprintf(`Number(document.querySelector('#cursor').textContent) > %d`, restartedAt))
+			after := p.perTopic()
+
+			var from, to uint64 = ^uint64(0), 0
+			for _, topic := range watched {
+				from = min(from, before[topic].cursor(t))
+				to = max(to, after[topic].cursor(t))
+			}
+			seqs := sys.streamSeqs(watched, from, to)
+			missedWhileDown := 0
+			for _, topic := range watched {
+				b, a := before[topic], after[topic]
+				var want int
+				for _, seq := range seqs[topic] {
+					if seq > b.cursor(t) && seq <= a.cursor(t) {
+						want++
+						if seq > stoppedAt && seq <= restartedAt {
+							missedWhileDown++
+						}
+					}
+				}
+				if got := a.Count - b.Count; got != want {
+					t.Errorf("%s: the page received %d updates between cursors %d and %d, the stream holds %d",
+						topic, got, b.cursor(t), a.cursor(t), want)
+				}
+			}
+			if missedWhileDown == 0 {
+				t.Errorf("no watched update was published while the edge was down: the test proved nothing")
+			}
+			if !t.Failed() {
+				t.Logf("%d watched updates published while the edge was down, all received once (the page counted %v replayed)",
+					missedWhileDown, eval[float64](p, `window.livepush.replayed`))
+			}
+			p.noErrors(false) // the browser logs failed connections while the edge is down: expected
+		})
+	}
+}
+
+// publishManyTopics publishes one update on each of n topics nobody watches (market.ZZ00000 and on).
+func (s *system) publishManyTopics(n int) {
+	t := s.t
+	t.Helper()
+	for i := range n {
+		payload := fmt.Sprintf(`{"topic":"market.ZZ%05d","kind":"quote","symbol":"ZZ%05d","price":1,"ts":"%s"}`,
+			i, i, time.Now().UTC().Format(time.RFC3339Nano))
+		if _, err := s.js.PublishAsync(fmt.Sprintf("market.ZZ%05d", i), []byte(payload)); err != nil {
+			t.Fatal(err)
+		}
+		if i%1000 == 999 { // stay under the client's limit of outstanding publishes
+			select {
+			case <-s.js.PublishAsyncComplete():
+			case <-time.After(waitLong):
+				t.Fatal("publishing timed out")
+			}
+		}
+	}
+	select {
+	case <-s.js.PublishAsyncComplete():
+	case <-time.After(waitLong):
+		t.Fatal("publishing timed out")
+	}
+}
+
+// TestScreenshots takes the page at desktop width (1366x900) and on a phone (390x844, mobile emulation).
+func TestScreenshots(t *testing.T) {
+	sys := startSystem(t)
+	// A fresh stream does not know every symbol at once, and the page's default watchlist keeps only the ones the
+	// edge knows: wait for all of them (app.js DEFAULT_SYMBOLS), so that the pictures show the whole list.
+	defaults := []string{"AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "JPM", "V", "XOM", "BRK-B", "NFLX"}
+	for _, sym := range defaults {
+		for deadline := time.Now().Add(waitLong); ; {
+			if _, err := sys.lastOf("market." + sym); err == nil {
+				break
+			} else if time.Now().After(deadline) {
+				t.Fatalf("no quote of %s in %v: %v", sym, waitLong, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	shots := []struct {
+		name  string
+		setup chromedp.Action[chromedp.Void]
+	}{
+		{"ticker-desktop.png", chromedp.EmulateViewport(1366, 900)},
+		{"ticker-phone.png", chromedp.Emulate(device.IPhone13)}, // 390x844, scale 3, mobile, touch
+	}
+	for _, shot := range shots {
+		p := openPage(t, sys.url(), shot.setup)
+		p.waitFor("the connection is live", waitLong, jsState+` === 'live'`)
+		if got := eval[[]string](p, `window.livepush.watchlist`); len(got) != len(defaults) {
+			t.Errorf("default watchlist %v, want %v", got, defaults)
+		}
+		p.prices()
+		p.waitFor("the scoreboard has a few matches", waitShort,
+			`document.querySelectorAll('#scoreboard [data-topic]').length >= 6`)
+		p.waitFor("the latency counter shows numbers", waitShort, `/^\d/.test(document.querySelector('#c-latency').textContent)`)
+		p.waitFor("some history for the sparklines", waitLong, `window.livepush.counters.updates >= 150`)
+
+		ctx, cancel := context.WithTimeout(p.ctx, waitLong)
+		png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+		cancel()
+		if err != nil {
+			t.Fatalf("%s: %v", shot.name, err)
+		}
+		if !strings.HasPrefix(string(png), "\x89PNG\r\n\x1a\n") {
+			t.Fatalf("%s: not a PNG", shot.name)
+		}
+		dirs := []string{t.ArtifactDir()}
+		if dir := os.Getenv("LIVEPUSH_SCREENSHOTS"); dir != "" {
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			dirs = append(dirs, dir)
+		}
+		for _, dir := range dirs {
+			path := filepath.Join(dir, shot.name)
+			if err := os.WriteFile(path, png, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("wrote %s (%d bytes)", path, len(png))
+		}
+		p.noErrors(true)
+		p.close()
+	}
+}
