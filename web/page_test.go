@@ -13,9 +13,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -778,4 +782,133 @@ func TestScreenshots(t *testing.T) {
 		p.noErrors(true)
 		p.close()
 	}
+}
+
+// ---- edge loss behind a load balancer ----
+
+// trackingListener remembers the connections it accepted, so a test can cut them all at once as if the process
+// had been killed.
+type trackingListener struct {
+	net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func (l *trackingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.mu.Lock()
+		l.conns = append(l.conns, c)
+		l.mu.Unlock()
+	}
+	return c, err
+}
+
+// kill closes the listener and every connection without a goodbye: what clients see when an edge is SIGKILLed.
+func (l *trackingListener) kill() {
+	l.Listener.Close()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range l.conns {
+		c.Close()
+	}
+}
+
+// startExtraEdge runs another edge on the system's NATS, on a listener the test can kill abruptly.
+func (s *system) startExtraEdge() (addr string, kill func()) {
+	t := s.t
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl := &trackingListener{Listener: ln}
+	hub := push.NewHub(push.HubOptions{})
+	src := push.NewSource(s.js, s.cfg, hub, s.log)
+	srv := push.NewServer(push.Config{Page: web.FS, Log: s.log, DrainTimeout: time.Second}, hub, src)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { srv.Run(ctx, tl); close(done) }()
+	var once sync.Once
+	kill = func() {
+		once.Do(func() {
+			tl.kill()
+			cancel()
+			<-done
+		})
+	}
+	t.Cleanup(kill)
+	return ln.Addr().String(), kill
+}
+
+// loadBalancer proxies HTTP, SSE and WebSocket to the first backend that accepts a connection, as a load balancer
+// with health checks would: when one edge dies, new connections go to the next.
+func loadBalancer(t *testing.T, backends ...string) string {
+	t.Helper()
+	dialer := &net.Dialer{Timeout: time.Second}
+	transport := &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var last error
+		for _, b := range backends {
+			c, err := dialer.DialContext(ctx, network, b)
+			if err == nil {
+				return c, nil
+			}
+			last = err
+		}
+		return nil, last
+	}, DisableKeepAlives: true}
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(&url.URL{Scheme: "http", Host: "edges"})
+			r.Out.Host = r.In.Host
+		},
+		Transport:     transport,
+		FlushInterval: -1, // SSE: pass every write on at once
+		ErrorLog:      log.New(io.Discard, "", 0),
+	}
+	srv := httptest.NewServer(proxy)
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// TestPageSurvivesEdgeLossBehindLoadBalancer: two edges behind a load balancer; the one serving the page dies
+// without a goodbye; the page reconnects through the balancer to the other and resumes without a gap.
+func TestPageSurvivesEdgeLossBehindLoadBalancer(t *testing.T) {
+	sys := startSystem(t)
+	first, kill := sys.startExtraEdge()
+	lb := loadBalancer(t, first, sys.addr) // the extra edge first: the page lands on it
+	p := openPage(t, lb+"/")
+	p.waitFor("the connection is live", waitLong, jsState+` === 'live'`)
+	p.prices()
+	watched := eval[[]string](p, `window.livepush.watchlist.map((s) => 'market.' + s)`)
+	before := p.perTopic()
+	killedAt := sys.lastSeq()
+	kill()
+
+	p.waitFor("the page has reconnected through the balancer", waitLong, jsState+` === 'resumed'`)
+	p.waitFor("AAPL moves on past the edge loss", waitLong,
+		fmt.Sprintf(`Number(window.livepush.perTopic['market.AAPL']?.lastCursor) > %d`, sys.lastSeq()))
+	after := p.perTopic()
+	var from, to uint64 = ^uint64(0), 0
+	for _, topic := range watched {
+		from = min(from, before[topic].cursor(t))
+		to = max(to, after[topic].cursor(t))
+	}
+	seqs := sys.streamSeqs(watched, from, to)
+	for _, topic := range watched {
+		b, a := before[topic], after[topic]
+		want := 0
+		for _, seq := range seqs[topic] {
+			if seq > b.cursor(t) && seq <= a.cursor(t) {
+				want++
+			}
+		}
+		if got := a.Count - b.Count; got != want {
+			t.Errorf("%s: the page received %d updates between cursors %d and %d, the stream holds %d",
+				topic, got, b.cursor(t), a.cursor(t), want)
+		}
+	}
+	if to <= killedAt {
+		t.Errorf("no watched update after the edge died (last %d, died at %d)", to, killedAt)
+	}
+	p.noErrors(false)
 }
