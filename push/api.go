@@ -136,12 +136,28 @@ func (s *Server) handleSnapshot(c *gin.Context) {
 	if !ok {
 		return
 	}
+	if _, ok := s.authorize(c, patterns); !ok {
+		return
+	}
 	head, updates := s.hub.Snapshot(patterns)
 	writeUpdates(c, head, updates, "")
 }
 
 func (s *Server) handleTopics(c *gin.Context) {
 	head, topics := s.hub.Topics()
+	if s.cfg.Auth != nil { // list only what this client may subscribe to
+		g, err := s.cfg.Auth.authenticate(c.Request)
+		if err != nil {
+			g = &grant{}
+		}
+		visible := topics[:0]
+		for _, t := range topics {
+			if s.cfg.Auth.visible(g, t.Topic) {
+				visible = append(visible, t)
+			}
+		}
+		topics = visible
+	}
 	c.Header("Cache-Control", "no-store")
 	c.JSON(http.StatusOK, gin.H{"cursor": strconv.FormatUint(head, 10), "topics": topics})
 }

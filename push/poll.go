@@ -48,6 +48,9 @@ func (s *Server) handlePoll(c *gin.Context) {
 	if !ok {
 		return
 	}
+	if _, ok := s.authorize(c, sub.Patterns); !ok {
+		return
+	}
 	since, resume, ok := cursorFromRequest(c, "", "cursor")
 	if !ok {
 		return

@@ -31,6 +31,8 @@ type Config struct {
 	MaxTopics int
 	// Limits on connections and control messages.
 	Limits Limits
+	// Auth, when set, requires tokens for the topics it does not leave anonymous. Nil: everything is public.
+	Auth *Authenticator
 	// TrustedProxies are the addresses (IPs or CIDRs) of load balancers whose X-Forwarded-For names the client.
 	// Zero: the peer address is the client, as it is when clients connect directly.
 	TrustedProxies []string

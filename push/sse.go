@@ -50,6 +50,10 @@ func (s *Server) handleSSE(c *gin.Context) {
 	if !ok {
 		return
 	}
+	g, ok := s.authorize(c, sub.Patterns)
+	if !ok {
+		return
+	}
 	// EventSource resends the id of the last event it saw as Last-Event-ID when it reconnects; a first connect
 	// can resume with the lastEventId parameter.
 	since, resume, ok := cursorFromRequest(c, "Last-Event-ID", "lastEventId")
@@ -98,6 +102,7 @@ func (s *Server) handleSSE(c *gin.Context) {
 		return
 	}
 	subscriber.onClose = release
+	endAtExpiry(subscriber, g)
 	s.log.Info("connection opened", "conn", subscriber.id, "transport", "sse", "remote", subscriber.remote,
 		"topics", sub.Patterns, "since", since, "resume", resume)
 	// The response starts with the first write of the subscriber's writer, which comes after the subscription is

@@ -40,7 +40,9 @@ var (
 		text: "edge restarting: reconnect and resume from your cursor", retry: time.Second}
 	reasonSlow = closeReason{code: 1013, err: "slow_consumer",
 		text: "too slow to keep up: reconnect and resume from your cursor", retry: 2 * time.Second}
-	reasonWriteFailed = closeReason{code: 1011, err: "write_failed", text: "write to the connection failed"}
+	reasonWriteFailed  = closeReason{code: 1011, err: "write_failed", text: "write to the connection failed"}
+	reasonTokenExpired = closeReason{code: 4001, err: "token_expired",
+		text: "your token expired: reconnect with a new one and resume from your cursor", retry: time.Second}
 	reasonUnavailable = closeReason{code: 1013, err: "unavailable",
 		text: "stream unreachable: reconnect and resume from your cursor", retry: 2 * time.Second}
 )

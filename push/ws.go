@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/coder/websocket"
@@ -27,6 +28,7 @@ const maxControlMessage = 16 << 10
 type wsConn struct {
 	conn    *websocket.Conn
 	timeout time.Duration
+	grant   *grant // what the connection's token allows; set before the read loop starts
 }
 
 // wsRequest is a control message from a client.
@@ -63,13 +65,22 @@ func (s *Server) handleWS(c *gin.Context) {
 		s.log.Info("websocket refused", "remote", c.ClientIP(), "origin", c.GetHeader("Origin"), "err", err)
 		return
 	}
+	g := &grant{}
+	if s.cfg.Auth != nil {
+		// Checked after the upgrade so that a browser can read why: it cannot see a refused handshake's status.
+		if g, err = s.cfg.Auth.authenticate(c.Request); err != nil {
+			s.hub.metrics.refused.WithLabelValues("unauthorized").Inc()
+			conn.Close(websocket.StatusCode(reasonTokenExpired.code), truncate(strings.TrimPrefix(err.Error(), "push: "), 120))
+			return
+		}
+	}
 	release, _, refusal := s.admission.admit(c.ClientIP())
 	if release == nil {
 		s.refuseWS(conn, refusal)
 		return
 	}
 	conn.SetReadLimit(maxControlMessage)
-	wc := &wsConn{conn: conn, timeout: s.hub.opts.WriteTimeout}
+	wc := &wsConn{conn: conn, timeout: s.hub.opts.WriteTimeout, grant: g}
 	sub, ok := s.hub.newSubscriber(wc, "ws", c.ClientIP())
 	if !ok {
 		release()
@@ -77,6 +88,7 @@ func (s *Server) handleWS(c *gin.Context) {
 		return
 	}
 	sub.onClose = release
+	endAtExpiry(sub, g)
 	s.log.Info("connection opened", "conn", sub.id, "transport", "ws", "remote", sub.remote)
 
 	// Topics in the URL subscribe at once, as if the first message had been a subscribe without an id (and the
@@ -179,6 +191,16 @@ func (s *Server) wsSubscribe(sub *Subscriber, req wsRequest) {
 	if len(sub.Patterns())+len(patterns) > s.cfg.MaxTopics {
 		sub.Send(wsError(req.ID, "too_many_topics", "at most %d topics per connection", s.cfg.MaxTopics))
 		return
+	}
+	if a := s.cfg.Auth; a != nil {
+		if err := a.permit(sub.sink.(*wsConn).grant, patterns); err != nil {
+			code := "forbidden_topic"
+			if errors.Is(err, ErrUnauthorized) {
+				code = "unauthorized"
+			}
+			sub.Send(wsError(req.ID, code, "%s", strings.TrimPrefix(err.Error(), "push: ")))
+			return
+		}
 	}
 	subscription := Subscription{Patterns: patterns}
 	if req.MaxRate != nil {

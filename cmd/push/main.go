@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -59,6 +60,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	drainTimeout := f.Duration("drain-timeout", "PUSH_DRAIN_TIMEOUT", 10*time.Second, "on SIGTERM, how long clients get to move to another edge")
 	logLevel := f.String("log-level", "PUSH_LOG_LEVEL", "info", "log level: debug, info, warn or error")
 	logFormat := f.String("log-format", "PUSH_LOG_FORMAT", "text", "log format: text or json")
+	jwtSecret := f.String("jwt-secret", "PUSH_JWT_SECRET", "", "require tokens: verify HS256 tokens with this secret")
+	jwtKeyFile := f.String("jwt-public-key", "PUSH_JWT_PUBLIC_KEY", "", "require tokens: verify RS256/ES256 tokens with the PEM public key in this `file`")
+	jwksURL := f.String("jwks-url", "PUSH_JWKS_URL", "", "require tokens: verify RS256/ES256 tokens with the keys published at this URL")
+	jwtIssuer := f.String("jwt-issuer", "PUSH_JWT_ISSUER", "", "with tokens: the issuer (iss) they must have")
+	jwtAudience := f.String("jwt-audience", "PUSH_JWT_AUDIENCE", "", "with tokens: the audience (aud) they must have")
+	anonymous := f.List("anonymous", "PUSH_ANONYMOUS", "with tokens: `patterns` anyone may subscribe to without one, e.g. market.>")
 	reusePort := f.Bool("reuseport", "PUSH_REUSEPORT", false, "share -addr with other edge processes on this host (SO_REUSEPORT)")
 	pprofAddr := f.String("pprof", "PUSH_PPROF", "", "serve /debug/pprof on this separate address, e.g. 127.0.0.1:6060")
 	healthcheck := f.String("healthcheck", "", "", "get this URL, exit 0 if it answers 200 (container health checks)")
@@ -75,6 +82,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return cli.HealthCheck(*healthcheck)
 	}
 	log, err := cli.Logger(stderr, *logLevel, *logFormat)
+	if err != nil {
+		return cli.UsageError{Err: err}
+	}
+
+	auth, err := authenticator(*jwtSecret, *jwtKeyFile, *jwksURL, *jwtIssuer, *jwtAudience, *anonymous)
 	if err != nil {
 		return cli.UsageError{Err: err}
 	}
@@ -124,6 +136,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		Limits: push.Limits{MaxConnections: *maxConns, MaxConnectionsPerIP: *maxConnsPerIP,
 			ControlRate: *controlRate},
 		TrustedProxies:    *trustedProxies,
+		Auth:              auth,
 		ReadHeaderTimeout: *readHeaderTimeout,
 		DrainTimeout:      *drainTimeout,
 		Page:              web.FS,
@@ -152,6 +165,35 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	stopFeeds()
 	wg.Wait()
 	return err
+}
+
+// authenticator builds token verification from the flags, or returns nil when no way to verify tokens is given.
+func authenticator(secret, keyFile, jwksURL, issuer, audience string, anonymous []string) (*push.Authenticator, error) {
+	if secret == "" && keyFile == "" && jwksURL == "" {
+		if len(anonymous) > 0 {
+			return nil, fmt.Errorf("-anonymous needs -jwt-secret, -jwt-public-key or -jwks-url: without them everything is public")
+		}
+		return nil, nil
+	}
+	cfg := push.AuthConfig{HMACSecret: []byte(secret), JWKSURL: jwksURL, Issuer: issuer, Audience: audience,
+		Anonymous: anonymous}
+	if keyFile != "" {
+		pem, err := os.ReadFile(keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("-jwt-public-key: %w", err)
+		}
+		key, err := jwt.ParseRSAPublicKeyFromPEM(pem)
+		if err != nil {
+			ecKey, ecErr := jwt.ParseECPublicKeyFromPEM(pem)
+			if ecErr != nil {
+				return nil, fmt.Errorf("-jwt-public-key %s: neither an RSA nor an EC public key in PEM", keyFile)
+			}
+			cfg.PublicKeys = append(cfg.PublicKeys, ecKey)
+		} else {
+			cfg.PublicKeys = append(cfg.PublicKeys, key)
+		}
+	}
+	return push.NewAuthenticator(cfg)
 }
 
 // serveProfiles serves net/http/pprof on its own address, kept apart from the public port.
