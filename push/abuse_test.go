@@ -1,0 +1,200 @@
+package push
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// Topic validation cannot be bypassed on any transport with an encoding trick. Each raw query below decodes to
+// something other than a public topic.
+var smuggled = []string{
+	"%24SYS.%3E",                // $SYS.> percent-encoded
+	"%2524SYS.%253E",            // double-encoded: decodes once to a literal %24SYS
+	"market.%E2%80%8BAAPL",      // zero-width space
+	"market.%EF%BC%A1APL",       // fullwidth A
+	"market.%CE%91APL",          // Greek capital alpha
+	"market.AAPL%20",            // trailing space
+	"%20market.AAPL",            // leading space
+	"market.AAPL%0A",            // newline
+	"market.AAPL%00",            // NUL
+	"market.AAPL%09",            // tab
+	"market%2EAAPL%2E%3E",       // dots encoded: market.AAPL.> (too many tokens for market)
+	"_INBOX.%3E",                // _INBOX.>
+	"%3E",                       // >
+	"sports.nba.g-1%2F..%2F%24", // path-like
+}
+
+func TestTopicValidationCannotBeBypassed(t *testing.T) {
+	n := startNATS(t)
+	e := startEdge(t, n, Config{}, HubOptions{})
+	for _, raw := range smuggled {
+		for _, path := range []string{"/sse", "/api/snapshot", "/api/poll"} {
+			resp, err := http.Get(e.url + path + "?topic=market.MSFT&topic=" + raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var body apiError
+			json.NewDecoder(resp.Body).Decode(&body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadRequest || body.Code != "invalid_topic" {
+				t.Errorf("%s?topic=%s: %d %+v, want 400 invalid_topic", path, raw, resp.StatusCode, body)
+			}
+		}
+		// The WebSocket URL subscribes too.
+		c := dialWS(t, e.url, "?topic="+raw, nil)
+		if m := c.expect(t, "error"); m.Code != "invalid_topic" {
+			t.Errorf("/ws?topic=%s: %+v, want invalid_topic", raw, m)
+		}
+	}
+	// JSON escapes decode before validation as well.
+	c := dialWS(t, e.url, "", nil)
+	for _, escaped := range []string{`\u0024SYS.>`, `market.\u0041APL\u0000`, `market.\u200bAAPL`, `_INBOX\u002e>`} {
+		c.send(t, `{"type":"subscribe","id":"x","topics":["`+escaped+`"]}`)
+		if m := c.expect(t, "error"); m.Code != "invalid_topic" {
+			t.Errorf("subscribe %s: %+v, want invalid_topic", escaped, m)
+		}
+	}
+}
+
+func TestConnectionLimits(t *testing.T) {
+	n := startNATS(t)
+	e := startEdge(t, n, Config{Limits: Limits{MaxConnections: 3, MaxConnectionsPerIP: 2}}, HubOptions{})
+
+	// Per address: the third connection from 127.0.0.1 is refused, on SSE with 429 and on WebSocket with 1013.
+	openSSE(t, e.url, map[string][]string{"topic": {"market.*"}}, nil)
+	w := dialWS(t, e.url, "?topic=market.*", nil)
+	w.expect(t, "subscribed")
+	resp, err := http.Get(e.url + "/sse?topic=market.*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("third connection from one address: %s (Retry-After %q), want 429 with Retry-After",
+			resp.Status, resp.Header.Get("Retry-After"))
+	}
+	conn, _, err := websocket.Dial(t.Context(), "ws"+strings.TrimPrefix(e.url, "http")+"/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := conn.Read(t.Context()); websocket.CloseStatus(err) != websocket.StatusTryAgainLater {
+		t.Errorf("third WebSocket from one address: %v, want close 1013", err)
+	}
+
+	// Per process: from another source address the edge holds one more, then says it is full.
+	other := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{
+		LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}).DialContext}}
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, e.url+"/sse?topic=market.*", nil)
+	held, err := other.Do(req)
+	if err != nil || held.StatusCode != 200 {
+		t.Fatalf("connection from 127.0.0.2: %v %v", err, held)
+	}
+	defer held.Body.Close()
+	resp, err = other.Get(e.url + "/sse?topic=market.*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("connection beyond the process limit: %s, want 503 with Retry-After", resp.Status)
+	}
+
+	// Leaving frees the slot.
+	w.conn.CloseNow()
+	e.waitSubscribers(t, 2)
+	w2 := dialWS(t, e.url, "?topic=market.*", nil)
+	w2.expect(t, "subscribed")
+}
+
+func TestControlMessageFloodCloses1008(t *testing.T) {
+	n := startNATS(t)
+	e := startEdge(t, n, Config{Limits: Limits{ControlRate: 5}}, HubOptions{})
+	c := dialWS(t, e.url, "", nil)
+	for i := range 50 {
+		if err := c.conn.Write(t.Context(), websocket.MessageText, fmt.Appendf(nil, `{"type":"ping","id":%d}`, i)); err != nil {
+			break
+		}
+	}
+	select {
+	case err := <-c.closed:
+		if websocket.CloseStatus(err) != websocket.StatusPolicyViolation || !strings.Contains(err.Error(), "too many") {
+			t.Fatalf("flood closed with %v, want 1008 saying why", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a flood of control messages did not close the connection")
+	}
+	// A client within the rate is fine.
+	ok := dialWS(t, e.url, "", nil)
+	for i := range 5 {
+		ok.send(t, fmt.Sprintf(`{"type":"ping","id":%d}`, i))
+		ok.expect(t, "pong")
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// A client that sends its request headers too slowly is cut off (slowloris), and so is a WebSocket handshake that
+// never completes.
+func TestSlowHeadersCutOff(t *testing.T) {
+	n := startNATS(t)
+	e := startEdge(t, n, Config{ReadHeaderTimeout: 300 * time.Millisecond}, HubOptions{})
+	for _, partial := range []string{
+		"GET /sse?topic=market.* HTTP/1.1\r\nHost: x\r\n",
+		"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
+	} {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(conn, partial) // and never the blank line that ends the headers
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		start := time.Now()
+		_, err = io.ReadAll(conn)
+		conn.Close()
+		if err != nil || time.Since(start) > 3*time.Second {
+			t.Errorf("%q: still connected after %v (%v), want it closed after the header timeout", partial[:20], time.Since(start), err)
+		}
+	}
+}
+
+func TestCORS(t *testing.T) {
+	n := startNATS(t)
+	open := startEdge(t, n, Config{CORSOrigins: []string{"https://app.example"}}, HubOptions{})
+	closed := startEdge(t, n, Config{}, HubOptions{})
+	check := func(base, path, origin, want string) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, base+path, nil)
+		req.Header.Set("Origin", origin)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get("Access-Control-Allow-Origin"); got != want {
+			t.Errorf("%s from %s: Access-Control-Allow-Origin %q, want %q", path, origin, got, want)
+		}
+	}
+	for _, path := range []string{"/api/snapshot?topic=market.*", "/api/topics"} {
+		check(open.url, path, "https://app.example", "https://app.example")
+		check(open.url, path, "https://evil.example", "")
+		check(closed.url, path, "https://app.example", "")
+	}
+	// SSE writes its own headers: the same rule holds.
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, open.url+"/sse?topic=market.*", nil)
+	req.Header.Set("Origin", "https://app.example")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Get("Access-Control-Allow-Origin"); got != "https://app.example" {
+		t.Errorf("SSE Access-Control-Allow-Origin %q", got)
+	}
+}
