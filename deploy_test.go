@@ -22,6 +22,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
@@ -878,4 +879,98 @@ func (s *stage) copiesInto(bin, dir string) bool {
 		}
 	}
 	return false
+}
+
+// ------------------------------------------------------ cluster profile ----
+
+// TestComposeClusterProfile checks the production shape: three NATS nodes in one cluster holding the stream in
+// three replicas, feeds and two edges pointed at all three, and a load balancer in front of the edges that
+// passes streams through.
+func TestComposeClusterProfile(t *testing.T) {
+	opts, err := cli.NewProjectOptions([]string{composeFile}, cli.WithName(projectName),
+		cli.WithWorkingDirectory("."), cli.WithProfiles([]string{"cluster"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := opts.LoadProject(t.Context())
+	if err != nil {
+		t.Fatalf("load %s with the cluster profile: %v", composeFile, err)
+	}
+	nodes := []string{"nats-1", "nats-2", "nats-3"}
+	volumes := map[string]bool{}
+	for _, name := range nodes {
+		s, ok := p.Services[name]
+		if !ok {
+			t.Fatalf("service %s missing from the cluster profile", name)
+		}
+		if !strings.HasPrefix(s.Image, "nats:") || s.HealthCheck == nil || s.Restart == "" {
+			t.Errorf("%s: image %q, health check %v, restart %q", name, s.Image, s.HealthCheck != nil, s.Restart)
+		}
+		flags := parseFlags(s.Command[1:])
+		if !flags.has("jetstream", "js") || flags.value("server_name", "n") != name || flags.value("cluster_name") != "livepush" {
+			t.Errorf("%s: command %q needs JetStream, its own server name and the cluster name", name, s.Command)
+		}
+		routes := flags.value("routes")
+		for _, other := range nodes {
+			if !strings.Contains(routes, other+":6222") {
+				t.Errorf("%s: routes %q miss %s", name, routes, other)
+			}
+		}
+		if len(s.Volumes) != 1 || volumes[s.Volumes[0].Source] || s.Volumes[0].Target != flags.value("store_dir", "sd") {
+			t.Errorf("%s: needs its own named volume at its store dir: %+v", name, s.Volumes)
+		}
+		volumes[s.Volumes[0].Source] = true
+	}
+	for _, name := range []string{"feeds-cluster", "edge-1", "edge-2"} {
+		s, ok := p.Services[name]
+		if !ok {
+			t.Fatalf("service %s missing from the cluster profile", name)
+		}
+		for _, node := range nodes {
+			if !strings.Contains(envValue(s, "NATS_URL"), "nats://"+node+":4222") {
+				t.Errorf("%s: NATS_URL %q does not list %s", name, envValue(s, "NATS_URL"), node)
+			}
+			if d, ok := s.DependsOn[node]; !ok || d.Condition != types.ServiceConditionHealthy {
+				t.Errorf("%s does not wait for %s to be healthy", name, node)
+			}
+		}
+		if envValue(s, "LIVEPUSH_STREAM_REPLICAS") != "3" {
+			t.Errorf("%s: the stream must have three replicas on the cluster", name)
+		}
+		if s.HealthCheck == nil || s.Restart == "" || s.Build == nil {
+			t.Errorf("%s: health check %v, restart %q, built %v", name, s.HealthCheck != nil, s.Restart, s.Build != nil)
+		}
+	}
+	for _, name := range []string{"edge-1", "edge-2"} {
+		s := p.Services[name]
+		if s.StopGracePeriod == nil || time.Duration(*s.StopGracePeriod) <= 10*time.Second {
+			t.Errorf("%s: stop_grace_period must outlast the drain timeout (10s)", name)
+		}
+	}
+
+	lb, ok := p.Services["lb"]
+	if !ok {
+		t.Fatal("no load balancer in the cluster profile")
+	}
+	if !strings.HasPrefix(lb.Image, "nginx:") || lb.HealthCheck == nil || lb.Restart == "" {
+		t.Errorf("lb: image %q (want the official nginx), health check %v, restart %q", lb.Image, lb.HealthCheck != nil, lb.Restart)
+	}
+	if len(lb.Ports) != 1 || lb.Ports[0].Published != "8090" {
+		t.Errorf("lb: ports %+v, want 8090 published", lb.Ports)
+	}
+	for _, edge := range []string{"edge-1", "edge-2"} {
+		if d, ok := lb.DependsOn[edge]; !ok || d.Condition != types.ServiceConditionHealthy {
+			t.Errorf("lb does not wait for %s to be healthy", edge)
+		}
+	}
+	if len(lb.Configs) != 1 {
+		t.Fatalf("lb: configs %+v", lb.Configs)
+	}
+	conf := p.Configs[lb.Configs[0].Source].Content
+	for _, want := range []string{"server edge-1:8080", "server edge-2:8080", "proxy_buffering off",
+		"proxy_set_header Upgrade $http_upgrade", "proxy_http_version 1.1", "proxy_next_upstream"} {
+		if !strings.Contains(conf, want) {
+			t.Errorf("lb config lacks %q:\n%s", want, conf)
+		}
+	}
 }
