@@ -1,6 +1,7 @@
 package push
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"net"
@@ -132,9 +133,9 @@ func BenchmarkSSEWrite(b *testing.B) {
 
 // BenchmarkWSWrite is one WebSocket frame of 16 queued updates, through coder/websocket on a real loopback pair.
 func BenchmarkWSWrite(b *testing.B) {
-	conn, drain := wsPair(b)
+	conn, raw, drain := wsPair(b)
 	defer drain()
-	wc := &wsConn{conn: conn, timeout: 10 * time.Second}
+	wc := &wsConn{conn: conn, raw: raw, timeout: 10 * time.Second}
 	batch := benchBatch(16)
 	b.ReportAllocs()
 	b.SetBytes(int64(16 * len(batch[0].json)))
@@ -145,16 +146,33 @@ func BenchmarkWSWrite(b *testing.B) {
 	}
 }
 
+// rawHijack keeps the hijacked net.Conn, as leanHijack does for gin.
+type rawHijack struct {
+	http.ResponseWriter
+	conn net.Conn
+}
+
+func (h *rawHijack) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := h.ResponseWriter.(http.Hijacker).Hijack()
+	h.conn = conn
+	return conn, brw, err
+}
+
 // wsPair returns the server side of a real WebSocket on loopback whose client reads and discards everything.
-func wsPair(b *testing.B) (*websocket.Conn, func()) {
-	accepted := make(chan *websocket.Conn, 1)
+func wsPair(b *testing.B) (*websocket.Conn, net.Conn, func()) {
+	type accept struct {
+		c   *websocket.Conn
+		raw net.Conn
+	}
+	accepted := make(chan accept, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := websocket.Accept(w, r, nil)
+		h := &rawHijack{ResponseWriter: w}
+		c, err := websocket.Accept(h, r, nil)
 		if err != nil {
 			b.Error(err)
 			return
 		}
-		accepted <- c
+		accepted <- accept{c, h.conn}
 	}))
 	client, _, err := websocket.Dial(context.Background(), "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
 	if err != nil {
@@ -169,8 +187,9 @@ func wsPair(b *testing.B) (*websocket.Conn, func()) {
 			}
 		}
 	})
-	server := <-accepted
-	return server, func() {
+	a := <-accepted
+	server := a.c
+	return server, a.raw, func() {
 		server.CloseNow()
 		client.CloseNow()
 		wg.Wait()

@@ -1,11 +1,13 @@
 package push
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -27,8 +29,30 @@ const maxControlMessage = 16 << 10
 
 type wsConn struct {
 	conn    *websocket.Conn
+	raw     net.Conn // under conn: write deadlines are set here, which costs no allocation per write
 	timeout time.Duration
 	grant   *grant // what the connection's token allows; set before the read loop starts
+}
+
+// leanHijack hands coder/websocket the connection with small buffers instead of net/http's 4 KiB pair, which would
+// live as long as the connection, and keeps the net.Conn for write deadlines. A frame of one update still leaves in
+// one write; a larger batch in two.
+type leanHijack struct {
+	gin.ResponseWriter
+	conn net.Conn
+}
+
+func (h *leanHijack) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := h.ResponseWriter.Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	h.conn = conn
+	r := brw.Reader
+	if r.Buffered() == 0 { // nothing read ahead to keep: a client sends nothing before the handshake completes
+		r = bufio.NewReaderSize(conn, 512)
+	}
+	return conn, bufio.NewReadWriter(r, bufio.NewWriterSize(conn, 1024)), nil
 }
 
 // wsRequest is a control message from a client.
@@ -59,7 +83,8 @@ func wsError(id json.RawMessage, code, format string, args ...any) *Update {
 }
 
 func (s *Server) handleWS(c *gin.Context) {
-	conn, err := websocket.Accept(c.Writer, c.Request, &websocket.AcceptOptions{OriginPatterns: s.cfg.AllowedOrigins})
+	hijack := &leanHijack{ResponseWriter: c.Writer}
+	conn, err := websocket.Accept(hijack, c.Request, &websocket.AcceptOptions{OriginPatterns: s.cfg.AllowedOrigins})
 	if err != nil {
 		// Accept has answered already (403 for a foreign origin, 400 for a bad handshake).
 		s.log.Info("websocket refused", "remote", c.ClientIP(), "origin", c.GetHeader("Origin"), "err", err)
@@ -80,7 +105,7 @@ func (s *Server) handleWS(c *gin.Context) {
 		return
 	}
 	conn.SetReadLimit(maxControlMessage)
-	wc := &wsConn{conn: conn, timeout: s.hub.opts.WriteTimeout, grant: g}
+	wc := &wsConn{conn: conn, raw: hijack.conn, timeout: s.hub.opts.WriteTimeout, grant: g}
 	sub, ok := s.hub.newSubscriber(wc, "ws", c.ClientIP())
 	if !ok {
 		release()
@@ -304,11 +329,12 @@ func (wc *wsConn) write(batch []*Update) error {
 		b = append(b, u.json...)
 	}
 	*bp = b
-	ctx, cancel := context.WithTimeout(context.Background(), wc.timeout)
-	defer cancel()
+	// The deadline is cleared afterwards: the library's own writes (pongs, the close handshake) share the socket.
+	wc.raw.SetWriteDeadline(time.Now().Add(wc.timeout))
+	defer wc.raw.SetWriteDeadline(time.Time{})
 	// Messages are separated by newlines; the frame does not end with one, so a frame of one message is exactly
 	// that message.
-	return wc.conn.Write(ctx, websocket.MessageText, b[:len(b)-1])
+	return wc.conn.Write(context.Background(), websocket.MessageText, b[:len(b)-1])
 }
 
 func (wc *wsConn) heartbeat() error {
@@ -318,7 +344,7 @@ func (wc *wsConn) heartbeat() error {
 }
 
 func (wc *wsConn) close(reason closeReason) {
-	if reason == reasonClientGone {
+	if reason == reasonClientGone || reason == reasonWriteFailed { // nobody is listening for a goodbye
 		wc.conn.CloseNow()
 		return
 	}
