@@ -357,7 +357,16 @@ func (h *Hub) sweep(now time.Time) {
 			delete(h.latest, t)
 		}
 	}
+	topics := len(h.latest)
 	h.cacheMu.Unlock()
+
+	// The match cache gains an entry per topic ever published (every new match); start it afresh when it holds
+	// far more topics than are alive.
+	h.mu.Lock()
+	if len(h.matches) > 2*topics+1024 {
+		clear(h.matches)
+	}
+	h.mu.Unlock()
 }
 
 // Shutdown closes every subscriber with reason (WebSocket clients get its close code, SSE clients a final event

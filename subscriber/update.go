@@ -3,7 +3,7 @@ package subscriber
 import (
 	"bytes"
 	"encoding/json"
-	"strconv"
+	"math"
 )
 
 // Update is one update as the edge delivered it.
@@ -17,12 +17,19 @@ type Update struct {
 // peek returns the top-level "topic" and "kind" strings of a JSON object without decoding the rest: the payloads
 // put them first, so this reads a few dozen bytes whatever the payload's size. Missing or non-string fields give "".
 func peek(data []byte) (topic, kind string) {
+	t, k := peekBytes(data)
+	return string(t), string(k)
+}
+
+// peekBytes is peek without allocating: the results point into data, unless a value holds escapes (then they are
+// decoded into new slices). Missing or non-string fields give nil.
+func peekBytes(data []byte) (topic, kind []byte) {
 	i := skipSpace(data, 0)
 	if i >= len(data) || data[i] != '{' {
-		return "", ""
+		return nil, nil
 	}
 	i++
-	for topic == "" || kind == "" {
+	for topic == nil || kind == nil {
 		i = skipSpace(data, i)
 		if i >= len(data) || data[i] != '"' {
 			return topic, kind
@@ -45,11 +52,13 @@ func peek(data []byte) (topic, kind string) {
 			if end < 0 {
 				return topic, kind
 			}
-			v := string(data[i+1 : end-1])
+			v := data[i+1 : end-1 : end-1]
 			if escaped {
-				if json.Unmarshal(data[i:end], &v) != nil {
-					v = ""
+				var str string
+				if json.Unmarshal(data[i:end], &str) != nil {
+					str = ""
 				}
+				v = []byte(str)
 			}
 			if string(key) == "topic" {
 				topic = v
@@ -156,34 +165,61 @@ var (
 // most, and the load generator reads millions of them. ok is false for anything else, which then goes through
 // encoding/json.
 func parseUpdateLine(line []byte) (u Update, ok bool) {
+	topic, cursor, data, ok := parseUpdateBytes(line)
+	if !ok {
+		return u, false
+	}
+	_, kind := peekBytes(data)
+	return Update{Topic: string(topic), Cursor: cursor, Kind: kindOr(string(kind)), Data: data}, true
+}
+
+// parseUpdateBytes is parseUpdateLine without allocating: topic and data point into line.
+func parseUpdateBytes(line []byte) (topic []byte, cursor uint64, data []byte, ok bool) {
 	rest, found := bytes.CutPrefix(line, updatePrefix)
 	if !found {
-		return u, false
+		return nil, 0, nil, false
 	}
 	i := bytes.IndexByte(rest, '"')
 	if i <= 0 || bytes.IndexByte(rest[:i], '\\') >= 0 {
-		return u, false
+		return nil, 0, nil, false
 	}
-	topic := rest[:i]
+	topic = rest[:i:i]
 	rest, found = bytes.CutPrefix(rest[i:], cursorField)
 	if !found {
-		return u, false
+		return nil, 0, nil, false
 	}
 	i = bytes.IndexByte(rest, '"')
 	if i <= 0 {
-		return u, false
+		return nil, 0, nil, false
 	}
-	cursor, err := strconv.ParseUint(string(rest[:i]), 10, 64)
-	if err != nil {
-		return u, false
+	cursor, ok = parseDecimal(rest[:i])
+	if !ok {
+		return nil, 0, nil, false
 	}
 	rest, found = bytes.CutPrefix(rest[i:], dataField)
 	if !found || len(rest) < 3 || rest[0] != '{' || rest[len(rest)-1] != '}' || rest[len(rest)-2] != '}' {
-		return u, false
+		return nil, 0, nil, false
 	}
-	data := rest[:len(rest)-1]
-	_, kind := peek(data)
-	return Update{Topic: string(topic), Cursor: cursor, Kind: kindOr(kind), Data: data}, true
+	return topic, cursor, rest[: len(rest)-1 : len(rest)-1], true
+}
+
+// parseDecimal reads a cursor: 1 to 20 decimal digits that fit in a uint64.
+func parseDecimal(b []byte) (uint64, bool) {
+	if len(b) == 0 || len(b) > 20 {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		d := uint64(c - '0')
+		if n > (math.MaxUint64-d)/10 {
+			return 0, false
+		}
+		n = n*10 + d
+	}
+	return n, true
 }
 
 func kindOr(kind string) string {
