@@ -3,6 +3,7 @@ package push
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,7 @@ type Source struct {
 	caughtUp atomic.Bool  // the consumer has delivered everything the stream held when it started
 	running  atomic.Bool  // a consumer is consuming
 	dropped  atomic.Int64 // messages that could not be delivered (bad topic or payload)
+	lastMsg  atomic.Int64 // unix nanoseconds of the last message consumed
 }
 
 // NewSource returns a source that feeds hub from the stream described by cfg over js, and serves the hub's resumes
@@ -111,16 +113,36 @@ func (s *Source) consume(ctx context.Context, name string) error {
 		s.running.Store(false)
 		cc.Stop()
 	}()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-cc.Closed():
-		return errors.New("push: consumer closed")
+	// A stall watch: if the stream holds updates past the hub's head and nothing has arrived for a while, the
+	// consumer is stuck (seen once when a cluster lost the node hosting it); start a new one from the head.
+	watch := time.NewTicker(stallCheck)
+	defer watch.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-cc.Closed():
+			return errors.New("push: consumer closed")
+		case <-watch.C:
+			if time.Since(time.Unix(0, s.lastMsg.Load())) < stallCheck {
+				continue
+			}
+			bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, last, err := s.Bounds(bctx)
+			cancel()
+			if head := s.hub.Head(); err == nil && last > head {
+				return fmt.Errorf("push: consumer stalled at %d while the stream is at %d", head, last)
+			}
+		}
 	}
 }
 
+// stallCheck is how long the source waits without a message before it checks that it is not stuck.
+const stallCheck = 10 * time.Second
+
 // handle turns a stream message into an update for the hub. It runs on the consumer's goroutine and must be quick.
 func (s *Source) handle(m jetstream.Msg) {
+	s.lastMsg.Store(time.Now().UnixNano())
 	md, err := m.Metadata()
 	if err != nil {
 		s.drop("bad metadata", m.Subject(), err)

@@ -127,6 +127,9 @@ func TestNATSClusterNodeLoss(t *testing.T) {
 	for _, cl := range cls {
 		cl.expectExactly(t, acked, from)
 	}
+	if t.Failed() {
+		t.Logf("edge log:\n%s", e.logs())
+	}
 }
 
 func streamLeader(t *testing.T, url string) string {
