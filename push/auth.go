@@ -315,12 +315,12 @@ func parseJWK(kty, crv, n, e, x, y string) (any, error) {
 		if crv != "P-256" {
 			return nil, errors.New("unsupported curve")
 		}
-		xx, err1 := num(x)
-		yy, err2 := num(y)
-		if err := errors.Join(err1, err2); err != nil {
+		xx, err1 := base64.RawURLEncoding.DecodeString(x)
+		yy, err2 := base64.RawURLEncoding.DecodeString(y)
+		if err := errors.Join(err1, err2); err != nil || len(xx) != 32 || len(yy) != 32 {
 			return nil, errors.New("bad EC key")
 		}
-		return &ecdsa.PublicKey{Curve: elliptic.P256(), X: xx, Y: yy}, nil
+		return ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append(append([]byte{4}, xx...), yy...))
 	}
 	return nil, errors.New("unsupported key type")
 }

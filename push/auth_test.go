@@ -142,9 +142,13 @@ func TestAuthStreamEndsWhenTokenExpires(t *testing.T) {
 // jwkServer serves a key set with an RSA key (RS256) and an EC key (ES256).
 func jwkServer(t *testing.T, rsaKey *rsa.PrivateKey, ecKey *ecdsa.PrivateKey) string {
 	b64 := func(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+	point, err := ecKey.PublicKey.Bytes() // 0x04 || X || Y
+	if err != nil {
+		t.Fatal(err)
+	}
 	set := map[string]any{"keys": []map[string]string{
 		{"kid": "rsa-1", "kty": "RSA", "n": b64(rsaKey.N.Bytes()), "e": b64(big.NewInt(int64(rsaKey.E)).Bytes())},
-		{"kid": "ec-1", "kty": "EC", "crv": "P-256", "x": b64(ecKey.X.FillBytes(make([]byte, 32))), "y": b64(ecKey.Y.FillBytes(make([]byte, 32)))},
+		{"kid": "ec-1", "kty": "EC", "crv": "P-256", "x": b64(point[1:33]), "y": b64(point[33:])},
 	}}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { json.NewEncoder(w).Encode(set) }))
 	t.Cleanup(srv.Close)
