@@ -112,8 +112,18 @@ func (s *Server) handlePoll(c *gin.Context) {
 // poll returns the updates after since (at most limit) and the cursor to poll from next, waiting until there are
 // some or ctx ends.
 func (s *Server) poll(ctx context.Context, remote string, sub Subscription, since uint64, limit int) (uint64, []*Update, error) {
-	if cursor, updates, ok := s.hub.recentAfter(sub.Patterns, since, limit); ok && len(updates) > 0 {
+	cursor, updates, inMemory := s.hub.recentAfter(sub.Patterns, since, limit)
+	if inMemory && len(updates) > 0 {
 		return cursor, updates, nil
+	}
+	if !inMemory && s.hub.history != nil {
+		// Further back than memory: read at most limit updates from the stream and answer with them. A client far
+		// behind catches up one bounded answer at a time instead of each poll replaying all it missed.
+		cursor, updates, err := s.hub.historyAfter(ctx, sub.Patterns, since, limit)
+		if err != nil || len(updates) > 0 {
+			return cursor, updates, err
+		}
+		since = cursor // nothing for these topics up to the head: wait for the next one
 	}
 	release, status, reason := s.admission.admit(remote)
 	if release == nil {
@@ -205,6 +215,33 @@ func (h *Hub) recentAfter(patterns []string, since uint64, limit int) (cursor ui
 		return updates[limit-1].Cursor, updates, true
 	}
 	return h.head, updates, true
+}
+
+// errEnough stops a replay that has read as much as was asked for.
+var errEnough = errors.New("push: enough")
+
+// historyAfter reads from the stream the updates after since matching patterns, at most limit, and returns them
+// with the cursor to poll from next.
+func (h *Hub) historyAfter(ctx context.Context, patterns []string, since uint64, limit int) (uint64, []*Update, error) {
+	h.metrics.replays.WithLabelValues("stream").Inc()
+	var updates []*Update
+	reached, err := h.history.Replay(ctx, since, h.Head(), patterns, func(u *Update) error {
+		if !matchesAny(patterns, u.Topic) { // the consumer's filter may be wider than the patterns
+			return nil
+		}
+		updates = append(updates, u)
+		if len(updates) == limit {
+			return errEnough
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, errEnough):
+		return updates[len(updates)-1].Cursor, updates, nil
+	case err != nil:
+		return since, nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return reached, updates, nil
 }
 
 // receivedAt returns when the edge received the update with cursor, if it still remembers it.

@@ -429,3 +429,40 @@ func TestGoSSEClientReconnectsWithoutGap(t *testing.T) {
 	collect(missed)
 	collect(publishMix(t, n, 3))
 }
+
+// A long-polling client far behind catches up one bounded answer at a time: each poll reads at most its limit
+// from the stream, so 3,000 missed updates take three full answers and no more.
+func TestLongPollCatchUpFromTheStreamIsBounded(t *testing.T) {
+	n := startNATS(t)
+	e := startEdge(t, n, Config{}, HubOptions{ReplayBuffer: 16})
+	var want []uint64
+	for range 3000 {
+		want = append(want, n.publish(t, "market.AAPL", `{"kind":"quote"}`))
+		n.publish(t, "market.MSFT", `{"kind":"quote"}`) // not asked for
+	}
+	e.waitHead(t, n.publish(t, "market.MSFT", `{"kind":"quote"}`))
+	var got []uint64
+	cursor, requests := "0", 0
+	for len(got) < len(want) && requests < 10 {
+		requests++
+		body, status, err := get(t.Context(), e.url+"/api/poll?topic=market.AAPL&limit=1000&timeout=1s&cursor="+cursor)
+		if err != nil || status != 200 {
+			t.Fatalf("poll: %d %s %v", status, body, err)
+		}
+		var resp struct {
+			Cursor  string      `json:"cursor"`
+			Updates []wsMessage `json:"updates"`
+		}
+		json.Unmarshal(body, &resp)
+		if len(resp.Updates) != 1000 {
+			t.Errorf("answer %d carried %d updates, want 1000", requests, len(resp.Updates))
+		}
+		for _, m := range resp.Updates {
+			got = append(got, mustCursor(t, m.Cursor))
+		}
+		cursor = resp.Cursor
+	}
+	if !slices.Equal(got, want) || requests != 3 {
+		t.Fatalf("%d requests brought %d updates, want exactly the 3,000 in 3", requests, len(got))
+	}
+}

@@ -404,3 +404,48 @@ func TestWritesCoalesced(t *testing.T) {
 		t.Errorf("1000 updates in %d frames: none coalesced", frames)
 	}
 }
+
+// pacedSink takes delay for every write, like a client that reads everything but is far away.
+type pacedSink struct {
+	countingSink
+	delay time.Duration
+}
+
+func (p *pacedSink) write(batch []*Update) error {
+	time.Sleep(p.delay)
+	return p.countingSink.write(batch)
+}
+
+// A burst larger than the queue limit does not conflate a subscriber whose writes keep completing: only one whose
+// write stalls is slow. Past sixteen times the limit, memory wins and the queue is conflated anyway.
+func TestBurstConflatesOnlyStalledWriters(t *testing.T) {
+	h := NewHub(HubOptions{QueueLimit: 16})
+	steady := &pacedSink{delay: 20 * time.Millisecond} // each write completes well within stallAfter
+	stalled := &pacedSink{delay: time.Second}
+	sSteady, _ := h.newSubscriber(steady, "test", "")
+	sStalled, _ := h.newSubscriber(stalled, "test", "")
+	for _, s := range []*Subscriber{sSteady, sStalled} {
+		h.Subscribe(s, Subscription{Patterns: []string{"market.*"}}, nil)
+	}
+	publish := func(from, count int) {
+		for i := from; i < from+count; i++ {
+			u, _ := NewUpdate(fmt.Sprintf("market.S%d", i%4), uint64(i), []byte(`{"kind":"quote"}`), time.Now())
+			h.Publish(u)
+		}
+	}
+	publish(1, 1)
+	time.Sleep(150 * time.Millisecond) // both writers are now in a write: 20 ms and 1 s long
+	publish(2, 200)                    // 12 times the limit, within 16
+	if c := sSteady.conflated; c != 0 {
+		t.Errorf("a subscriber whose writes complete was conflated by a burst (%d updates)", c)
+	}
+	if sStalled.conflated == 0 {
+		t.Errorf("a subscriber stuck in a write was not conflated")
+	}
+	publish(202, 400) // past 16 times the limit: conflated whatever the writer does
+	sSteady.mu.Lock()
+	defer sSteady.mu.Unlock()
+	if len(sSteady.queue) > 16*16 {
+		t.Errorf("queue of %d updates, past the hard bound of %d", len(sSteady.queue), 16*16)
+	}
+}

@@ -73,6 +73,7 @@ type Subscriber struct {
 	beat       bool      // a heartbeat is due
 	closing    *closeReason
 	behind     time.Time // when the queue was first conflated and not drained since; zero when caught up
+	writeStart time.Time // when the write in progress began; zero when none is
 	conflated  uint64
 	throttles  map[string]*throttle // per topic, for rate-limited subscriptions; nil entries: not limited
 	room       chan struct{}        // signalled after each write while a replay waits for the queue to drain
@@ -144,7 +145,7 @@ func (s *Subscriber) offer(u *Update) {
 		return
 	}
 	s.queue = append(s.queue, u)
-	if len(s.queue) > s.limit && s.conflateLocked(u.Recv) {
+	if len(s.queue) > s.limit && s.stalledLocked(u.Recv) && s.conflateLocked(u.Recv) {
 		s.mu.Unlock()
 		go s.Close(reasonSlow) // Close takes hub.mu: never on the publish path
 		return
@@ -329,6 +330,16 @@ func (s *Subscriber) purge(keep func(topic string) bool, reply *Update) {
 	s.startWriterLocked()
 }
 
+// stallAfter is how long one write may take before its subscriber counts as not keeping up: a client reading as
+// fast as it can is not conflated by a burst, one whose socket is full is.
+const stallAfter = 100 * time.Millisecond
+
+// stalledLocked reports whether the queue, over its limit, should be conflated: the write in progress has taken
+// longer than stallAfter, or the queue has grown past 16 times the limit whatever the writer does.
+func (s *Subscriber) stalledLocked(now time.Time) bool {
+	return !s.writeStart.IsZero() && now.Sub(s.writeStart) > stallAfter || len(s.queue) > 16*s.limit
+}
+
 // conflateLocked keeps only the newest queued update of each topic (and every control message), in order. It
 // reports true when the subscriber has been behind for longer than the hub's SlowTimeout and should be dropped.
 func (s *Subscriber) conflateLocked(now time.Time) (tooSlow bool) {
@@ -379,6 +390,7 @@ func (s *Subscriber) writeLoop() {
 			clear(batch) // let written updates be collected
 			s.spare = batch[:0]
 			batch = nil
+			s.writeStart = time.Time{}
 			s.signalRoomLocked()
 		}
 		if reason := s.closing; reason != nil {
@@ -404,6 +416,7 @@ func (s *Subscriber) writeLoop() {
 			continue
 		}
 		batch, s.queue, s.spare = s.queue, s.spare, nil
+		s.writeStart = time.Now()
 		s.mu.Unlock()
 
 		if err := s.sink.write(batch); err != nil {
