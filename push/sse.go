@@ -113,12 +113,13 @@ func (s *Server) handleSSE(c *gin.Context) {
 		return
 	}
 	go func() {
-		// The replay may read the stream for a while: it runs here, then this goroutine watches the connection.
+		// The replay may read the stream for a while. The connection's watcher starts after it, on a goroutine of
+		// its own, so that it keeps a small stack for the connection's life.
 		if _, err := s.hub.resume(context.Background(), subscriber, sub, since, sseHello, checked); err != nil {
 			s.log.Info("resume failed", "conn", subscriber.id, "err", err)
 			subscriber.Close(reasonUnavailable)
 		}
-		s.sseReadLoop(subscriber, conn)
+		go s.sseReadLoop(subscriber, conn)
 	}()
 }
 

@@ -164,7 +164,14 @@ func (s *Server) wsReadLoop(sub *Subscriber, conn *websocket.Conn) {
 			sub.Send(wsError(nil, "bad_request", "control messages are JSON text frames"))
 			continue
 		}
-		s.wsHandle(sub, data)
+		// Handled on a goroutine of its own, waited for so messages stay in order: decoding and subscribing need a
+		// deeper stack than reading, and a stack grown here would stay with the connection for its whole life.
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			s.wsHandle(sub, data)
+		}()
+		<-done
 	}
 }
 
