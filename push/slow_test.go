@@ -85,7 +85,7 @@ func edgeHeap() int64 {
 // disconnected.
 func TestStuckSubscriberDoesNotHoldOthersBack(t *testing.T) {
 	n := startNATS(t)
-	e := startEdge(t, n, Config{}, HubOptions{SlowTimeout: time.Second, WriteTimeout: 10 * time.Second, ReplayBuffer: 64})
+	e := startEdge(t, n, Config{}, HubOptions{SlowTimeout: time.Second, WriteTimeout: time.Minute, ReplayBuffer: 64})
 
 	// The stuck one: a WebSocket client that never reads.
 	stuck, _, err := websocket.Dial(t.Context(), "ws"+strings.TrimPrefix(e.url, "http")+"/ws?topic=market.*", nil)
@@ -163,15 +163,15 @@ func TestStuckSubscriberDoesNotHoldOthersBack(t *testing.T) {
 	grown := edgeHeap() - before
 	t.Logf("healthy subscriber: %d of %d updates, worst latency %v; edge heap grew %d KiB", r.received, count,
 		r.worst, grown>>10)
-	// Had the stuck client held the healthy one back, the healthy one would have waited out write timeouts (10s);
-	// the bound leaves room for a busy machine.
-	if r.worst > 2500*time.Millisecond {
+	// Had the stuck client held the healthy one back, the healthy one would have waited out the stuck one's write
+	// (at least the slow timeout and the close grace: 6 s); the bound leaves room for a busy machine.
+	if r.worst > 5*time.Second {
 		t.Errorf("healthy subscriber's worst latency %v while another was stuck", r.worst)
 	}
 	if grown > 16<<20 {
 		t.Errorf("edge heap grew by %d MiB with a stuck subscriber", grown>>20)
 	}
-	// The stuck one is conflated, then cut off (once its blocked write times out).
+	// The stuck one is conflated, then cut off: its blocked write gets the close grace, not the write timeout.
 	deadline := time.Now().Add(20 * time.Second)
 	for e.hub.Stats().Subscribers != 1 {
 		if time.Now().After(deadline) {

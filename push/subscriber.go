@@ -466,8 +466,25 @@ func (s *Subscriber) Close(reason closeReason) {
 		if s.endReplay != nil {
 			s.endReplay()
 		}
+		if !s.writeStart.IsZero() {
+			// The writer is in a write; it says goodbye when the write ends. A client still reading gets there; one
+			// that has stopped would keep the connection until the write timeout: cut it after a grace period.
+			time.AfterFunc(closeGrace, s.abortIfStuck)
+		}
 		s.startWriterLocked()
 	})
+}
+
+// closeGrace is how long a closing subscriber's write in progress may still take before the connection is cut.
+const closeGrace = 5 * time.Second
+
+func (s *Subscriber) abortIfStuck() {
+	s.mu.Lock()
+	stuck := !s.writeStart.IsZero() && time.Since(s.writeStart) >= closeGrace
+	s.mu.Unlock()
+	if stuck {
+		s.sink.abort()
+	}
 }
 
 // cursor returns the newest cursor queued for s, or the head it joined the live stream at.
