@@ -457,6 +457,13 @@ function rejectTopic(topic, message) {
 
 // ---- transports ----
 
+// readyCursor is the edge's cursor if it says it is ready (caught up with the stream), else null. A cursor behind
+// ours from an edge that just started and is still catching up is not a new stream; only a ready edge's is.
+async function readyCursor() {
+  const ready = await fetchJSON(endpoint('readyz'), { timeout: 2000 }).catch(() => null);
+  return ready ? normCursor(ready.cursor) : null;
+}
+
 function makeSink(gen) {
   const mine = () => gen === generation;
   return {
@@ -468,11 +475,8 @@ function makeSink(gen) {
       if (!mine()) return null;
       let c = body ? normCursor(body.cursor) : null;
       if (c && model.lastCursor && cmpCursor(c, model.lastCursor) < 0) {
-        // Behind our cursor: a new stream, or an edge just started and still catching up with the stream (it
-        // holds a resume until it has caught up). Only an edge that says it is ready tells of a new stream.
-        const ready = await fetchJSON(endpoint('readyz'), { timeout: 2000 }).catch(() => null);
+        c = await readyCursor(); // not ready: no server cursor, catch-up ends by time stamps
         if (!mine()) return null;
-        c = ready ? normCursor(ready.cursor) : null; // not ready: no server cursor, catch-up ends by time stamps
       }
       conn.catchup = c;
       if (c && model.lastCursor && cmpCursor(c, model.lastCursor) < 0) {
@@ -480,6 +484,12 @@ function makeSink(gen) {
         return null;
       }
       return model.lastCursor;
+    },
+    async restarted(serverCursor, ours) {
+      const c = normCursor(serverCursor);
+      if (!c || !ours || cmpCursor(c, ours) >= 0) return false;
+      const head = await readyCursor();
+      return !!head && cmpCursor(head, ours) < 0;
     },
     request() {
       if (!mine()) return;

@@ -9,6 +9,9 @@
 //   opened(serverCursor?)         connected (again); the server's cursor at that moment when the answer carries it
 //   retrying(attempt, delayMs, reason)
 //   update(topic, cursor, data)   one update; data is the decoded payload
+//   restarted(cursor, ours) -> Promise<bool>
+//                                 whether a server cursor behind ours means the stream was recreated (not an edge
+//                                 still catching up with it)
 //   reset(cursor, reason)         the resume cursor was too old (or the stream restarted): a fresh snapshot follows
 //   serverError(message, code)    an error the edge reported, to show
 //   rejectTopic(topic, message)   the edge refused one topic of the watchlist
@@ -523,9 +526,16 @@ class LongPollTransport extends Transport {
       if (body.reset) {
         this.sink.reset(server, 'cursor older than the stream keeps');
       } else if (sent && server && cmpCursor(server, sent) < 0) {
-        // The stream is behind the cursor we sent: it was recreated. Start over from a snapshot.
-        this.sink.reset(server, 'the stream restarted');
-        this.cursor = null;
+        const restarted = await this.sink.restarted(server, sent);
+        if (!current()) return;
+        if (restarted) {
+          // The stream is behind the cursor we sent: it was recreated. Start over from a snapshot.
+          this.sink.reset(server, 'the stream restarted');
+          this.cursor = null;
+          continue;
+        }
+        // An edge still catching up with the stream: ask it again from our cursor, not its own.
+        await new Promise((r) => setTimeout(r, POLL_MS));
         continue;
       }
       for (const u of updates) if (u) this.sink.update(u.topic, u.cursor, u.data);
@@ -588,7 +598,13 @@ class PollTransport extends Transport {
     const server = normCursor(body.cursor);
     if (first) this.opened(server);
     const since = this.sink.since();
-    if (server && since && cmpCursor(server, since) < 0) this.sink.reset(server, 'the stream restarted');
+    if (server && since && cmpCursor(server, since) < 0) {
+      // An edge still catching up answers with older values: skip them (the page keeps the newer ones it has);
+      // only a recreated stream starts the page over.
+      const restarted = await this.sink.restarted(server, since);
+      if (this.stopped || gen !== this.gen) return;
+      if (restarted) this.sink.reset(server, 'the stream restarted');
+    }
     for (const u of Array.isArray(body.updates) ? body.updates : []) if (u) this.sink.update(u.topic, u.cursor, u.data);
     this.timer = setTimeout(() => this.tick(gen, false), Math.max(0, POLL_MS - (performance.now() - began)));
   }
