@@ -66,7 +66,7 @@ func TestTopicValidationCannotBeBypassed(t *testing.T) {
 
 func TestConnectionLimits(t *testing.T) {
 	n := startNATS(t)
-	e := startEdge(t, n, Config{Limits: Limits{MaxConnections: 3, MaxConnectionsPerIP: 2}}, HubOptions{})
+	e := startEdge(t, n, Config{Limits: Limits{MaxConnections: 3, MaxConnectionsPerIP: 2}}, HubOptions{ReplayBuffer: 16})
 
 	// Per address: the third connection from 127.0.0.1 is refused, on SSE with 429 and on WebSocket with 1013.
 	openSSE(t, e.url, map[string][]string{"topic": {"market.*"}}, nil)
@@ -87,6 +87,16 @@ func TestConnectionLimits(t *testing.T) {
 	}
 	if _, _, err := conn.Read(t.Context()); websocket.CloseStatus(err) != websocket.StatusTryAgainLater {
 		t.Errorf("third WebSocket from one address: %v, want close 1013", err)
+	}
+	// A long poll that must read from the stream (its cursor is older than the edge's memory) counts too.
+	first := n.publish(t, "market.AAPL", `{"kind":"quote"}`)
+	for range 40 {
+		n.publish(t, "market.AAPL", `{"kind":"quote"}`)
+	}
+	e.waitHead(t, n.publish(t, "market.AAPL", `{"kind":"quote"}`))
+	body, status, err := get(t.Context(), fmt.Sprintf("%s/api/poll?topic=market.AAPL&timeout=1s&cursor=%d", e.url, first-1))
+	if err != nil || status != http.StatusTooManyRequests {
+		t.Errorf("a long poll from the stream beyond the limit: %d %s %v, want 429", status, body, err)
 	}
 
 	// Per process: from another source address the edge holds one more, then says it is full.

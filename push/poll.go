@@ -83,22 +83,27 @@ func (s *Server) handlePoll(c *gin.Context) {
 			notBefore = recv.Add(time.Duration(float64(time.Second) / sub.MaxRate))
 		}
 	}
-	ctx, cancel := context.WithTimeout(c.Request.Context(), timeout)
-	defer cancel()
-	if wait := time.Until(notBefore); wait > 0 {
+	deadline := time.Now().Add(timeout)
+	if wait := min(time.Until(notBefore), timeout); wait > 0 {
 		select {
-		case <-ctx.Done():
+		case <-c.Request.Context().Done():
 		case <-time.After(wait):
 		}
 	}
 
-	cursor, updates, err := s.poll(ctx, c.ClientIP(), Subscription{Patterns: sub.Patterns}, since, limit)
+	cursor, updates, err := s.poll(c.Request.Context(), deadline, c.ClientIP(), Subscription{Patterns: sub.Patterns}, since, limit)
 	var refused *refusal
 	if errors.As(err, &refused) {
 		s.refuse(c, refused.status, refused.reason)
 		return
 	}
+	if errors.Is(err, ErrCursorExpired) { // retention passed the cursor while we were about to read from it
+		head, updates := s.hub.Snapshot(sub.Patterns)
+		writeUpdates(c, head, updates[:min(len(updates), limit)], `,"reset":true`)
+		return
+	}
 	if err != nil {
+		s.log.Warn("long poll: reading the stream failed", "err", err)
 		c.Header("Retry-After", "2")
 		writeError(c, http.StatusServiceUnavailable, "unavailable", "the stream is unreachable right now: retry shortly")
 		return
@@ -110,25 +115,31 @@ func (s *Server) handlePoll(c *gin.Context) {
 }
 
 // poll returns the updates after since (at most limit) and the cursor to poll from next, waiting until there are
-// some or ctx ends.
-func (s *Server) poll(ctx context.Context, remote string, sub Subscription, since uint64, limit int) (uint64, []*Update, error) {
+// some or the deadline passes. ctx is the request's.
+func (s *Server) poll(ctx context.Context, deadline time.Time, remote string, sub Subscription, since uint64, limit int) (uint64, []*Update, error) {
 	cursor, updates, inMemory := s.hub.recentAfter(sub.Patterns, since, limit)
 	if inMemory && len(updates) > 0 {
-		return cursor, updates, nil
-	}
-	if !inMemory && s.hub.history != nil {
-		// Further back than memory: read at most limit updates from the stream and answer with them. A client far
-		// behind catches up one bounded answer at a time instead of each poll replaying all it missed.
-		cursor, updates, err := s.hub.historyAfter(ctx, sub.Patterns, since, limit)
-		if err != nil || len(updates) > 0 {
-			return cursor, updates, err
-		}
-		since = cursor // nothing for these topics up to the head: wait for the next one
+		return cursor, updates, nil // answered from memory at once: cheap enough to need no admission
 	}
 	release, status, reason := s.admission.admit(remote)
 	if release == nil {
 		return since, nil, &refusal{status, reason}
 	}
+	if !inMemory && s.hub.history != nil {
+		// Further back than memory: read at most limit updates from the stream and answer with them. A client far
+		// behind catches up one bounded answer at a time instead of each poll replaying all it missed. The read
+		// has a bound of its own, not the poll's wait: a poll with timeout=0 must be able to catch up too.
+		readCtx, cancel := context.WithTimeout(ctx, historyReadTimeout)
+		cursor, updates, err := s.hub.historyAfter(readCtx, sub.Patterns, since, limit)
+		cancel()
+		if err != nil || len(updates) > 0 {
+			release()
+			return cursor, updates, err
+		}
+		since = cursor // nothing for these topics up to the head: wait for the next one
+	}
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
 	sink := &pollSink{got: make(chan []*Update, 1), closed: make(chan struct{})}
 	subscriber, ok := s.hub.newSubscriber(sink, "poll", remote)
 	if !ok {
@@ -220,10 +231,21 @@ func (h *Hub) recentAfter(patterns []string, since uint64, limit int) (cursor ui
 // errEnough stops a replay that has read as much as was asked for.
 var errEnough = errors.New("push: enough")
 
+// historyReadTimeout bounds one long poll's read from the stream.
+const historyReadTimeout = 10 * time.Second
+
 // historyAfter reads from the stream the updates after since matching patterns, at most limit, and returns them
-// with the cursor to poll from next.
+// with the cursor to poll from next. Errors: ErrCursorExpired when retention has passed since, ErrUnavailable.
+// A read cut short by ctx answers with what it has.
 func (h *Hub) historyAfter(ctx context.Context, patterns []string, since uint64, limit int) (uint64, []*Update, error) {
 	h.metrics.replays.WithLabelValues("stream").Inc()
+	first, _, err := h.history.Bounds(ctx)
+	if err != nil {
+		return since, nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	if since+1 < first {
+		return since, nil, ErrCursorExpired
+	}
 	var updates []*Update
 	reached, err := h.history.Replay(ctx, since, h.Head(), patterns, func(u *Update) error {
 		if !matchesAny(patterns, u.Topic) { // the consumer's filter may be wider than the patterns
@@ -236,7 +258,7 @@ func (h *Hub) historyAfter(ctx context.Context, patterns []string, since uint64,
 		return nil
 	})
 	switch {
-	case errors.Is(err, errEnough):
+	case errors.Is(err, errEnough), err != nil && len(updates) > 0 && ctx.Err() != nil:
 		return updates[len(updates)-1].Cursor, updates, nil
 	case err != nil:
 		return since, nil, fmt.Errorf("%w: %v", ErrUnavailable, err)

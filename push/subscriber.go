@@ -386,11 +386,11 @@ func (s *Subscriber) writeLoop() {
 	var batch []*Update
 	for {
 		s.mu.Lock()
+		s.writeStart = time.Time{}
 		if batch != nil {
 			clear(batch) // let written updates be collected
 			s.spare = batch[:0]
 			batch = nil
-			s.writeStart = time.Time{}
 			s.signalRoomLocked()
 		}
 		if reason := s.closing; reason != nil {
@@ -409,6 +409,7 @@ func (s *Subscriber) writeLoop() {
 				return
 			}
 			s.beat = false
+			s.writeStart = time.Now() // a heartbeat can block on a full socket as well as a batch
 			s.mu.Unlock()
 			if err := s.sink.heartbeat(); err != nil {
 				s.Close(reasonWriteFailed)
