@@ -2,6 +2,7 @@ package livepush_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -244,4 +245,27 @@ func runFor(t *testing.T, line string, d time.Duration) (string, bool) {
 		t.Errorf("%s: %v\n%.400s\n%.400s", line, err, out.String(), stderr.String())
 	}
 	return out.String(), timedOut
+}
+
+// Every flag of the binaries a user runs is in the README's configuration section.
+func TestReadmeDocumentsEveryFlag(t *testing.T) {
+	bin := buildCommands(t)
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	flagLine := regexp.MustCompile(`(?m)^\s+-([a-z][a-z0-9-]*)`)
+	for _, name := range []string{"push", "feeds", "subscribe"} {
+		out, _ := exec.Command(filepath.Join(bin, name), "-help").CombinedOutput() // -help exits 0 or 2
+		flags := flagLine.FindAllStringSubmatch(string(out), -1)
+		if len(flags) < 5 {
+			t.Fatalf("%s -help listed %d flags:\n%s", name, len(flags), out)
+		}
+		for _, f := range flags {
+			if !bytes.Contains(readme, []byte("`-"+f[1]+"`")) && !bytes.Contains(readme, []byte("`-"+f[1]+" ")) &&
+				!bytes.Contains(readme, []byte("`-"+f[1]+",")) {
+				t.Errorf("%s -%s is not in README.md", name, f[1])
+			}
+		}
+	}
 }
