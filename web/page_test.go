@@ -34,9 +34,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/livepush/livepush/feeds"
-	"github.com/livepush/livepush/internal/natsconn"
 	"github.com/livepush/livepush/internal/stream"
 	"github.com/livepush/livepush/push"
+	"github.com/livepush/livepush/subscriber/subscribertest"
 	"github.com/livepush/livepush/web"
 )
 
@@ -70,28 +70,12 @@ func startSystem(t *testing.T) *system {
 	if os.Getenv("PUSH_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	ns, err := natsconn.StartEmbedded(natsconn.EmbeddedOptions{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Stop)
-	nc, err := ns.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &system{t: t, js: js, log: log}
-	if _, err := stream.Ensure(t.Context(), js, s.cfg, log); err != nil {
-		t.Fatal(err)
-	}
+	n := subscribertest.StartNATS(t, stream.Config{})
+	s := &system{t: t, js: n.JS, cfg: n.Stream, log: log}
 
 	ctx, stopFeeds := context.WithCancel(context.Background())
 	feedsDone := make(chan struct{})
-	pub := feeds.NewPublisher(js, 0, log)
+	pub := feeds.NewPublisher(s.js, 0, log)
 	go func() {
 		defer close(feedsDone)
 		cfg := feeds.Config{
@@ -283,12 +267,20 @@ type page struct {
 // until the page has set up window.livepush. The browser ends with the test.
 func openPage(t *testing.T, url string, setup ...chromedp.Action[chromedp.Void]) *page {
 	t.Helper()
+	// Chromium leaves its singleton-lock directory in TMPDIR when it is stopped: give it one of its own, short
+	// because the lock is a unix socket whose path must fit in 108 bytes (t.TempDir's can be longer).
+	tmp, err := os.MkdirTemp("", "chromium")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(tmp) })
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromium(t)),
 		chromedp.NoSandbox,
 		chromedp.Flag("disable-background-networking", true),
 		chromedp.Flag("disable-component-update", true),
 		chromedp.WindowSize(1366, 900),
+		chromedp.Env("TMPDIR="+tmp),
 	)
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	t.Cleanup(cancelAlloc) // waits for the browser to exit

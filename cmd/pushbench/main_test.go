@@ -15,10 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/livepush/livepush/internal/cli"
-	"github.com/livepush/livepush/internal/natsconn"
 	"github.com/livepush/livepush/internal/stream"
 	"github.com/livepush/livepush/push"
 	"github.com/livepush/livepush/subscriber/subscribertest"
@@ -41,26 +38,9 @@ type testEdge struct {
 // startEdge runs an embedded nats-server reachable over TCP (the publisher's way in) and an edge on it.
 func startEdge(t *testing.T) testEdge {
 	t.Helper()
-	srv, err := natsconn.StartEmbedded(natsconn.EmbeddedOptions{StoreDir: t.TempDir(), Listen: "127.0.0.1:-1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	nc, err := srv.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := stream.Ensure(t.Context(), js, stream.Config{}, subscribertest.Logger()); err != nil {
-		t.Fatal(err)
-	}
-	n := &subscribertest.NATS{NC: nc, JS: js}
+	n := subscribertest.StartNATS(t, stream.Config{})
 	e := n.StartEdge(t, "127.0.0.1:0", push.Config{}, push.HubOptions{})
-	return testEdge{url: e.URL, nats: srv.ClientURL(), n: n, edge: e}
+	return testEdge{url: e.URL, nats: n.URL, n: n, edge: e}
 }
 
 func noEnv(string) string { return "" }

@@ -36,13 +36,14 @@ type NATS struct {
 	NC     *nats.Conn
 	JS     jetstream.JetStream
 	Stream stream.Config
+	URL    string // where TCP clients (a publisher in another process, say) reach it, on a loopback port
 }
 
 // StartNATS starts a nats-server with its own storage and creates the stream with cfg; it stops at the end of the
 // test.
 func StartNATS(t testing.TB, cfg stream.Config) *NATS {
 	t.Helper()
-	srv, err := natsconn.StartEmbedded(natsconn.EmbeddedOptions{StoreDir: t.TempDir()})
+	srv, err := natsconn.StartEmbedded(natsconn.EmbeddedOptions{StoreDir: t.TempDir(), Listen: "127.0.0.1:-1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +60,7 @@ func StartNATS(t testing.TB, cfg stream.Config) *NATS {
 	if _, err := stream.Ensure(t.Context(), js, cfg, Logger()); err != nil {
 		t.Fatal(err)
 	}
-	return &NATS{NC: nc, JS: js, Stream: cfg}
+	return &NATS{NC: nc, JS: js, Stream: cfg, URL: srv.ClientURL()}
 }
 
 // Publish stores payload under topic and returns its cursor.
