@@ -114,8 +114,8 @@ func listen(t testing.TB, addr string) net.Listener {
 	return nil
 }
 
-// startEdgeOn runs an edge on ln.
-func startEdgeOn(t testing.TB, n *testNATS, ln net.Listener, cfg Config, hubOpts HubOptions) *testEdge {
+// startEdgeOn runs an edge on ln; tune, if given, adjusts its source before it starts.
+func startEdgeOn(t testing.TB, n *testNATS, ln net.Listener, cfg Config, hubOpts HubOptions, tune ...func(*Source)) *testEdge {
 	t.Helper()
 	if cfg.Log == nil {
 		cfg.Log = testLogger(t)
@@ -125,6 +125,9 @@ func startEdgeOn(t testing.TB, n *testNATS, ln net.Listener, cfg Config, hubOpts
 	}
 	hub := NewHub(hubOpts)
 	src := NewSource(n.js, n.cfg, hub, cfg.Log)
+	for _, f := range tune {
+		f(src)
+	}
 	srv := NewServer(cfg, hub, src)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

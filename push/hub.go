@@ -154,6 +154,27 @@ func (h *Hub) Publish(u *Update) {
 	h.mu.RUnlock()
 }
 
+// streamRecreated forgets what the hub holds of a stream that was deleted and created again, whose cursors start
+// over, and closes every subscriber: their cursors mean nothing in the new stream. Clients that come back with one
+// are refused as ahead of the stream (bad_cursor), which they take as a reset. The source calls it while no
+// consumer feeds the hub.
+func (h *Hub) streamRecreated() {
+	h.mu.Lock()
+	subs := make([]*Subscriber, 0, len(h.subs))
+	for s := range h.subs {
+		subs = append(subs, s)
+	}
+	h.cacheMu.Lock()
+	h.head = 0
+	clear(h.latest)
+	h.recent.stop()
+	h.cacheMu.Unlock()
+	h.mu.Unlock()
+	for _, s := range subs {
+		s.Close(reasonStreamRecreated)
+	}
+}
+
 // matchLocked returns (and caches) the pattern sets that match topic t. h.mu must be held for writing.
 func (h *Hub) matchLocked(t string) []*patternSet {
 	if sets, ok := h.matches[t]; ok {

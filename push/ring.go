@@ -18,6 +18,12 @@ func (r *ring) begin(floor uint64) {
 	r.start, r.n, r.on, r.floor = 0, 0, true, floor
 }
 
+// stop forgets every update and keeps none until the next begin.
+func (r *ring) stop() {
+	clear(r.buf)
+	r.start, r.n, r.on, r.floor = 0, 0, false, 0
+}
+
 func (r *ring) push(u *Update) {
 	if !r.on {
 		return

@@ -28,12 +28,15 @@ type Source struct {
 	running  atomic.Bool  // a consumer is consuming
 	dropped  atomic.Int64 // messages that could not be delivered (bad topic or payload)
 	lastMsg  atomic.Int64 // unix nanoseconds of the last message consumed
+
+	created    time.Time     // when the stream the hub holds updates of was created; Run's goroutine only
+	checkEvery time.Duration // how often the consumer is checked for a stall or a recreated stream
 }
 
 // NewSource returns a source that feeds hub from the stream described by cfg over js, and serves the hub's resumes
 // from further back than its memory.
 func NewSource(js jetstream.JetStream, cfg stream.Config, hub *Hub, log *slog.Logger) *Source {
-	s := &Source{js: js, stream: cfg, hub: hub, log: log}
+	s := &Source{js: js, stream: cfg, hub: hub, log: log, checkEvery: stallCheck}
 	hub.history = s
 	hub.metrics.gauge("livepush_nats_connected", "1 while the edge's NATS connection is up.", func() float64 {
 		if js.Conn().IsConnected() {
@@ -75,27 +78,35 @@ func (s *Source) consume(ctx context.Context, name string) error {
 	if _, err := stream.Ensure(ctx, s.js, s.stream, s.log); err != nil {
 		return err
 	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	info, err := s.info(cctx)
+	if err != nil {
+		return err
+	}
+	head := s.hub.Head()
+	if s.recreated(info, head) {
+		s.log.Warn("the stream was recreated and its cursors start over: closing every subscriber, who come back for a fresh snapshot",
+			"stream", name, "head", head, "stream_last", info.State.LastSeq)
+		s.caughtUp.Store(false)
+		s.hub.streamRecreated()
+		head = 0
+	}
+	s.created = info.Created
 	cfg := jetstream.OrderedConsumerConfig{
 		FilterSubjects: stream.Subjects,
 		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
 	}
-	head := s.hub.Head()
 	if head > 0 {
 		// Restarting after a failure: continue where the hub is.
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, head+1
-	}
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	_, last, err := s.Bounds(cctx)
-	if err != nil {
-		return err
 	}
 	cons, err := s.js.OrderedConsumer(cctx, name, cfg)
 	if err != nil {
 		return err
 	}
-	if info := cons.CachedInfo(); info != nil && info.NumPending == 0 {
-		s.caughtUpAt(max(head, last))
+	if ci := cons.CachedInfo(); ci != nil && ci.NumPending == 0 {
+		s.caughtUpAt(max(head, info.State.LastSeq))
 	}
 	cc, err := cons.Consume(s.handle, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		// The ordered consumer recovers by itself (it recreates its server-side consumer after the last sequence it
@@ -113,9 +124,11 @@ func (s *Source) consume(ctx context.Context, name string) error {
 		s.running.Store(false)
 		cc.Stop()
 	}()
-	// A stall watch: if the stream holds updates past the hub's head and nothing has arrived for a while, the
-	// consumer is stuck (seen once when a cluster lost the node hosting it); start a new one from the head.
-	watch := time.NewTicker(stallCheck)
+	// A watch for two things the ordered consumer cannot see by itself: a stall (the stream holds updates past the
+	// hub's head and nothing has arrived for a while; seen once when a cluster lost the node hosting the consumer),
+	// and the stream deleted and created again (the consumer would wait for the new stream to pass the old head).
+	// Either way, start over.
+	watch := time.NewTicker(s.checkEvery)
 	defer watch.Stop()
 	for {
 		select {
@@ -124,20 +137,34 @@ func (s *Source) consume(ctx context.Context, name string) error {
 		case <-cc.Closed():
 			return errors.New("push: consumer closed")
 		case <-watch.C:
-			if time.Since(time.Unix(0, s.lastMsg.Load())) < stallCheck {
-				continue
-			}
 			bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			_, last, err := s.Bounds(bctx)
+			info, err := s.info(bctx)
 			cancel()
-			if head := s.hub.Head(); err == nil && last > head {
-				return fmt.Errorf("push: consumer stalled at %d while the stream is at %d", head, last)
+			if err != nil {
+				continue // NATS trouble: the ordered consumer rides it out, or cc closes
+			}
+			head := s.hub.Head()
+			if s.recreated(info, head) {
+				return errors.New("push: the stream was recreated")
+			}
+			idle := time.Since(time.Unix(0, s.lastMsg.Load())) >= s.checkEvery
+			if idle && info.State.LastSeq > head {
+				return fmt.Errorf("push: consumer stalled at %d while the stream is at %d", head, info.State.LastSeq)
 			}
 		}
 	}
 }
 
-// stallCheck is how long the source waits without a message before it checks that it is not stuck.
+// recreated tells whether info describes another stream than the one the hub's updates, up to head, came from: one
+// created since, or one that holds less than the hub has seen (a stream's sequence never goes back otherwise).
+func (s *Source) recreated(info *jetstream.StreamInfo, head uint64) bool {
+	if head == 0 {
+		return false
+	}
+	return info.State.LastSeq < head || !s.created.IsZero() && !info.Created.Equal(s.created)
+}
+
+// stallCheck is how often the source checks its consumer, and how long without a message counts as a stall.
 const stallCheck = 10 * time.Second
 
 // handle turns a stream message into an update for the hub. It runs on the consumer's goroutine and must be quick.
@@ -178,12 +205,19 @@ func (s *Source) caughtUpAt(floor uint64) {
 
 // Bounds returns the cursors of the oldest and newest update in the stream.
 func (s *Source) Bounds(ctx context.Context) (first, last uint64, err error) {
-	str, err := s.js.Stream(ctx, s.stream.StreamName())
+	info, err := s.info(ctx)
 	if err != nil {
 		return 0, 0, err
 	}
-	st := str.CachedInfo().State
-	return st.FirstSeq, st.LastSeq, nil
+	return info.State.FirstSeq, info.State.LastSeq, nil
+}
+
+func (s *Source) info(ctx context.Context) (*jetstream.StreamInfo, error) {
+	str, err := s.js.Stream(ctx, s.stream.StreamName())
+	if err != nil {
+		return nil, err
+	}
+	return str.CachedInfo(), nil
 }
 
 // Replay reads the stream after cursor after with a short-lived ordered consumer filtered on patterns, passing each

@@ -45,6 +45,8 @@ var (
 		text: "your token expired: reconnect with a new one and resume from your cursor", retry: time.Second}
 	reasonUnavailable = closeReason{code: 1013, err: "unavailable",
 		text: "stream unreachable: reconnect and resume from your cursor", retry: 2 * time.Second}
+	reasonStreamRecreated = closeReason{code: 1012, err: "stream_recreated",
+		text: "the stream was recreated and its cursors start over: reconnect for a fresh snapshot", retry: time.Second}
 )
 
 // Subscriber is one client connection as the hub sees it: its patterns, its queue of updates waiting to be written,

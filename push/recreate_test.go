@@ -1,0 +1,88 @@
+package push
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/livepush/livepush/internal/stream"
+)
+
+// The stream is deleted and created again under a running edge (an operator moving it to other storage, say), so its
+// cursors start over. The edge notices, tells its subscribers why it closes them, serves the new stream, and refuses
+// the old cursors as ahead of the stream, which clients take as a reset.
+func TestStreamRecreatedUnderARunningEdge(t *testing.T) {
+	n := startNATS(t)
+	e := startEdgeOn(t, n, listen(t, "127.0.0.1:0"), Config{}, HubOptions{},
+		func(s *Source) { s.checkEvery = 100 * time.Millisecond })
+	var old uint64
+	for i := range 50 {
+		old = n.publish(t, "market.AAPL", fmt.Sprintf(`{"kind":"quote","price":%d}`, i))
+	}
+	e.waitHead(t, old)
+	ws := dialWS(t, e.url, "?topic=market.AAPL", nil)
+	ws.expect(t, "subscribed")
+	if m := ws.expect(t, "update"); mustCursor(t, m.Cursor) != old {
+		t.Fatalf("snapshot at cursor %s, want %d", m.Cursor, old)
+	}
+	sse := openSSE(t, e.url, url.Values{"topic": {"market.AAPL"}}, nil)
+	if r := sse.next(t); r.Cursor != old {
+		t.Fatalf("SSE snapshot at cursor %d, want %d", r.Cursor, old)
+	}
+
+	if err := n.js.DeleteStream(t.Context(), n.cfg.StreamName()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Ensure(t.Context(), n.js, n.cfg, testLogger(t)); err != nil {
+		t.Fatal(err)
+	}
+	fresh := n.publish(t, "market.AAPL", `{"kind":"quote","price":1000}`)
+	if fresh >= old {
+		t.Fatalf("the new stream's first cursor is %d: not a restart", fresh)
+	}
+
+	// Both subscribers are told why they go.
+	select {
+	case err := <-ws.closed:
+		if websocket.CloseStatus(err) != websocket.StatusServiceRestart || !strings.Contains(err.Error(), "recreated") {
+			t.Errorf("WebSocket closed with %v, want 1012 saying the stream was recreated", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the WebSocket subscriber was not closed after the stream was recreated")
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		r, ok := <-sse.events
+		if !ok {
+			t.Fatal("the SSE stream ended without a close event")
+		}
+		if r.Kind == "close" {
+			if !strings.Contains(r.Data, "stream_recreated") {
+				t.Errorf("SSE close event %q, want reason stream_recreated", r.Data)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no SSE close event after the stream was recreated")
+		}
+	}
+
+	// A client with a cursor of the old stream is refused as ahead of it, and a new one gets the new stream.
+	e.waitReady(t)
+	body, status, err := get(t.Context(), fmt.Sprintf("%s/api/poll?topic=market.AAPL&timeout=0&cursor=%d", e.url, old))
+	if err != nil || status != 400 || !strings.Contains(string(body), "bad_cursor") {
+		t.Errorf("poll from an old cursor: %d %s %v, want 400 bad_cursor", status, body, err)
+	}
+	again := dialWS(t, e.url, "?topic=market.AAPL", nil)
+	again.expect(t, "subscribed")
+	if m := again.expect(t, "update"); mustCursor(t, m.Cursor) != fresh || !strings.Contains(string(m.Data), "1000") {
+		t.Fatalf("snapshot after the recreation: %+v, want cursor %d with price 1000", m, fresh)
+	}
+	live := n.publish(t, "market.AAPL", `{"kind":"quote","price":1001}`)
+	if m := again.expect(t, "update"); mustCursor(t, m.Cursor) != live {
+		t.Fatalf("live update at cursor %s, want %d", m.Cursor, live)
+	}
+}
