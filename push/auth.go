@@ -137,6 +137,11 @@ func (a *Authenticator) authenticate(r *http.Request) (*grant, error) {
 	if raw == "" {
 		return &grant{}, nil
 	}
+	return a.verify(raw)
+}
+
+// verify returns the grant of a token, or an error wrapping ErrUnauthorized if it does not verify.
+func (a *Authenticator) verify(raw string) (*grant, error) {
 	var claims tokenClaims
 	if _, err := a.parser.ParseWithClaims(raw, &claims, a.key); err != nil {
 		return nil, fmt.Errorf("%w: %s", ErrUnauthorized, tokenProblem(err))
@@ -219,18 +224,39 @@ func (s *Server) authorize(c *gin.Context, patterns []string) (*grant, bool) {
 	return nil, false
 }
 
-// endAtExpiry closes sub when g's token expires, telling the client why.
-func endAtExpiry(sub *Subscriber, g *grant) {
-	if g == nil || g.expires.IsZero() {
-		return
-	}
-	timer := time.AfterFunc(time.Until(g.expires), func() { sub.Close(reasonTokenExpired) })
+// tokenExpiry closes a subscriber when its token expires, telling the client why. A WebSocket client moves the time
+// by sending a fresh token.
+type tokenExpiry struct {
+	sub *Subscriber
+
+	mu    sync.Mutex
+	timer *time.Timer // nil while the token does not expire
+}
+
+// endAtExpiry closes sub when g's token expires; set moves that time.
+func endAtExpiry(sub *Subscriber, g *grant) *tokenExpiry {
+	e := &tokenExpiry{sub: sub}
+	e.set(g.expires)
 	release := sub.onClose
 	sub.onClose = func() {
-		timer.Stop()
+		e.set(time.Time{})
 		if release != nil {
 			release()
 		}
+	}
+	return e
+}
+
+// set closes the subscriber at t instead of the time set before; zero: never.
+func (e *tokenExpiry) set(t time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.timer != nil {
+		e.timer.Stop()
+		e.timer = nil
+	}
+	if !t.IsZero() {
+		e.timer = time.AfterFunc(time.Until(t), func() { e.sub.Close(reasonTokenExpired) })
 	}
 }
 

@@ -139,6 +139,44 @@ func TestAuthStreamEndsWhenTokenExpires(t *testing.T) {
 	}
 }
 
+// A WebSocket client sends a fresh token before its first expires, and its connection goes on past that time with
+// its updates. A token that does not verify, or allows less than the connection has, is refused and changes
+// nothing.
+func TestAuthWebSocketTokenRefresh(t *testing.T) {
+	n, e := authEdge(t, AuthConfig{HMACSecret: secret})
+	w := dialWS(t, e.url, "?topic=market.*", bearer(hs256(t, []string{"market.>"}, 1500*time.Millisecond)))
+	w.expect(t, "subscribed")
+
+	w.send(t, `{"type":"auth","id":1,"token":"nope"}`)
+	if m := w.expect(t, "error"); m.Code != "unauthorized" || string(m.ID) != "1" {
+		t.Errorf("bad token: %+v, want an unauthorized error for id 1", m)
+	}
+	narrow := hs256(t, []string{"market.AAPL"}, time.Hour)
+	w.send(t, `{"type":"auth","id":2,"token":"`+narrow+`"}`)
+	if m := w.expect(t, "error"); m.Code != "forbidden_topic" {
+		t.Errorf("a token without market.*: %+v, want forbidden_topic", m)
+	}
+	w.send(t, `{"type":"auth","id":3,"token":"`+hs256(t, []string{"market.>"}, time.Hour)+`"}`)
+	if m := w.expect(t, "authenticated"); string(m.ID) != "3" {
+		t.Errorf("fresh token: %+v, want authenticated for id 3", m)
+	}
+
+	time.Sleep(2 * time.Second) // past the first token's expiry
+	cursor := n.publish(t, "market.AAPL", quote("AAPL"))
+	if m := w.expect(t, "update"); mustCursor(t, m.Cursor) != cursor {
+		t.Errorf("after the first token's expiry: %+v, want the update at %d", m, cursor)
+	}
+
+	// Without authentication configured, an auth message is an error and the connection goes on.
+	v := dialWS(t, startEdge(t, n, Config{}, HubOptions{}).url, "", nil)
+	v.send(t, `{"type":"auth","id":"x","token":"t"}`)
+	if m := v.expect(t, "error"); m.Code != "bad_request" {
+		t.Errorf("auth on an edge without tokens: %+v, want bad_request", m)
+	}
+	v.send(t, `{"type":"ping","id":"y"}`)
+	v.expect(t, "pong")
+}
+
 // jwkServer serves a key set with an RSA key (RS256) and an EC key (ES256).
 func jwkServer(t *testing.T, rsaKey *rsa.PrivateKey, ecKey *ecdsa.PrivateKey) string {
 	b64 := func(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }

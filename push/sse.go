@@ -102,7 +102,9 @@ func (s *Server) handleSSE(c *gin.Context) {
 		return
 	}
 	subscriber.onClose = release
-	endAtExpiry(subscriber, g)
+	if !g.expires.IsZero() {
+		endAtExpiry(subscriber, g)
+	}
 	s.log.Info("connection opened", "conn", subscriber.id, "transport", "sse", "remote", subscriber.remote,
 		"topics", sub.Patterns, "since", since, "resume", resume)
 	// The response starts with the first write of the subscriber's writer, which comes after the subscription is

@@ -31,7 +31,10 @@ type wsConn struct {
 	conn    *websocket.Conn
 	raw     net.Conn // under conn: write deadlines are set here, which costs no allocation per write
 	timeout time.Duration
-	grant   *grant // what the connection's token allows; set before the read loop starts
+	// What the connection's token allows, and when it ends; set before the read loop starts and changed only by
+	// it (an auth message), so control messages read them without a lock. expiry is nil without authentication.
+	grant  *grant
+	expiry *tokenExpiry
 }
 
 // leanHijack hands coder/websocket the connection with small buffers instead of net/http's 4 KiB pair, which would
@@ -62,6 +65,7 @@ type wsRequest struct {
 	Topics  []string        `json:"topics,omitempty"`
 	Since   json.RawMessage `json:"since,omitempty"`
 	MaxRate *float64        `json:"maxRate,omitempty"`
+	Token   string          `json:"token,omitempty"`
 }
 
 // wsReply is a control message to a client.
@@ -113,7 +117,9 @@ func (s *Server) handleWS(c *gin.Context) {
 		return
 	}
 	sub.onClose = release
-	endAtExpiry(sub, g)
+	if s.cfg.Auth != nil {
+		wc.expiry = endAtExpiry(sub, g)
+	}
 	s.log.Info("connection opened", "conn", sub.id, "transport", "ws", "remote", sub.remote)
 
 	// Topics in the URL subscribe at once, as if the first message had been a subscribe without an id (and the
@@ -205,12 +211,45 @@ func (s *Server) wsHandleMessage(sub *Subscriber, data []byte) {
 		s.hub.Unsubscribe(sub, patterns, wsReply{Type: "unsubscribed", ID: req.ID, Topics: patterns}.update())
 	case "ping":
 		sub.Send(wsReply{Type: "pong", ID: req.ID}.update())
+	case "auth":
+		s.wsAuth(sub, req)
 	case "":
-		sub.Send(wsError(req.ID, "bad_request", `missing "type": one of subscribe, unsubscribe, ping`))
+		sub.Send(wsError(req.ID, "bad_request", `missing "type": one of subscribe, unsubscribe, ping, auth`))
 	default:
-		sub.Send(wsError(req.ID, "bad_request", "unknown type %q: one of subscribe, unsubscribe, ping",
+		sub.Send(wsError(req.ID, "bad_request", "unknown type %q: one of subscribe, unsubscribe, ping, auth",
 			truncate(req.Type, 32)))
 	}
+}
+
+// wsAuth takes a fresh token for a live connection, so that it need not end when its first token expires. The new
+// token must allow every topic the connection has; it then replaces the old one, expiry included. A token that
+// does not verify or allows less gets an error, and the old token stays in force.
+func (s *Server) wsAuth(sub *Subscriber, req wsRequest) {
+	a := s.cfg.Auth
+	if a == nil {
+		sub.Send(wsError(req.ID, "bad_request", "this edge does not check tokens"))
+		return
+	}
+	if req.Token == "" {
+		sub.Send(wsError(req.ID, "bad_request", `"token" is missing`))
+		return
+	}
+	g, err := a.verify(req.Token)
+	if err == nil {
+		err = a.permit(g, sub.Patterns())
+	}
+	if err != nil {
+		code := "forbidden_topic"
+		if errors.Is(err, ErrUnauthorized) {
+			code = "unauthorized"
+		}
+		sub.Send(wsError(req.ID, code, "%s", strings.TrimPrefix(err.Error(), "push: ")))
+		return
+	}
+	wc := sub.sink.(*wsConn)
+	wc.grant = g
+	wc.expiry.set(g.expires)
+	sub.Send(wsReply{Type: "authenticated", ID: req.ID}.update())
 }
 
 // wsSubscribe handles a subscribe: a new subscription, a resume (with "since"), or a new rate for topics the
