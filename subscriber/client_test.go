@@ -13,8 +13,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/livepush/livepush/internal/stream"
 	"github.com/livepush/livepush/push"
@@ -496,4 +499,46 @@ func ExampleClient_Run() {
 		log.Fatal(err) // an *subscriber.Error: an invalid topic, say
 	}
 	fmt.Println("stopped; resume with Options.Cursor =", c.Cursor())
+}
+
+// Against an edge that checks tokens, Options.Token gives each connection its token. When a short-lived token
+// expires the edge ends the stream, the client comes back with a fresh token and resumes: nothing lost or repeated.
+func TestTokenRefreshedOnReconnect(t *testing.T) {
+	secret := []byte("a test secret that is long enough")
+	auth, err := push.NewAuthenticator(push.AuthConfig{HMACSecret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := subscribertest.StartNATS(t, stream.Config{})
+	e := n.StartEdge(t, "127.0.0.1:0", push.Config{Auth: auth}, push.HubOptions{})
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			var minted atomic.Int32
+			token := func(context.Context) (string, error) {
+				minted.Add(1)
+				return jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+					"topics": []string{"market.>"}, "exp": time.Now().Add(time.Second).Unix(),
+				}).SignedString(secret)
+			}
+			first := n.Publish(t, "market.TOK", subscribertest.Quote("TOK", 1))
+			r := start(t, subscriber.Options{URLs: []string{e.URL}, Transport: tr, Topics: []string{"market.TOK"},
+				Token: token})
+			r.expect(t, first)
+			var want []uint64
+			for i := range 30 { // 3 s: past the first token's expiry
+				want = append(want, n.Publish(t, "market.TOK", subscribertest.Quote("TOK", float64(i+2))))
+				time.Sleep(100 * time.Millisecond)
+			}
+			r.expect(t, want...)
+			if got := minted.Load(); got < 2 {
+				t.Errorf("%d tokens asked for over 3 s of one-second tokens, want a fresh one after the first expired", got)
+			}
+		})
+	}
+	// Without a token, the edge refuses the client and Run says why.
+	r := start(t, subscriber.Options{URLs: []string{e.URL}, Topics: []string{"market.TOK"}})
+	var se *subscriber.Error
+	if err := r.wait(t); !errors.As(err, &se) || se.Code != "unauthorized" {
+		t.Errorf("Run without a token returned %v, want the edge's unauthorized", err)
+	}
 }

@@ -81,6 +81,9 @@ func (c *Client) poll(ctx context.Context, u string) (*pollAnswer, ended) {
 	if err != nil {
 		return nil, permanent(err)
 	}
+	if err := c.authorize(ctx, req.Header); err != nil {
+		return nil, failed(err)
+	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := c.http.Do(req)
 	if err != nil {

@@ -26,6 +26,9 @@ func (c *Client) runSSE(ctx context.Context, base string, handle func(Update) er
 	if err != nil {
 		return permanent(err)
 	}
+	if err := c.authorize(ctx, req.Header); err != nil {
+		return failed(err)
+	}
 	req.Header.Set("Accept", "text/event-stream")
 	req.Header.Set("Cache-Control", "no-cache")
 	if since > 0 {
@@ -60,7 +63,8 @@ read:
 			json.Unmarshal([]byte(ev.Data), &msg)
 			c.emit(Event{Kind: Closed, URL: base, Reason: msg.Reason, Message: msg.Message})
 			end.err = closeError(msg.Reason, msg.Message)
-			end.soon = msg.Reason == "server_restart"
+			end.soon = msg.Reason == "server_restart" || msg.Reason == "stream_recreated" ||
+				msg.Reason == "token_expired" && c.token != nil
 			if msg.Reason == "slow_consumer" {
 				end.atLeast = tryLaterWait
 			}

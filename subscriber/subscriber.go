@@ -79,6 +79,10 @@ type Options struct {
 	OnEvent func(Event)
 	// Log receives debug logs of connections and warnings about messages the client could not read. Zero: none.
 	Log *slog.Logger
+	// Token, if set, gives the bearer token for an edge that checks tokens. It is called before every connection
+	// and every long poll, so when the edge ends a stream whose token expired, the client comes back with a fresh
+	// one and resumes from its cursor. An error from it counts as a failed connection attempt.
+	Token func(context.Context) (string, error)
 }
 
 const (
@@ -104,6 +108,7 @@ type Client struct {
 	idleTimeout time.Duration
 	onEvent     func(Event)
 	log         *slog.Logger
+	token       func(context.Context) (string, error)
 
 	cursor  atomic.Uint64
 	running atomic.Bool
@@ -127,6 +132,7 @@ func New(o Options) (*Client, error) {
 		idleTimeout: o.IdleTimeout,
 		onEvent:     o.OnEvent,
 		log:         o.Log,
+		token:       o.Token,
 		last:        make(map[string]uint64),
 	}
 	switch c.transport {
@@ -344,6 +350,19 @@ func (c *Client) topicQuery(extra ...string) url.Values {
 		q.Set(extra[i], extra[i+1])
 	}
 	return q
+}
+
+// authorize sets the Authorization header of a request from Options.Token.
+func (c *Client) authorize(ctx context.Context, h http.Header) error {
+	if c.token == nil {
+		return nil
+	}
+	tok, err := c.token(ctx)
+	if err != nil {
+		return fmt.Errorf("subscriber: getting a token: %w", err)
+	}
+	h.Set("Authorization", "Bearer "+tok)
+	return nil
 }
 
 // httpFailure turns an answer other than 200 into how the connection ended: a permanent *Error for a refused

@@ -199,8 +199,13 @@ func (c *Client) runWS(ctx context.Context, base string, handle func(Update) err
 	defer cancel()
 	wd := newWatchdog(c.idleTimeout, cancel)
 	defer wd.stop()
+	header := http.Header{}
+	if err := c.authorize(wsCtx, header); err != nil {
+		return failed(err)
+	}
 	conn, resp, err := websocket.Dial(wsCtx, "ws"+strings.TrimPrefix(base, "http")+"/ws", &websocket.DialOptions{
 		HTTPClient: c.http,
+		HTTPHeader: header,
 		OnPingReceived: func(context.Context, []byte) bool {
 			wd.kick() // the edge's heartbeat
 			return true
@@ -320,7 +325,11 @@ var closeNames = map[websocket.StatusCode]string{
 	websocket.StatusTryAgainLater:   "try_again_later",
 	websocket.StatusPolicyViolation: "policy_violation",
 	websocket.StatusMessageTooBig:   "message_too_big",
+	closeTokenExpired:               "token_expired",
 }
+
+// closeTokenExpired is the close code of a connection whose token expired.
+const closeTokenExpired = 4001
 
 // wsClosed says how a connection that failed with err ended and how soon to come back: at once after a restart
 // (1012, 1001), after a while when the edge is busy (1013), never when it was closed for policy (1008, 4xxx, …).
@@ -339,6 +348,8 @@ func (c *Client) wsClosed(base string, err error) ended {
 		return ended{err: closeError(reason, ce.Reason), soon: true}
 	case code == websocket.StatusTryAgainLater:
 		return ended{err: closeError(reason, ce.Reason), atLeast: tryLaterWait}
+	case code == closeTokenExpired && c.token != nil:
+		return ended{err: closeError(reason, ce.Reason), soon: true} // Options.Token gives a fresh one
 	case code == websocket.StatusPolicyViolation || code == websocket.StatusProtocolError ||
 		code == websocket.StatusUnsupportedData || code == websocket.StatusInvalidFramePayloadData ||
 		code == websocket.StatusMessageTooBig || code == websocket.StatusMandatoryExtension ||

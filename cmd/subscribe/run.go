@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 
@@ -31,8 +32,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	maxRate := f.Float64("max-rate", "SUBSCRIBE_MAX_RATE", 0, "at most this many updates per second per topic, latest value winning (0: no limit)")
 	count := f.Int("count", "SUBSCRIBE_COUNT", 0, "exit after `N` updates (0: run until interrupted)")
 	logLevel := f.String("log-level", "SUBSCRIBE_LOG_LEVEL", "info", "log level: debug, info, warn or error")
+	token := f.String("token", "SUBSCRIBE_TOKEN", "", "bearer token (a JWT) for an edge that checks tokens")
+	tokenFile := f.String("token-file", "SUBSCRIBE_TOKEN_FILE", "", "read the bearer token from this `file` before every connection, so that whoever renews it can replace it")
 	if err := f.Parse(args); err != nil {
 		return err
+	}
+	if *token != "" && *tokenFile != "" {
+		return cli.UsageError{Err: errors.New("-token and -token-file: give one of them")}
 	}
 	log, err := cli.Logger(stderr, *logLevel, "text")
 	if err != nil {
@@ -54,6 +60,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		MaxRate:   *maxRate,
 		OnEvent:   n.event,
 		Log:       log,
+		Token:     tokenSource(*token, *tokenFile),
 	})
 	switch {
 	case errors.Is(err, subscriber.ErrNoTopic):
@@ -145,5 +152,19 @@ func (v *uint64Value) Set(s string) error {
 		return fmt.Errorf("not a cursor (a stream sequence number): %q", s)
 	}
 	*v = uint64Value(n)
+	return nil
+}
+
+// tokenSource gives the client its token: a fixed one, one read from a file at each connection, or none.
+func tokenSource(token, file string) func(context.Context) (string, error) {
+	switch {
+	case token != "":
+		return func(context.Context) (string, error) { return token, nil }
+	case file != "":
+		return func(context.Context) (string, error) {
+			b, err := os.ReadFile(file)
+			return strings.TrimSpace(string(b)), err
+		}
+	}
 	return nil
 }

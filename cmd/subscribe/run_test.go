@@ -6,11 +6,15 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/livepush/livepush/internal/cli"
 	"github.com/livepush/livepush/internal/stream"
@@ -212,5 +216,36 @@ func TestInterruptExitsZero(t *testing.T) {
 	err, _, errs := runFor(t, ctx, "-url", e.URL, "-transport", "ws", "-topic", "market.*")
 	if err != nil || cli.Exit("subscribe", err) != 0 {
 		t.Fatalf("interrupted run: %v (stderr %q), want nil", err, errs)
+	}
+}
+
+// Against an edge that checks tokens: -token-file is read at connect and the stream flows; a bad token is a clear
+// error and a non-zero exit.
+func TestToken(t *testing.T) {
+	secret := []byte("a test secret that is long enough")
+	auth, err := push.NewAuthenticator(push.AuthConfig{HMACSecret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := subscribertest.StartNATS(t, stream.Config{})
+	n.Publish(t, "market.AAPL", subscribertest.Quote("AAPL", 189.12))
+	e := n.StartEdge(t, "127.0.0.1:0", push.Config{Auth: auth}, push.HubOptions{})
+	e.WaitHead(t, 1)
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"topics": []string{"market.>"},
+		"exp": time.Now().Add(time.Hour).Unix()}).SignedString(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte(tok+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err, out, errs := runFor(t, t.Context(), "-url", e.URL, "-topic", "market.*", "-token-file", file, "-count", "1")
+	if err != nil || !strings.Contains(out, "market.AAPL") {
+		t.Fatalf("with a token: %v, output %q\nstderr: %s", err, out, errs)
+	}
+	err, _, errs = runFor(t, t.Context(), "-url", e.URL, "-topic", "market.*", "-token", "not-a-jwt")
+	if err == nil || cli.Exit("subscribe", err) == 0 || !strings.Contains(err.Error(), "malformed token") {
+		t.Errorf("with a bad token: %v, want a non-zero exit saying the token is malformed\nstderr: %s", err, errs)
 	}
 }
