@@ -58,11 +58,16 @@ var _ History = (*Source)(nil)
 // Run ensures the stream exists and consumes it until ctx ends. While NATS is unreachable it keeps trying.
 func (s *Source) Run(ctx context.Context) error {
 	name := s.stream.StreamName()
-	backoff := 250 * time.Millisecond
+	const minBackoff = 250 * time.Millisecond
+	backoff := minBackoff
 	for {
+		began := time.Now()
 		err := s.consume(ctx, name)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if time.Since(began) > time.Minute {
+			backoff = minBackoff // it worked for a while: this is a new failure, not the same one again
 		}
 		s.log.Warn("stream consumer failed, retrying", "stream", name, "err", err, "in", backoff)
 		select {
