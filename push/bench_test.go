@@ -84,6 +84,28 @@ func BenchmarkHubFanout(b *testing.B) {
 	b.ReportMetric(float64(sink.updates.Load())/b.Elapsed().Seconds(), "deliveries/s")
 }
 
+// A subscribe to 10 topics named in full, with 5,000 topics in the cache (market and sports together): the cost of
+// each connect in a reconnect storm, paid holding the hub's lock.
+func BenchmarkHubSubscribe(b *testing.B) {
+	const topics, perSubscriber = 5000, 10
+	h := NewHub(HubOptions{})
+	for i := range topics {
+		u, _ := NewUpdate(fmt.Sprintf("market.S%04d", i), uint64(i+1), benchPayload, time.Now())
+		h.Publish(u)
+	}
+	sink := &countingSink{}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		s, _ := h.newSubscriber(sink, "bench", "")
+		patterns := make([]string, perSubscriber)
+		for k := range patterns {
+			patterns[k] = fmt.Sprintf("market.S%04d", (i*perSubscriber+k)%topics)
+		}
+		h.Subscribe(s, Subscription{Patterns: patterns}, nil)
+		s.Close(reasonClientGone)
+	}
+}
+
 func (h *Hub) queuedTotal() (n int) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()

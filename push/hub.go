@@ -240,11 +240,7 @@ func (h *Hub) Subscribe(s *Subscriber, sub Subscription, reply *Update) {
 	head := h.head
 	var snapshot []*Update
 	if len(added) > 0 {
-		for t, u := range h.latest {
-			if matchesAny(added, t) && !s.matchesLocked(t, old) {
-				snapshot = append(snapshot, u)
-			}
-		}
+		snapshot = h.latestLocked(added, func(t string) bool { return !s.matchesLocked(t, old) })
 	}
 	h.cacheMu.RUnlock()
 	slices.SortFunc(snapshot, func(a, b *Update) int { return cmp.Compare(a.Cursor, b.Cursor) })
@@ -334,14 +330,31 @@ func (h *Hub) remove(s *Subscriber) bool {
 func (h *Hub) Snapshot(patterns []string) (head uint64, updates []*Update) {
 	h.cacheMu.RLock()
 	head = h.head
-	for t, u := range h.latest {
-		if matchesAny(patterns, t) {
-			updates = append(updates, u)
-		}
-	}
+	updates = h.latestLocked(patterns, nil)
 	h.cacheMu.RUnlock()
 	slices.SortFunc(updates, func(a, b *Update) int { return cmp.Compare(a.Cursor, b.Cursor) })
 	return head, updates
+}
+
+// latestLocked returns the cached update of every topic that one of patterns matches and keep (if not nil)
+// accepts, in no order. Topics named in full, as most subscriptions are, are looked up; only wildcards scan the
+// whole cache, which is held meanwhile. h.cacheMu must be held.
+func (h *Hub) latestLocked(patterns []string, keep func(topic string) bool) []*Update {
+	var out []*Update
+	if !slices.ContainsFunc(patterns, func(p string) bool { return !topic.IsLiteral(p) }) {
+		for i, t := range patterns {
+			if u := h.latest[t]; u != nil && !slices.Contains(patterns[:i], t) && (keep == nil || keep(t)) {
+				out = append(out, u)
+			}
+		}
+		return out
+	}
+	for t, u := range h.latest {
+		if matchesAny(patterns, t) && (keep == nil || keep(t)) {
+			out = append(out, u)
+		}
+	}
+	return out
 }
 
 // Run sends heartbeats to idle subscribers, disconnects stuck ones and expires old topics from the cache, until ctx
