@@ -175,8 +175,9 @@ func (s *Server) handleReady(c *gin.Context) {
 	}
 	st := s.hub.Stats()
 	if err != nil {
+		// target tells a client resuming here which updates are catch-up, before the edge is current.
 		c.JSON(http.StatusServiceUnavailable, gin.H{"status": "not ready", "reason": err.Error(),
-			"cursor": strconv.FormatUint(st.Head, 10)})
+			"cursor": strconv.FormatUint(st.Head, 10), "target": strconv.FormatUint(s.src.CatchingUpTo(), 10)})
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"status": "ready", "cursor": strconv.FormatUint(st.Head, 10),

@@ -24,10 +24,11 @@ type Source struct {
 	hub    *Hub
 	log    *slog.Logger
 
-	caughtUp atomic.Bool  // the consumer has delivered everything the stream held when it started
-	running  atomic.Bool  // a consumer is consuming
-	dropped  atomic.Int64 // messages that could not be delivered (bad topic or payload)
-	lastMsg  atomic.Int64 // unix nanoseconds of the last message consumed
+	caughtUp atomic.Bool   // the consumer has delivered everything the stream held when it started
+	running  atomic.Bool   // a consumer is consuming
+	dropped  atomic.Int64  // messages that could not be delivered (bad topic or payload)
+	lastMsg  atomic.Int64  // unix nanoseconds of the last message consumed
+	target   atomic.Uint64 // the stream's last cursor when the consumer started: caught up once past it
 
 	created    time.Time     // when the stream the hub holds updates of was created; Run's goroutine only
 	checkEvery time.Duration // how often the consumer is checked for a stall or a recreated stream
@@ -98,6 +99,7 @@ func (s *Source) consume(ctx context.Context, name string) error {
 		head = 0
 	}
 	s.created = info.Created
+	s.target.Store(info.State.LastSeq)
 	cfg := jetstream.OrderedConsumerConfig{
 		FilterSubjects: stream.Subjects,
 		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
@@ -273,6 +275,10 @@ func (s *Source) drop(what, subject string, err error) {
 		s.log.Warn("dropping stream message: "+what, "subject", subject, "err", err, "dropped", n)
 	}
 }
+
+// CatchingUpTo is the cursor the edge must reach to have caught up with the stream, as the stream stood when the
+// consumer started; 0 before the stream was reached.
+func (s *Source) CatchingUpTo() uint64 { return s.target.Load() }
 
 // Ready reports whether the edge can serve current data: NATS connected, the consumer running and caught up.
 // The error says what is missing.

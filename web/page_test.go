@@ -690,6 +690,11 @@ func TestEdgeRestartResumesWithoutGap(t *testing.T) {
 			if missedWhileDown == 0 {
 				t.Errorf("no watched update was published while the edge was down: the test proved nothing")
 			}
+			// The indicator's count: at least the watched updates published while the edge was down were replayed.
+			if replayed := eval[float64](p, `window.livepush.replayed`); replayed < float64(missedWhileDown) {
+				t.Errorf("the page says %v replayed, but %d watched updates were published while the edge was down",
+					replayed, missedWhileDown)
+			}
 			if !t.Failed() {
 				t.Logf("%d watched updates published while the edge was down, all received once (the page counted %v replayed)",
 					missedWhileDown, eval[float64](p, `window.livepush.replayed`))

@@ -460,8 +460,18 @@ function rejectTopic(topic, message) {
 // readyCursor is the edge's cursor if it says it is ready (caught up with the stream), else null. A cursor behind
 // ours from an edge that just started and is still catching up is not a new stream; only a ready edge's is.
 async function readyCursor() {
-  const ready = await fetchJSON(endpoint('readyz'), { timeout: 2000 }).catch(() => null);
-  return ready ? normCursor(ready.cursor) : null;
+  return (await readiness()).ready;
+}
+
+// readiness asks /readyz: ready is the edge's cursor if it has caught up with the stream, target (when it has not)
+// the cursor it is catching up to, which still tells replayed updates from live ones.
+async function readiness() {
+  try {
+    const body = await fetchJSON(endpoint('readyz'), { timeout: 2000 });
+    return { ready: normCursor(body.cursor), target: null };
+  } catch (err) {
+    return { ready: null, target: normCursor(err && err.body && err.body.target) };
+  }
 }
 
 function makeSink(gen) {
@@ -475,8 +485,15 @@ function makeSink(gen) {
       if (!mine()) return null;
       let c = body ? normCursor(body.cursor) : null;
       if (c && model.lastCursor && cmpCursor(c, model.lastCursor) < 0) {
-        c = await readyCursor(); // not ready: no server cursor, catch-up ends by time stamps
+        // Behind ours: a new stream only if a caught-up edge says so. One still catching up says how far it goes,
+        // which bounds the replay; without even that, the catch-up ends by time stamps.
+        const r = await readiness();
         if (!mine()) return null;
+        c = r.ready;
+        if (!c && r.target && cmpCursor(r.target, model.lastCursor) >= 0) {
+          conn.catchup = r.target;
+          return model.lastCursor;
+        }
       }
       conn.catchup = c;
       if (c && model.lastCursor && cmpCursor(c, model.lastCursor) < 0) {

@@ -94,11 +94,12 @@ export function endpoint(path, params = []) {
 
 /** HttpError is an HTTP error answer; message is the edge's {"error"} text when it sent one. */
 export class HttpError extends Error {
-  constructor(status, message, code) {
+  constructor(status, message, code, body = null) {
     super(message);
     this.name = 'HttpError';
     this.status = status;
     this.code = code || '';
+    this.body = body; // the decoded JSON answer, if it was one
   }
 }
 
@@ -124,7 +125,7 @@ export async function fetchJSON(url, { signal, timeout = 0, onBytes } = {}) {
     }
     if (!res.ok) {
       const msg = body && typeof body.error === 'string' ? body.error : `HTTP ${res.status}`;
-      throw new HttpError(res.status, msg, body && body.code);
+      throw new HttpError(res.status, msg, body && body.code, body);
     }
     if (!body || typeof body !== 'object') throw new HttpError(res.status, 'the answer is not a JSON object', 'bad_body');
     return body;
