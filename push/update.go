@@ -100,26 +100,62 @@ func payloadKind(data []byte) string {
 	}
 }
 
-// topLevelString returns the string value of the first occurrence of key (quoted, as in `"kind"`) in a compact JSON
-// object, without unescaping, or nil. Our feeds put kind and ts at the top level; a nested key of the same name in
-// another producer's payload could be found instead, which costs only a wrong SSE event name or latency sample.
+// topLevelString returns the string value, not unescaped, of key (quoted, as in `"kind"`) at the top level of a
+// JSON object, or nil. One pass that steps over strings and nested values, so neither a nested key of the same name
+// nor the key's text inside a string is taken for it.
 func topLevelString(data []byte, key string) []byte {
-	i := bytes.Index(data, []byte(key))
-	if i < 0 {
-		return nil
+	depth, wantKey := 0, false
+	for i := 0; i < len(data); i++ {
+		switch data[i] {
+		case '{':
+			depth++
+			wantKey = depth == 1
+		case '[':
+			depth++
+		case '}', ']':
+			depth--
+		case ',':
+			wantKey = depth == 1
+		case '"':
+			end := stringEnd(data, i)
+			if end < 0 {
+				return nil
+			}
+			if depth == 1 && wantKey {
+				wantKey = false
+				j := skipSpace(data, end+1)
+				if j < len(data) && data[j] == ':' && string(data[i:end+1]) == key {
+					j = skipSpace(data, j+1)
+					if j < len(data) && data[j] == '"' {
+						if e := stringEnd(data, j); e > 0 {
+							return data[j+1 : e]
+						}
+					}
+					return nil
+				}
+			}
+			i = end
+		}
 	}
-	rest := bytes.TrimLeft(data[i+len(key):], " \t")
-	if len(rest) == 0 || rest[0] != ':' {
-		return nil
+	return nil
+}
+
+// stringEnd returns the index of the quote that ends the JSON string starting at data[start], or -1.
+func stringEnd(data []byte, start int) int {
+	for i := start + 1; i < len(data); i++ {
+		switch data[i] {
+		case '\\':
+			i++
+		case '"':
+			return i
+		}
 	}
-	rest = bytes.TrimLeft(rest[1:], " \t")
-	if len(rest) == 0 || rest[0] != '"' {
-		return nil
+	return -1
+}
+
+func skipSpace(data []byte, i int) int {
+	for i < len(data) && (data[i] == ' ' || data[i] == '\t' || data[i] == '\n' || data[i] == '\r') {
+		i++
 	}
-	rest = rest[1:]
-	end := bytes.IndexByte(rest, '"')
-	if end < 0 {
-		return nil
-	}
-	return rest[:end]
+	return i
 }
