@@ -31,6 +31,9 @@ type HubOptions struct {
 	// ReplayBuffer is how many recent updates the hub keeps in memory, so a client resuming from a recent cursor
 	// (a reconnect, a move from another edge) is served without asking the stream. Zero: 16384.
 	ReplayBuffer int
+	// CloseGrace is how long the write in progress of a subscriber being closed (slow, draining, token expired) may
+	// still take before the connection is cut without a goodbye. Zero: 5s, or WriteTimeout if that is shorter.
+	CloseGrace time.Duration
 }
 
 func (o HubOptions) withDefaults() HubOptions {
@@ -51,6 +54,9 @@ func (o HubOptions) withDefaults() HubOptions {
 	}
 	if o.ReplayBuffer <= 0 {
 		o.ReplayBuffer = 16384
+	}
+	if o.CloseGrace <= 0 {
+		o.CloseGrace = min(5*time.Second, o.WriteTimeout)
 	}
 	return o
 }

@@ -185,8 +185,10 @@ func TestStuckSubscriberDoesNotHoldOthersBack(t *testing.T) {
 func TestSlowSubscriberConflatedThenToldWhy(t *testing.T) {
 	const topics, size = 10, 8 << 10
 	n := startNATS(t)
+	// The client drains megabytes of backlog before it reads the goodbye: on a loaded machine under -race that can
+	// take longer than the default grace, which would cut the connection first.
 	e := startEdge(t, n, Config{}, HubOptions{QueueLimit: 16, SlowTimeout: 500 * time.Millisecond,
-		WriteTimeout: 20 * time.Second, ReplayBuffer: 64})
+		WriteTimeout: 20 * time.Second, CloseGrace: 20 * time.Second, ReplayBuffer: 64})
 
 	// pressure publishes until the edge has disconnected a slow consumer, reading slowly meanwhile with read.
 	pressure := func(t *testing.T, read func()) (published int) {

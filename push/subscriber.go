@@ -411,7 +411,6 @@ func (s *Subscriber) writeLoop() {
 				return
 			}
 			s.beat = false
-			s.writeStart = time.Now() // a heartbeat can block on a full socket as well as a batch
 			s.mu.Unlock()
 			if err := s.sink.heartbeat(); err != nil {
 				s.Close(reasonWriteFailed)
@@ -472,18 +471,15 @@ func (s *Subscriber) Close(reason closeReason) {
 		if !s.writeStart.IsZero() {
 			// The writer is in a write; it says goodbye when the write ends. A client still reading gets there; one
 			// that has stopped would keep the connection until the write timeout: cut it after a grace period.
-			time.AfterFunc(closeGrace, s.abortIfStuck)
+			time.AfterFunc(s.hub.opts.CloseGrace, s.abortIfStuck)
 		}
 		s.startWriterLocked()
 	})
 }
 
-// closeGrace is how long a closing subscriber's write in progress may still take before the connection is cut.
-const closeGrace = 5 * time.Second
-
 func (s *Subscriber) abortIfStuck() {
 	s.mu.Lock()
-	stuck := !s.writeStart.IsZero() && time.Since(s.writeStart) >= closeGrace
+	stuck := !s.writeStart.IsZero() && time.Since(s.writeStart) >= s.hub.opts.CloseGrace
 	s.mu.Unlock()
 	if stuck {
 		s.sink.abort()

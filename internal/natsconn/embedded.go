@@ -20,7 +20,8 @@ type EmbeddedOptions struct {
 	// StoreDir holds JetStream's files. It must be set: without it every embedded server in the machine would share
 	// $TMPDIR/nats/jetstream.
 	StoreDir string
-	// Listen is a host:port for TCP clients, such as "127.0.0.1:4222". Empty: in-process connections only.
+	// Listen is a host:port for TCP clients, such as "127.0.0.1:4222" (port 0: any free one). Empty: in-process
+	// connections only.
 	Listen string
 	// Name of the server. Zero: "livepush-embedded".
 	Name string
@@ -56,6 +57,9 @@ func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 		}
 		if opts.Port, err = strconv.Atoi(port); err != nil {
 			return nil, fmt.Errorf("natsconn: listen port %q: %w", port, err)
+		}
+		if opts.Port == 0 {
+			opts.Port = server.RANDOM_PORT // nats-server takes 0 for its default, 4222; 0 means any free port here
 		}
 		opts.Host = host
 	}
