@@ -477,6 +477,7 @@ func (s *Subscriber) Close(reason closeReason) {
 	})
 }
 
+// abortIfStuck cuts the connection if the write that was in progress at the close is still going on.
 func (s *Subscriber) abortIfStuck() {
 	s.mu.Lock()
 	stuck := !s.writeStart.IsZero() && time.Since(s.writeStart) >= s.hub.opts.CloseGrace
