@@ -81,24 +81,7 @@ func TestNATSRestartUnderLoad(t *testing.T) {
 // A three-node NATS cluster keeps the stream in three replicas; the node leading the stream is killed under load:
 // subscribers see no gap.
 func TestNATSClusterNodeLoss(t *testing.T) {
-	ports, routes := make([]int, 3), make([]int, 3)
-	for i := range 3 {
-		ports[i], routes[i] = freePort(t), freePort(t)
-	}
-	nodes := make([]*natsNode, 3)
-	var urls []string
-	for i := range 3 {
-		var peers []string
-		for j := range 3 {
-			if j != i {
-				peers = append(peers, fmt.Sprintf("nats://127.0.0.1:%d", routes[j]))
-			}
-		}
-		nodes[i] = startNATS(t, ports[i], t.TempDir(), "-n", fmt.Sprintf("n%d", i), "--cluster_name", "livepush",
-			"--cluster", fmt.Sprintf("nats://127.0.0.1:%d", routes[i]), "--routes", strings.Join(peers, ","))
-		urls = append(urls, nodes[i].url)
-	}
-	all := strings.Join(urls, ",")
+	nodes, all := startCluster(t)
 	start := time.Now()
 	ld := startLoad(t, all, topics, 100, 3) // creates the stream with three replicas, waiting for the cluster
 	t.Logf("stream created on the cluster after %v", time.Since(start))
@@ -129,6 +112,62 @@ func TestNATSClusterNodeLoss(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("edge log:\n%s", e.logs())
+	}
+}
+
+// startCluster runs three clustered nats-servers (n0, n1, n2) and returns them and their client URLs, comma-separated.
+func startCluster(t *testing.T) ([]*natsNode, string) {
+	ports, routes := make([]int, 3), make([]int, 3)
+	for i := range 3 {
+		ports[i], routes[i] = freePort(t), freePort(t)
+	}
+	nodes := make([]*natsNode, 3)
+	var urls []string
+	for i := range 3 {
+		var peers []string
+		for j := range 3 {
+			if j != i {
+				peers = append(peers, fmt.Sprintf("nats://127.0.0.1:%d", routes[j]))
+			}
+		}
+		nodes[i] = startNATS(t, ports[i], t.TempDir(), "-n", fmt.Sprintf("n%d", i), "--cluster_name", "livepush",
+			"--cluster", fmt.Sprintf("nats://127.0.0.1:%d", routes[i]), "--routes", strings.Join(peers, ","))
+		urls = append(urls, nodes[i].url)
+	}
+	return nodes, strings.Join(urls, ",")
+}
+
+// The deployment a trading desk runs: a three-node NATS cluster with the stream in three replicas and three edges.
+// One edge is killed under load; every client, whichever edge it was on and whatever its transport, carries on
+// elsewhere with every update exactly once.
+func TestThreeEdgesOnAClusterLoseOne(t *testing.T) {
+	_, all := startCluster(t)
+	ld := startLoad(t, all, topics, 200, 3)
+	var edges []*edge
+	for range 3 {
+		edges = append(edges, startEdge(t, all, "-stream-replicas", "3"))
+	}
+	var cls []*client
+	for i := range edges { // each group of clients starts on another edge and fails over to the next
+		var urls []string
+		for j := range edges {
+			urls = append(urls, edges[(i+j)%len(edges)].url)
+		}
+		cls = append(cls, clientsOn(t, urls...)...)
+	}
+	waitLive(t, cls)
+	ld.waitPublished(t, 50)
+	from := ld.last() // the load began before the clients: what came before this may be folded into snapshots
+	ld.waitPublished(t, 100)
+
+	edges[0].signal(syscall.SIGKILL)
+	ld.waitPublished(t, 400)
+	acked := ld.finish()
+	for i, cl := range cls {
+		cl.expectExactly(t, acked, from)
+		if moved := cl.eventsOf(subscriber.Reconnecting) > 0; moved != (i < 3) {
+			t.Errorf("%s client (group %d) reconnected: %v; only the killed edge's clients should have", cl.name, i/3, moved)
+		}
 	}
 }
 
