@@ -227,24 +227,35 @@ func (s *Server) authorize(c *gin.Context, patterns []string) (*grant, bool) {
 // tokenExpiry closes a subscriber when its token expires, telling the client why. A WebSocket client moves the time
 // by sending a fresh token.
 type tokenExpiry struct {
-	sub *Subscriber
-
-	mu    sync.Mutex
-	timer *time.Timer // nil while the token does not expire
+	mu      sync.Mutex
+	sub     *Subscriber
+	timer   *time.Timer // nil while the token does not expire
+	stopped bool        // the subscriber is closed: nothing to arm any more
 }
 
-// endAtExpiry closes sub when g's token expires; set moves that time.
-func endAtExpiry(sub *Subscriber, g *grant) *tokenExpiry {
-	e := &tokenExpiry{sub: sub}
-	e.set(g.expires)
-	release := sub.onClose
-	sub.onClose = func() {
-		e.set(time.Time{})
-		if release != nil {
-			release()
-		}
+// closeAtExpiry returns an expiry, to start once the connection's subscriber exists, and onClose (release, stopping
+// the expiry too) to give the subscriber. Without a need for one (no token that expires, none to come) the expiry is
+// nil, which does nothing.
+func closeAtExpiry(needed bool, release func()) (*tokenExpiry, func()) {
+	if !needed {
+		return nil, release
 	}
-	return e
+	e := &tokenExpiry{}
+	return e, func() {
+		e.stop()
+		release()
+	}
+}
+
+// start closes sub at t (zero: never), unless sub has been closed already.
+func (e *tokenExpiry) start(sub *Subscriber, t time.Time) {
+	if e == nil {
+		return
+	}
+	e.mu.Lock()
+	e.sub = sub
+	e.mu.Unlock()
+	e.set(t)
 }
 
 // set closes the subscriber at t instead of the time set before; zero: never.
@@ -255,8 +266,20 @@ func (e *tokenExpiry) set(t time.Time) {
 		e.timer.Stop()
 		e.timer = nil
 	}
-	if !t.IsZero() {
-		e.timer = time.AfterFunc(time.Until(t), func() { e.sub.Close(reasonTokenExpired) })
+	if e.stopped || e.sub == nil || t.IsZero() {
+		return
+	}
+	sub := e.sub
+	e.timer = time.AfterFunc(time.Until(t), func() { sub.Close(reasonTokenExpired) })
+}
+
+func (e *tokenExpiry) stop() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.stopped = true
+	if e.timer != nil {
+		e.timer.Stop()
+		e.timer = nil
 	}
 }
 

@@ -55,7 +55,7 @@ func BenchmarkHubFanout(b *testing.B) {
 	h := NewHub(HubOptions{QueueLimit: 1 << 20})
 	sink := &countingSink{}
 	for i := range subscribers {
-		s, _ := h.newSubscriber(sink, "bench", "")
+		s, _ := h.newSubscriber(sink, "bench", "", nil)
 		var patterns []string
 		for k := range perSubscriber {
 			patterns = append(patterns, fmt.Sprintf("market.S%03d", (i*perSubscriber+k)%symbols))
@@ -96,7 +96,7 @@ func BenchmarkHubSubscribe(b *testing.B) {
 	sink := &countingSink{}
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		s, _ := h.newSubscriber(sink, "bench", "")
+		s, _ := h.newSubscriber(sink, "bench", "", nil)
 		patterns := make([]string, perSubscriber)
 		for k := range patterns {
 			patterns[k] = fmt.Sprintf("market.S%04d", (i*perSubscriber+k)%topics)

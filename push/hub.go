@@ -197,13 +197,14 @@ func (h *Hub) matchLocked(t string) []*patternSet {
 }
 
 // newSubscriber registers a connection with the hub. Its patterns start empty.
-func (h *Hub) newSubscriber(sink sink, transport, remote string) (*Subscriber, bool) {
+func (h *Hub) newSubscriber(sink sink, transport, remote string, onClose func()) (*Subscriber, bool) {
 	s := &Subscriber{
 		hub:       h,
 		id:        h.nextID.Add(1),
 		sink:      sink,
 		transport: transport,
 		remote:    remote,
+		onClose:   onClose, // set before s is visible: another goroutine may close it from then on
 		limit:     h.opts.QueueLimit,
 		metrics:   h.metrics.forTransport(transport),
 	}

@@ -97,6 +97,10 @@ func (s *Server) handlePoll(c *gin.Context) {
 		s.refuse(c, refused.status, refused.reason)
 		return
 	}
+	if errors.Is(err, ErrCursorAhead) { // the stream was recreated after the cursor check
+		writeError(c, http.StatusBadRequest, "bad_cursor", fmt.Sprintf("cursor %d is ahead of the stream", since))
+		return
+	}
 	if errors.Is(err, ErrCursorExpired) { // retention passed the cursor while we were about to read from it
 		head, updates := s.hub.Snapshot(sub.Patterns)
 		writeUpdates(c, head, updates[:min(len(updates), limit)], `,"reset":true`)
@@ -141,12 +145,11 @@ func (s *Server) poll(ctx context.Context, deadline time.Time, remote string, su
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	sink := &pollSink{got: make(chan []*Update, 1), closed: make(chan struct{})}
-	subscriber, ok := s.hub.newSubscriber(sink, "poll", remote)
+	subscriber, ok := s.hub.newSubscriber(sink, "poll", remote, release)
 	if !ok {
 		release()
 		return since, nil, nil // draining: an empty answer sends the client elsewhere
 	}
-	subscriber.onClose = release
 	defer subscriber.Close(reasonClientGone)
 	if _, err := s.hub.Resume(ctx, subscriber, sub, since, nil); err != nil && ctx.Err() == nil {
 		return since, nil, err

@@ -1,6 +1,7 @@
 package push
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -84,5 +85,68 @@ func TestStreamRecreatedUnderARunningEdge(t *testing.T) {
 	live := n.publish(t, "market.AAPL", `{"kind":"quote","price":1001}`)
 	if m := again.expect(t, "update"); mustCursor(t, m.Cursor) != live {
 		t.Fatalf("live update at cursor %s, want %d", m.Cursor, live)
+	}
+}
+
+// A busy stream, checked often, is never taken for a recreated one: the consumer is not restarted and no subscriber
+// is closed.
+func TestBusyStreamIsNotTakenForRecreated(t *testing.T) {
+	n := startNATS(t)
+	var src *Source
+	e := startEdgeOn(t, n, listen(t, "127.0.0.1:0"), Config{}, HubOptions{},
+		func(s *Source) { s.checkEvery = 10 * time.Millisecond; src = s })
+	ws := dialWS(t, e.url, "?topic=market.BUSY", nil)
+	ws.expect(t, "subscribed")
+	var last uint64
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
+		for range 50 {
+			if _, err := n.js.PublishAsync("market.BUSY", []byte(`{"kind":"quote"}`)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		select {
+		case <-n.js.PublishAsyncComplete():
+		case <-time.After(5 * time.Second):
+			t.Fatal("publishing timed out")
+		}
+		info, err := n.js.Stream(t.Context(), n.cfg.StreamName())
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = info.CachedInfo().State.LastSeq
+	}
+	e.waitHead(t, last)
+	if got := src.started.Load(); got != 1 {
+		t.Errorf("the consumer started %d times while the stream was busy, want once", got)
+	}
+	select {
+	case err := <-ws.closed:
+		t.Errorf("the subscriber was closed: %v", err)
+	default:
+	}
+}
+
+// A resume whose cursor was checked against the old stream, and that runs after the stream was recreated, is refused
+// as ahead of the stream (the client starts over from a snapshot) instead of joining the new stream with an old
+// cursor.
+func TestResumeAcrossARecreationIsRefused(t *testing.T) {
+	h := NewHub(HubOptions{})
+	for i := range 10 {
+		u, _ := NewUpdate("market.AAPL", uint64(i+1), []byte(`{"kind":"quote"}`), time.Now())
+		h.Publish(u)
+	}
+	h.beginHistory(0)
+	if err := h.CheckCursor(t.Context(), 5); err != nil {
+		t.Fatalf("cursor 5 of the old stream: %v", err)
+	}
+	h.streamRecreated()
+	u, _ := NewUpdate("market.AAPL", 1, []byte(`{"kind":"quote"}`), time.Now()) // the new stream's first
+	h.Publish(u)
+
+	s, _ := h.newSubscriber(&countingSink{}, "test", "", nil)
+	defer s.Close(reasonClientGone)
+	_, err := h.resume(t.Context(), s, Subscription{Patterns: []string{"market.AAPL"}}, 5, nil, nil)
+	if !errors.Is(err, ErrCursorAhead) {
+		t.Fatalf("resume from 5 after the recreation: %v, want ErrCursorAhead", err)
 	}
 }

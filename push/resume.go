@@ -90,6 +90,14 @@ func (h *Hub) resume(ctx context.Context, s *Subscriber, sub Subscription, since
 	source := "memory"
 	defer func() { h.metrics.replays.WithLabelValues(source).Inc() }()
 	for {
+		// The cursor check left the hub at or past since, with its memory on. Only a recreated stream takes the
+		// head back or stops the memory: since then belongs to the old stream.
+		h.cacheMu.RLock()
+		recreated := h.head < since || !h.recent.on
+		h.cacheMu.RUnlock()
+		if recreated {
+			return false, fmt.Errorf("%w: the stream was recreated", ErrCursorAhead)
+		}
 		if done, err := h.resumeFromMemory(s, sub, &since, keep); done || err != nil {
 			return false, err
 		}

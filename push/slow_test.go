@@ -424,8 +424,8 @@ func TestBurstConflatesOnlyStalledWriters(t *testing.T) {
 	h := NewHub(HubOptions{QueueLimit: 16})
 	steady := &pacedSink{delay: 20 * time.Millisecond} // each write completes well within stallAfter
 	stalled := &pacedSink{delay: time.Second}
-	sSteady, _ := h.newSubscriber(steady, "test", "")
-	sStalled, _ := h.newSubscriber(stalled, "test", "")
+	sSteady, _ := h.newSubscriber(steady, "test", "", nil)
+	sStalled, _ := h.newSubscriber(stalled, "test", "", nil)
 	for _, s := range []*Subscriber{sSteady, sStalled} {
 		h.Subscribe(s, Subscription{Patterns: []string{"market.*"}}, nil)
 	}

@@ -29,9 +29,10 @@ type Source struct {
 	dropped  atomic.Int64  // messages that could not be delivered (bad topic or payload)
 	lastMsg  atomic.Int64  // unix nanoseconds of the last message consumed
 	target   atomic.Uint64 // the stream's last cursor when the consumer started: caught up once past it
+	started  atomic.Int64  // consumers started, the first included
 
 	created    time.Time     // when the stream the hub holds updates of was created; Run's goroutine only
-	checkEvery time.Duration // how often the consumer is checked for a stall or a recreated stream
+	checkEvery time.Duration // how often the consumer is checked for a stall or a recreated stream (tests shorten it)
 }
 
 // NewSource returns a source that feeds hub from the stream described by cfg over js, and serves the hub's resumes
@@ -126,6 +127,8 @@ func (s *Source) consume(ctx context.Context, name string) error {
 		return err
 	}
 	s.running.Store(true)
+	s.started.Add(1)
+	s.lastMsg.Store(time.Now().UnixNano()) // a stall is measured from here, not from the last consumer's messages
 	s.log.Info("consuming stream", "stream", name, "from", cfg.DeliverPolicy.String(), "head", s.hub.Head())
 	defer func() {
 		s.running.Store(false)
@@ -137,6 +140,7 @@ func (s *Source) consume(ctx context.Context, name string) error {
 	// Either way, start over.
 	watch := time.NewTicker(s.checkEvery)
 	defer watch.Stop()
+	behind := false // the stream's last cursor was below the hub's head at the previous check
 	for {
 		select {
 		case <-ctx.Done():
@@ -144,17 +148,22 @@ func (s *Source) consume(ctx context.Context, name string) error {
 		case <-cc.Closed():
 			return errors.New("push: consumer closed")
 		case <-watch.C:
+			// The head first: updates stored after the stream's answer may reach the hub before this line, and
+			// must not make a busy stream look shorter than the hub.
+			head := s.hub.Head()
 			bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			info, err := s.info(bctx)
 			cancel()
 			if err != nil {
 				continue // NATS trouble: the ordered consumer rides it out, or cc closes
 			}
-			head := s.hub.Head()
-			if s.recreated(info, head) {
+			// Another creation time is proof; a stream shorter than the hub must be so twice running, in case an
+			// answer came from a replica that lags.
+			if s.recreated(info, head) && (!info.Created.Equal(s.created) || behind) {
 				return errors.New("push: the stream was recreated")
 			}
-			idle := time.Since(time.Unix(0, s.lastMsg.Load())) >= s.checkEvery
+			behind = info.State.LastSeq < head
+			idle := time.Since(time.Unix(0, s.lastMsg.Load())) >= stallCheck
 			if idle && info.State.LastSeq > head {
 				return fmt.Errorf("push: consumer stalled at %d while the stream is at %d", head, info.State.LastSeq)
 			}

@@ -3,6 +3,7 @@ package push
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"strconv"
@@ -95,16 +96,14 @@ func (s *Server) handleSSE(c *gin.Context) {
 	}
 	sc.header = append(header, "\r\n"...)
 
-	subscriber, ok := s.hub.newSubscriber(sc, "sse", c.ClientIP())
+	expiry, onClose := closeAtExpiry(!g.expires.IsZero(), release)
+	subscriber, ok := s.hub.newSubscriber(sc, "sse", c.ClientIP(), onClose)
 	if !ok {
 		release()
 		sc.close(reasonRestart)
 		return
 	}
-	subscriber.onClose = release
-	if !g.expires.IsZero() {
-		endAtExpiry(subscriber, g)
-	}
+	expiry.start(subscriber, g.expires)
 	s.log.Info("connection opened", "conn", subscriber.id, "transport", "sse", "remote", subscriber.remote,
 		"topics", sub.Patterns, "since", since, "resume", resume)
 	// The response starts with the first write of the subscriber's writer, which comes after the subscription is
@@ -119,7 +118,11 @@ func (s *Server) handleSSE(c *gin.Context) {
 		// its own, so that it keeps a small stack for the connection's life.
 		if _, err := s.hub.resume(context.Background(), subscriber, sub, since, sseHello, checked); err != nil {
 			s.log.Info("resume failed", "conn", subscriber.id, "err", err)
-			subscriber.Close(reasonUnavailable)
+			if errors.Is(err, ErrCursorAhead) {
+				subscriber.Close(reasonStreamRecreated) // only a recreation gets here: the check came first
+			} else {
+				subscriber.Close(reasonUnavailable)
+			}
 		}
 		go s.sseReadLoop(subscriber, conn)
 	}()

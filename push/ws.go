@@ -110,16 +110,14 @@ func (s *Server) handleWS(c *gin.Context) {
 	}
 	conn.SetReadLimit(maxControlMessage)
 	wc := &wsConn{conn: conn, raw: hijack.conn, timeout: s.hub.opts.WriteTimeout, grant: g}
-	sub, ok := s.hub.newSubscriber(wc, "ws", c.ClientIP())
+	wc.expiry, release = closeAtExpiry(s.cfg.Auth != nil, release) // a token may come later, with an expiry
+	sub, ok := s.hub.newSubscriber(wc, "ws", c.ClientIP(), release)
 	if !ok {
 		release()
 		conn.Close(websocket.StatusServiceRestart, reasonRestart.text)
 		return
 	}
-	sub.onClose = release
-	if s.cfg.Auth != nil {
-		wc.expiry = endAtExpiry(sub, g)
-	}
+	wc.expiry.start(sub, g.expires)
 	s.log.Info("connection opened", "conn", sub.id, "transport", "ws", "remote", sub.remote)
 
 	// Topics in the URL subscribe at once, as if the first message had been a subscribe without an id (and the

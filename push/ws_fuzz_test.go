@@ -49,7 +49,7 @@ func FuzzWSControl(f *testing.F) {
 	srv := NewServer(Config{Log: testLogger(f)}, h, nil)
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		sink := &recordingSink{}
-		sub, _ := h.newSubscriber(sink, "ws", "fuzz")
+		sub, _ := h.newSubscriber(sink, "ws", "fuzz", nil)
 		defer sub.Close(reasonClientGone)
 		srv.wsHandle(sub, frame)
 		waitIdle(t, sub)

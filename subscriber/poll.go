@@ -91,7 +91,7 @@ func (c *Client) poll(ctx context.Context, u string) (*pollAnswer, ended) {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, httpFailure(resp)
+		return nil, c.httpFailure(resp)
 	}
 	var answer pollAnswer
 	body := io.LimitReader(resp.Body, maxMessage)

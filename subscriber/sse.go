@@ -42,7 +42,7 @@ func (c *Client) runSSE(ctx context.Context, base string, handle func(Update) er
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return c.badCursor(base, since, httpFailure(resp))
+		return c.badCursor(base, since, c.httpFailure(resp))
 	}
 	if ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); ct != "text/event-stream" {
 		return failed(errors.New("subscriber: " + base + "/sse answered " + strconv.Quote(ct) + ", not an event stream"))

@@ -81,7 +81,9 @@ type Options struct {
 	Log *slog.Logger
 	// Token, if set, gives the bearer token for an edge that checks tokens. It is called before every connection
 	// and every long poll, so when the edge ends a stream whose token expired, the client comes back with a fresh
-	// one and resumes from its cursor. An error from it counts as a failed connection attempt.
+	// one and resumes from its cursor. An error from it counts as a failed connection attempt. When the edge refuses
+	// a token, the client tries again with the next one Token gives, and gives up (Run returns the edge's
+	// "unauthorized") if that is the same token.
 	Token func(context.Context) (string, error)
 }
 
@@ -109,6 +111,8 @@ type Client struct {
 	onEvent     func(Event)
 	log         *slog.Logger
 	token       func(context.Context) (string, error)
+	sent        string // the token of the connection being made; only Run's goroutine touches it
+	refused     string // the last token an edge refused
 
 	cursor  atomic.Uint64
 	running atomic.Bool
@@ -361,8 +365,30 @@ func (c *Client) authorize(ctx context.Context, h http.Header) error {
 	if err != nil {
 		return fmt.Errorf("subscriber: getting a token: %w", err)
 	}
+	c.sent = tok
 	h.Set("Authorization", "Bearer "+tok)
 	return nil
+}
+
+// tokenRefused decides whether a connection refused for its token is worth another attempt: once per new token,
+// since Options.Token may give a fresh one, but not the same token twice.
+func (c *Client) tokenRefused() (retry bool) {
+	if c.token == nil || c.sent == c.refused {
+		return false
+	}
+	c.refused = c.sent
+	return true
+}
+
+// httpFailure is the package's httpFailure, except that a 401 is retried (with backoff) when Options.Token may
+// give another token: the one sent may just have expired.
+func (c *Client) httpFailure(resp *http.Response) ended {
+	end := httpFailure(resp)
+	var e *Error
+	if end.permanent && errors.As(end.err, &e) && e.Status == http.StatusUnauthorized && c.tokenRefused() {
+		end.permanent = false
+	}
+	return end
 }
 
 // httpFailure turns an answer other than 200 into how the connection ended: a permanent *Error for a refused

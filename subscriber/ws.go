@@ -213,7 +213,7 @@ func (c *Client) runWS(ctx context.Context, base string, handle func(Update) err
 	})
 	if err != nil {
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols && resp.StatusCode >= 400 {
-			return httpFailure(resp)
+			return c.httpFailure(resp)
 		}
 		return failed(wd.err(err))
 	}
@@ -348,8 +348,8 @@ func (c *Client) wsClosed(base string, err error) ended {
 		return ended{err: closeError(reason, ce.Reason), soon: true}
 	case code == websocket.StatusTryAgainLater:
 		return ended{err: closeError(reason, ce.Reason), atLeast: tryLaterWait}
-	case code == closeTokenExpired && c.token != nil:
-		return ended{err: closeError(reason, ce.Reason), soon: true} // Options.Token gives a fresh one
+	case code == closeTokenExpired && c.tokenRefused():
+		return ended{err: closeError(reason, ce.Reason), soon: true} // Options.Token may give a fresh one
 	case code == websocket.StatusPolicyViolation || code == websocket.StatusProtocolError ||
 		code == websocket.StatusUnsupportedData || code == websocket.StatusInvalidFramePayloadData ||
 		code == websocket.StatusMessageTooBig || code == websocket.StatusMandatoryExtension ||
