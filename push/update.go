@@ -102,8 +102,9 @@ func payloadKind(data []byte) string {
 
 // topLevelString returns the string value, not unescaped, of key (quoted, as in `"kind"`) at the top level of a
 // JSON object, or nil. One pass that steps over strings and nested values, so neither a nested key of the same name
-// nor the key's text inside a string is taken for it.
+// nor the key's text inside a string is taken for it. Of duplicate keys the last counts, as for JSON decoders.
 func topLevelString(data []byte, key string) []byte {
+	var found []byte
 	depth, wantKey := 0, false
 	for i := 0; i < len(data); i++ {
 		switch data[i] {
@@ -125,19 +126,20 @@ func topLevelString(data []byte, key string) []byte {
 				wantKey = false
 				j := skipSpace(data, end+1)
 				if j < len(data) && data[j] == ':' && string(data[i:end+1]) == key {
-					j = skipSpace(data, j+1)
-					if j < len(data) && data[j] == '"' {
-						if e := stringEnd(data, j); e > 0 {
-							return data[j+1 : e]
+					found = nil
+					if j = skipSpace(data, j+1); j < len(data) && data[j] == '"' {
+						e := stringEnd(data, j)
+						if e < 0 {
+							return nil
 						}
+						found, end = data[j+1:e], e
 					}
-					return nil
 				}
 			}
 			i = end
 		}
 	}
-	return nil
+	return found
 }
 
 // stringEnd returns the index of the quote that ends the JSON string starting at data[start], or -1.

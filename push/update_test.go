@@ -18,6 +18,7 @@ func TestKindAndTimeFromTheTopLevel(t *testing.T) {
 		{`{"x":"\\","kind":"quote"}`, "quote", ""},
 		{`{"kind":"has space"}`, "update", ""},
 		{`{"kind":"quote`, "update", ""},
+		{`{"kind":"quote","kind":"halt"}`, "halt", ""}, // the last of duplicate keys, as JSON decoders take it
 	} {
 		if got := payloadKind([]byte(tc.payload)); got != tc.kind {
 			t.Errorf("kind of %s = %q, want %q", tc.payload, got, tc.kind)
