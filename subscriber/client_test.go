@@ -17,8 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
-
 	"github.com/livepush/livepush/internal/stream"
 	"github.com/livepush/livepush/push"
 	"github.com/livepush/livepush/subscriber"
@@ -504,21 +502,14 @@ func ExampleClient_Run() {
 // Against an edge that checks tokens, Options.Token gives each connection its token. When a short-lived token
 // expires the edge ends the stream, the client comes back with a fresh token and resumes: nothing lost or repeated.
 func TestTokenRefreshedOnReconnect(t *testing.T) {
-	secret := []byte("a test secret that is long enough")
-	auth, err := push.NewAuthenticator(push.AuthConfig{HMACSecret: secret})
-	if err != nil {
-		t.Fatal(err)
-	}
 	n := subscribertest.StartNATS(t, stream.Config{})
-	e := n.StartEdge(t, "127.0.0.1:0", push.Config{Auth: auth}, push.HubOptions{})
+	e := n.StartEdge(t, "127.0.0.1:0", push.Config{Auth: subscribertest.Authenticator(t)}, push.HubOptions{})
 	for _, tr := range transports {
 		t.Run(tr, func(t *testing.T) {
 			var minted atomic.Int32
 			token := func(context.Context) (string, error) {
 				minted.Add(1)
-				return jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
-					"topics": []string{"market.>"}, "exp": time.Now().Add(time.Second).Unix(),
-				}).SignedString(secret)
+				return subscribertest.Token([]string{"market.>"}, time.Second)
 			}
 			first := n.Publish(t, "market.TOK", subscribertest.Quote("TOK", 1))
 			r := start(t, subscriber.Options{URLs: []string{e.URL}, Transport: tr, Topics: []string{"market.TOK"},

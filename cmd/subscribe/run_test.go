@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
-
 	"github.com/livepush/livepush/internal/cli"
 	"github.com/livepush/livepush/internal/stream"
 	"github.com/livepush/livepush/push"
@@ -222,17 +220,11 @@ func TestInterruptExitsZero(t *testing.T) {
 // Against an edge that checks tokens: -token-file is read at connect and the stream flows; a bad token is a clear
 // error and a non-zero exit.
 func TestToken(t *testing.T) {
-	secret := []byte("a test secret that is long enough")
-	auth, err := push.NewAuthenticator(push.AuthConfig{HMACSecret: secret})
-	if err != nil {
-		t.Fatal(err)
-	}
 	n := subscribertest.StartNATS(t, stream.Config{})
 	n.Publish(t, "market.AAPL", subscribertest.Quote("AAPL", 189.12))
-	e := n.StartEdge(t, "127.0.0.1:0", push.Config{Auth: auth}, push.HubOptions{})
+	e := n.StartEdge(t, "127.0.0.1:0", push.Config{Auth: subscribertest.Authenticator(t)}, push.HubOptions{})
 	e.WaitHead(t, 1)
-	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"topics": []string{"market.>"},
-		"exp": time.Now().Add(time.Hour).Unix()}).SignedString(secret)
+	tok, err := subscribertest.Token([]string{"market.>"}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -169,4 +170,24 @@ func (e *Edge) WaitHead(t testing.TB, seq uint64) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// tokenSecret signs the tokens of Token; Authenticator checks them.
+var tokenSecret = []byte("subscribertest: a secret long enough for HS256")
+
+// Authenticator returns an edge authenticator (push.Config.Auth) that checks the tokens Token makes.
+func Authenticator(t testing.TB) *push.Authenticator {
+	t.Helper()
+	a, err := push.NewAuthenticator(push.AuthConfig{HMACSecret: tokenSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// Token returns a token for Authenticator's edges that allows topics and expires after ttl (to the second).
+func Token(topics []string, ttl time.Duration) (string, error) {
+	return jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"topics": topics, "exp": time.Now().Add(ttl).Unix(),
+	}).SignedString(tokenSecret)
 }
