@@ -41,7 +41,7 @@ func (s *syncBuffer) String() string {
 }
 
 // runFor runs the command with args and returns its error and output, failing if it takes longer than 10s.
-func runFor(t *testing.T, ctx context.Context, args ...string) (err error, stdout, stderr string) {
+func runFor(t *testing.T, ctx context.Context, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
 	var out, errs syncBuffer
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -50,7 +50,7 @@ func runFor(t *testing.T, ctx context.Context, args ...string) (err error, stdou
 	if ctx.Err() == context.DeadlineExceeded {
 		t.Fatalf("subscribe %v still running after 10s; stderr:\n%s", args, errs.String())
 	}
-	return err, out.String(), errs.String()
+	return out.String(), errs.String(), err
 }
 
 func TestJSONCount(t *testing.T) {
@@ -68,7 +68,7 @@ func TestJSONCount(t *testing.T) {
 	for _, tr := range []string{"sse", "ws", "poll"} {
 		t.Run(tr, func(t *testing.T) {
 			// Resume after the first quote: the two later quotes and the score, exactly, then exit.
-			err, out, errs := runFor(t, t.Context(), "-url", e.URL, "-transport", tr, "-topic", "market.AAPL,sports.>",
+			out, errs, err := runFor(t, t.Context(), "-url", e.URL, "-transport", tr, "-topic", "market.AAPL,sports.>",
 				"-json", "-cursor", "1", "-count", "3")
 			if err != nil {
 				t.Fatalf("run: %v\nstderr: %s", err, errs)
@@ -103,7 +103,7 @@ func TestReadableLines(t *testing.T) {
 	n.Publish(t, "market.ODD", `{"topic":"market.ODD","kind":"halt","reason":"news"}`)
 	e := n.StartEdge(t, "127.0.0.1:0", push.Config{}, push.HubOptions{})
 	e.WaitHead(t, 3)
-	err, out, errs := runFor(t, t.Context(), "-url", e.URL, "-topic", "market.*", "-topic", "sports.>", "-count", "3")
+	out, errs, err := runFor(t, t.Context(), "-url", e.URL, "-topic", "market.*", "-topic", "sports.>", "-count", "3")
 	if err != nil {
 		t.Fatalf("run: %v\nstderr: %s", err, errs)
 	}
@@ -142,7 +142,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"-topic", "market.AAPL", "-cursor", "abc"}, "not a cursor"},
 		{[]string{"-topic", "market.AAPL", "-count", "-1"}, "-count -1"},
 	} {
-		err, _, errs := runFor(t, t.Context(), tc.args...)
+		_, errs, err := runFor(t, t.Context(), tc.args...)
 		var usage cli.UsageError
 		if !errors.As(err, &usage) || !strings.Contains(err.Error()+errs, tc.want) {
 			t.Errorf("subscribe %v: %v (stderr %q), want a usage error saying %q", tc.args, err, errs, tc.want)
@@ -160,7 +160,7 @@ func TestInvalidTopicShowsEdgeMessage(t *testing.T) {
 	n := subscribertest.StartNATS(t, stream.Config{})
 	e := n.StartEdge(t, "127.0.0.1:0", push.Config{}, push.HubOptions{})
 	for _, tr := range []string{"sse", "ws", "poll"} {
-		err, _, _ := runFor(t, t.Context(), "-url", e.URL, "-transport", tr, "-topic", "market.aapl")
+		_, _, err := runFor(t, t.Context(), "-url", e.URL, "-transport", tr, "-topic", "market.aapl")
 		if !errors.As(err, new(cli.UsageError)) || !strings.Contains(err.Error(), `invalid topic "market.aapl"`) ||
 			strings.Contains(err.Error(), "subscriber:") {
 			t.Errorf("%s: %v, want a usage error with the edge's message", tr, err)
@@ -211,7 +211,7 @@ func TestInterruptExitsZero(t *testing.T) {
 	e := n.StartEdge(t, "127.0.0.1:0", push.Config{}, push.HubOptions{})
 	ctx, cancel := context.WithCancel(t.Context())
 	time.AfterFunc(300*time.Millisecond, cancel)
-	err, _, errs := runFor(t, ctx, "-url", e.URL, "-transport", "ws", "-topic", "market.*")
+	_, errs, err := runFor(t, ctx, "-url", e.URL, "-transport", "ws", "-topic", "market.*")
 	if err != nil || cli.Exit("subscribe", err) != 0 {
 		t.Fatalf("interrupted run: %v (stderr %q), want nil", err, errs)
 	}
@@ -232,11 +232,11 @@ func TestToken(t *testing.T) {
 	if err := os.WriteFile(file, []byte(tok+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	err, out, errs := runFor(t, t.Context(), "-url", e.URL, "-topic", "market.*", "-token-file", file, "-count", "1")
+	out, errs, err := runFor(t, t.Context(), "-url", e.URL, "-topic", "market.*", "-token-file", file, "-count", "1")
 	if err != nil || !strings.Contains(out, "market.AAPL") {
 		t.Fatalf("with a token: %v, output %q\nstderr: %s", err, out, errs)
 	}
-	err, _, errs = runFor(t, t.Context(), "-url", e.URL, "-topic", "market.*", "-token", "not-a-jwt")
+	_, errs, err = runFor(t, t.Context(), "-url", e.URL, "-topic", "market.*", "-token", "not-a-jwt")
 	if err == nil || cli.Exit("subscribe", err) == 0 || !strings.Contains(err.Error(), "malformed token") {
 		t.Errorf("with a bad token: %v, want a non-zero exit saying the token is malformed\nstderr: %s", err, errs)
 	}
