@@ -383,14 +383,15 @@ func TestResetWhenCursorTooOld(t *testing.T) {
 
 // With the first edge down, the client moves on to the second URL.
 func TestFailoverToNextURL(t *testing.T) {
+	n := subscribertest.StartNATS(t, stream.Config{})
+	e := n.StartEdge(t, "127.0.0.1:0", push.Config{}, push.HubOptions{})
+	// A port just freed, after everything this test listens on: the kernel could hand it to a later listener.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	dead := "http://" + ln.Addr().String()
 	ln.Close() // nothing listens there now
-	n := subscribertest.StartNATS(t, stream.Config{})
-	e := n.StartEdge(t, "127.0.0.1:0", push.Config{}, push.HubOptions{})
 	for _, tr := range transports {
 		t.Run(tr, func(t *testing.T) {
 			r := start(t, subscriber.Options{URLs: []string{dead, e.URL}, Transport: tr, Topics: []string{"market.AAPL"}})
