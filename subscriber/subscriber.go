@@ -83,7 +83,7 @@ type Options struct {
 	// and every long poll, so when the edge ends a stream whose token expired, the client comes back with a fresh
 	// one and resumes from its cursor. An error from it counts as a failed connection attempt. When the edge refuses
 	// a token, the client tries again with the next one Token gives, and gives up (Run returns the edge's
-	// "unauthorized") if that is the same token.
+	// "unauthorized") when the same token has been refused three times running.
 	Token func(context.Context) (string, error)
 }
 
@@ -113,6 +113,7 @@ type Client struct {
 	token       func(context.Context) (string, error)
 	sent        string // the token of the connection being made; only Run's goroutine touches it
 	refused     string // the last token an edge refused
+	refusals    int    // how many times running it was refused
 
 	cursor  atomic.Uint64
 	running atomic.Bool
@@ -370,15 +371,21 @@ func (c *Client) authorize(ctx context.Context, h http.Header) error {
 	return nil
 }
 
-// tokenRefused decides whether a connection refused for its token is worth another attempt: once per new token,
-// since Options.Token may give a fresh one, but not the same token twice.
+// tokenRefused decides whether a connection refused for its token is worth another attempt (with backoff):
+// Options.Token may give a fresh one, or its cache may catch up with an edge whose clock is ahead. The same token
+// refused three times running is given up.
 func (c *Client) tokenRefused() (retry bool) {
-	if c.token == nil || c.sent == c.refused {
+	if c.token == nil {
 		return false
 	}
-	c.refused = c.sent
-	return true
+	if c.sent != c.refused {
+		c.refused, c.refusals = c.sent, 0
+	}
+	c.refusals++
+	return c.refusals < maxTokenRefusals
 }
+
+const maxTokenRefusals = 3
 
 // httpFailure is the package's httpFailure, except that a 401 is retried (with backoff) when Options.Token may
 // give another token: the one sent may just have expired.
