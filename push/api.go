@@ -96,18 +96,18 @@ func cursorFromRequest(c *gin.Context, header string, params ...string) (since u
 
 // checkCursor checks a resume cursor before the response starts. It returns nil or ErrCursorExpired (the stream
 // answers with a reset); for a cursor ahead of the stream it answers 400, and 503 while the stream is away.
-func (s *Server) checkCursor(c *gin.Context, since uint64) (checked error, ok bool) {
-	err := s.hub.CheckCursor(c.Request.Context(), since)
-	switch {
+func (s *Server) checkCursor(c *gin.Context, since uint64) (checked checkedCursor, ok bool) {
+	checked = s.hub.checkCursor(c.Request.Context(), since)
+	switch err := checked.err; {
 	case err == nil, errors.Is(err, ErrCursorExpired):
-		return err, true
+		return checked, true
 	case errors.Is(err, ErrCursorAhead):
 		writeError(c, http.StatusBadRequest, "bad_cursor", fmt.Sprintf("cursor %d is ahead of the stream", since))
 	default:
 		c.Header("Retry-After", "2")
 		writeError(c, http.StatusServiceUnavailable, "unavailable", "the stream is unreachable right now: retry shortly")
 	}
-	return err, false
+	return checked, false
 }
 
 // writeUpdates answers {"cursor":"N","updates":[…]} from the updates' shared encodings, without re-encoding them.

@@ -80,7 +80,8 @@ type Hub struct {
 	latest  map[string]*Update
 	recent  ring // the latest updates, in cursor order: every update after recent.floor, once history is on
 
-	history History // the stream, for resumes from further back than recent holds; set once by NewSource
+	history History       // the stream, for resumes from further back than recent holds; set once by NewSource
+	epoch   atomic.Uint64 // streams followed so far, minus one: a cursor means nothing across a recreation
 
 	metrics *metrics
 	nextID  atomic.Uint64
@@ -171,6 +172,7 @@ func (h *Hub) streamRecreated() {
 		subs = append(subs, s)
 	}
 	h.cacheMu.Lock()
+	h.epoch.Add(1)
 	h.head = 0
 	clear(h.latest)
 	h.recent.stop()

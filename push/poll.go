@@ -69,7 +69,7 @@ func (s *Server) handlePoll(c *gin.Context) {
 	if !ok {
 		return
 	}
-	if errors.Is(checked, ErrCursorExpired) {
+	if errors.Is(checked.err, ErrCursorExpired) {
 		head, updates := s.hub.Snapshot(sub.Patterns)
 		writeUpdates(c, head, updates[:min(len(updates), limit)], `,"reset":true`)
 		return

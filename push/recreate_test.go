@@ -136,8 +136,9 @@ func TestResumeAcrossARecreationIsRefused(t *testing.T) {
 		h.Publish(u)
 	}
 	h.beginHistory(0)
-	if err := h.CheckCursor(t.Context(), 5); err != nil {
-		t.Fatalf("cursor 5 of the old stream: %v", err)
+	checked := h.checkCursor(t.Context(), 5)
+	if checked.err != nil {
+		t.Fatalf("cursor 5 of the old stream: %v", checked.err)
 	}
 	h.streamRecreated()
 	u, _ := NewUpdate("market.AAPL", 1, []byte(`{"kind":"quote"}`), time.Now()) // the new stream's first
@@ -145,7 +146,7 @@ func TestResumeAcrossARecreationIsRefused(t *testing.T) {
 
 	s, _ := h.newSubscriber(&countingSink{}, "test", "", nil)
 	defer s.Close(reasonClientGone)
-	_, err := h.resume(t.Context(), s, Subscription{Patterns: []string{"market.AAPL"}}, 5, nil, nil)
+	_, err := h.resume(t.Context(), s, Subscription{Patterns: []string{"market.AAPL"}}, 5, nil, checked)
 	if !errors.Is(err, ErrCursorAhead) {
 		t.Fatalf("resume from 5 after the recreation: %v, want ErrCursorAhead", err)
 	}

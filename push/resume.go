@@ -64,20 +64,32 @@ func (h *Hub) beginHistory(floor uint64) {
 // and a snapshot instead (reset is then true). A rate-limited subscription wants latest values, not history: it gets
 // the snapshot. Errors: ErrCursorAhead, ErrUnavailable, ErrClosed, or ctx's.
 func (h *Hub) Resume(ctx context.Context, s *Subscriber, sub Subscription, since uint64, reply *Update) (reset bool, err error) {
-	return h.resume(ctx, s, sub, since, reply, h.CheckCursor(ctx, since))
+	return h.resume(ctx, s, sub, since, reply, h.checkCursor(ctx, since))
+}
+
+// checkedCursor is CheckCursor's verdict on a resume cursor, with the hub's epoch when it was given: a resume trusts
+// the verdict only if the stream has not been recreated since.
+type checkedCursor struct {
+	err   error
+	epoch uint64
+}
+
+func (h *Hub) checkCursor(ctx context.Context, since uint64) checkedCursor {
+	epoch := h.epoch.Load()
+	return checkedCursor{h.CheckCursor(ctx, since), epoch}
 }
 
 // resume is Resume after the cursor check, for transports that must check before they answer.
-func (h *Hub) resume(ctx context.Context, s *Subscriber, sub Subscription, since uint64, reply *Update, checked error) (reset bool, err error) {
+func (h *Hub) resume(ctx context.Context, s *Subscriber, sub Subscription, since uint64, reply *Update, checked checkedCursor) (reset bool, err error) {
 	if sub.MaxRate > 0 {
 		h.Subscribe(s, sub, reply)
 		return false, nil
 	}
-	if errors.Is(checked, ErrCursorExpired) {
+	if errors.Is(checked.err, ErrCursorExpired) {
 		h.reset(s, sub, since, reply)
 		return true, nil
-	} else if checked != nil {
-		return false, checked
+	} else if checked.err != nil {
+		return false, checked.err
 	}
 	ctx, cancel := s.replayContext(ctx)
 	defer cancel()
@@ -90,12 +102,7 @@ func (h *Hub) resume(ctx context.Context, s *Subscriber, sub Subscription, since
 	source := "memory"
 	defer func() { h.metrics.replays.WithLabelValues(source).Inc() }()
 	for {
-		// The cursor check left the hub at or past since, with its memory on. Only a recreated stream takes the
-		// head back or stops the memory: since then belongs to the old stream.
-		h.cacheMu.RLock()
-		recreated := h.head < since || !h.recent.on
-		h.cacheMu.RUnlock()
-		if recreated {
+		if h.epoch.Load() != checked.epoch { // since belongs to a stream that was deleted and created again
 			return false, fmt.Errorf("%w: the stream was recreated", ErrCursorAhead)
 		}
 		if done, err := h.resumeFromMemory(s, sub, &since, keep); done || err != nil {

@@ -92,6 +92,18 @@ func (s *Source) consume(ctx context.Context, name string) error {
 		return err
 	}
 	head := s.hub.Head()
+	if s.recreated(info, head) && info.Created.Equal(s.created) {
+		// Shorter than the hub but created at the same time: ask once more before believing it, in case a
+		// replica that lags answered.
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+		if info, err = s.info(cctx); err != nil {
+			return err
+		}
+	}
 	if s.recreated(info, head) {
 		s.log.Warn("the stream was recreated and its cursors start over: closing every subscriber, who come back for a fresh snapshot",
 			"stream", name, "head", head, "stream_last", info.State.LastSeq)

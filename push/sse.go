@@ -61,7 +61,7 @@ func (s *Server) handleSSE(c *gin.Context) {
 	if !ok {
 		return
 	}
-	var checked error
+	var checked checkedCursor
 	if resume {
 		if checked, ok = s.checkCursor(c, since); !ok {
 			return
