@@ -44,8 +44,9 @@ func NewUpdate(topic string, cursor uint64, data []byte, recv time.Time) (*Updat
 		}
 		data = buf.Bytes()
 	}
-	u := &Update{Topic: topic, Cursor: cursor, Kind: payloadKind(data), Data: data, Recv: recv}
-	if ts := topLevelString(data, `"ts"`); ts != nil {
+	kind, ts := topLevelStrings(data, `"kind"`, `"ts"`)
+	u := &Update{Topic: topic, Cursor: cursor, Kind: kindName(kind), Data: data, Recv: recv}
+	if ts != nil {
 		u.Published, _ = time.Parse(time.RFC3339Nano, string(ts))
 	}
 	id := strconv.FormatUint(cursor, 10)
@@ -80,8 +81,10 @@ func (u *Update) SSE() []byte { return u.sse }
 // payloadKind finds the top-level "kind" of a payload without decoding it: the edge forwards payloads, it does not
 // parse them. It falls back to "update" when there is none or it is not a plain word, since it becomes an SSE event
 // name.
-func payloadKind(data []byte) string {
-	k := topLevelString(data, `"kind"`)
+func payloadKind(data []byte) string { return kindName(topLevelString(data, `"kind"`)) }
+
+// kindName is the SSE event name for a payload's raw "kind" value.
+func kindName(k []byte) string {
 	if len(k) == 0 || len(k) > 32 {
 		return "update"
 	}
@@ -101,10 +104,17 @@ func payloadKind(data []byte) string {
 }
 
 // topLevelString returns the string value, not unescaped, of key (quoted, as in `"kind"`) at the top level of a
-// JSON object, or nil. One pass that steps over strings and nested values, so neither a nested key of the same name
-// nor the key's text inside a string is taken for it. Of duplicate keys the last counts, as for JSON decoders.
+// JSON object, or nil.
 func topLevelString(data []byte, key string) []byte {
-	var found []byte
+	v, _ := topLevelStrings(data, key, "")
+	return v
+}
+
+// topLevelStrings returns the string values, not unescaped, of keys a and b (quoted) at the top level of a JSON
+// object, or nil for one that is absent or not a string. One pass that steps over strings and nested values, so
+// neither a nested key of the same name nor the key's text inside a string is taken for it. Of duplicate keys the
+// last counts, as for JSON decoders.
+func topLevelStrings(data []byte, a, b string) (va, vb []byte) {
 	depth, wantKey := 0, false
 	for i := 0; i < len(data); i++ {
 		switch data[i] {
@@ -120,26 +130,32 @@ func topLevelString(data []byte, key string) []byte {
 		case '"':
 			end := stringEnd(data, i)
 			if end < 0 {
-				return nil
+				return nil, nil
 			}
+			var found *[]byte
 			if depth == 1 && wantKey {
 				wantKey = false
-				j := skipSpace(data, end+1)
-				if j < len(data) && data[j] == ':' && string(data[i:end+1]) == key {
-					found = nil
-					if j = skipSpace(data, j+1); j < len(data) && data[j] == '"' {
-						e := stringEnd(data, j)
-						if e < 0 {
-							return nil
-						}
-						found, end = data[j+1:e], e
+				switch string(data[i : end+1]) {
+				case a:
+					found = &va
+				case b:
+					found = &vb
+				}
+			}
+			if j := skipSpace(data, end+1); found != nil && j < len(data) && data[j] == ':' {
+				*found = nil
+				if j = skipSpace(data, j+1); j < len(data) && data[j] == '"' {
+					e := stringEnd(data, j)
+					if e < 0 {
+						return nil, nil
 					}
+					*found, end = data[j+1:e], e
 				}
 			}
 			i = end
 		}
 	}
-	return found
+	return va, vb
 }
 
 // stringEnd returns the index of the quote that ends the JSON string starting at data[start], or -1.

@@ -177,30 +177,19 @@ type local struct {
 }
 
 func (l *liveStats) flush(c *local) {
-	if c.deliveries != 0 {
-		l.deliveries.Add(c.deliveries)
+	add := func(total *atomic.Int64, n int64) {
+		if n != 0 { // most counters stay zero: skip their shared cache lines
+			total.Add(n)
+		}
 	}
-	if c.snapshot != 0 {
-		l.snapshot.Add(c.snapshot)
-	}
-	if c.gaps != 0 {
-		l.gaps.Add(c.gaps)
-	}
-	if c.missed != 0 {
-		l.missed.Add(c.missed)
-	}
-	if c.duplicates != 0 {
-		l.duplicates.Add(c.duplicates)
-	}
-	if c.outOfOrder != 0 {
-		l.outOfOrder.Add(c.outOfOrder)
-	}
-	if c.stale != 0 {
-		l.stale.Add(c.stale)
-	}
-	if c.unchanged != 0 {
-		l.unchanged.Add(c.unchanged)
-	}
+	add(&l.deliveries, c.deliveries)
+	add(&l.snapshot, c.snapshot)
+	add(&l.gaps, c.gaps)
+	add(&l.missed, c.missed)
+	add(&l.duplicates, c.duplicates)
+	add(&l.outOfOrder, c.outOfOrder)
+	add(&l.stale, c.stale)
+	add(&l.unchanged, c.unchanged)
 	*c = local{}
 }
 
