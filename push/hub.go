@@ -31,6 +31,10 @@ type HubOptions struct {
 	// ReplayBuffer is how many recent updates the hub keeps in memory, so a client resuming from a recent cursor
 	// (a reconnect, a move from another edge) is served without asking the stream. Zero: 16384.
 	ReplayBuffer int
+	// MaxTopics is the most topics the last-value cache holds. A message on a new topic beyond it is rejected
+	// (too_many_topics) until topics expire: a producer publishing to endless subjects cannot grow the edge's memory
+	// or its catalog without bound. Zero: 10,000.
+	MaxTopics int
 	// CloseGrace is how long the write in progress of a subscriber being closed (slow, draining, token expired) may
 	// still take before the connection is cut without a goodbye. Zero: 5s, or WriteTimeout if that is shorter.
 	CloseGrace time.Duration
@@ -54,6 +58,9 @@ func (o HubOptions) withDefaults() HubOptions {
 	}
 	if o.ReplayBuffer <= 0 {
 		o.ReplayBuffer = 16384
+	}
+	if o.MaxTopics <= 0 {
+		o.MaxTopics = 10_000
 	}
 	if o.CloseGrace <= 0 {
 		o.CloseGrace = min(5*time.Second, o.WriteTimeout)
@@ -132,12 +139,17 @@ func (h *Hub) Head() uint64 {
 }
 
 // Publish caches u as its topic's latest update and hands it to every subscriber whose patterns match. Updates must
-// come in cursor order; one at or below the head (a redelivery) is ignored. Publish never blocks on a client.
-func (h *Hub) Publish(u *Update) {
+// come in cursor order; one at or below the head (a redelivery) is ignored. A new topic when the cache holds
+// MaxTopics is refused with a *RejectedError. Publish never blocks on a client.
+func (h *Hub) Publish(u *Update) error {
 	h.cacheMu.Lock()
 	if u.Cursor <= h.head {
 		h.cacheMu.Unlock()
-		return
+		return nil
+	}
+	if _, known := h.latest[u.Topic]; !known && len(h.latest) >= h.opts.MaxTopics {
+		h.cacheMu.Unlock()
+		return reject(RejectTooManyTopics, "the edge caches %d topics already (-max-cached-topics)", h.opts.MaxTopics)
 	}
 	h.head = u.Cursor
 	h.latest[u.Topic] = u
@@ -159,6 +171,15 @@ func (h *Hub) Publish(u *Update) {
 		}
 	}
 	h.mu.RUnlock()
+	return nil
+}
+
+// cachesTopic reports whether an update of topic t would be accepted now: t is cached, or there is room for it.
+func (h *Hub) cachesTopic(t string) bool {
+	h.cacheMu.RLock()
+	defer h.cacheMu.RUnlock()
+	_, known := h.latest[t]
+	return known || len(h.latest) < h.opts.MaxTopics
 }
 
 // streamRecreated forgets what the hub holds of a stream that was deleted and created again, whose cursors start

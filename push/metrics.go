@@ -22,7 +22,7 @@ type metrics struct {
 	replays          *prometheus.CounterVec // resumes, by source: memory, stream
 	resets           prometheus.Counter
 	latency          prometheus.Histogram
-	dropped          prometheus.Counter
+	dropped          *prometheus.CounterVec // stream messages rejected, by reason
 	requests         *prometheus.CounterVec // HTTP API requests, by route and status
 }
 
@@ -60,9 +60,9 @@ func newMetrics() *metrics {
 			Help:    "From the payload's ts (publish) to the write to the subscriber, sampled once per write (its oldest update).",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}),
-		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "livepush_stream_dropped_total",
-			Help: "Stream messages not delivered: a topic outside the grammar or a payload that is not a JSON object."}),
+			Help: "Stream messages rejected by the producer contract, delivered to nobody, by reason."}, []string{"reason"}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "livepush_http_requests_total", Help: "HTTP requests, by route and status code."},
 			[]string{"route", "code"}),

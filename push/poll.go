@@ -242,7 +242,7 @@ const historyReadTimeout = 10 * time.Second
 // A read cut short by ctx answers with what it has.
 func (h *Hub) historyAfter(ctx context.Context, patterns []string, since uint64, limit int) (uint64, []*Update, error) {
 	h.metrics.replays.WithLabelValues("stream").Inc()
-	first, _, err := h.history.Bounds(ctx)
+	first, _, err := h.history.Bounds(ctx, 0)
 	if err != nil {
 		return since, nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}

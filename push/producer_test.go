@@ -2,6 +2,8 @@ package push
 
 import (
 	"net/url"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -39,7 +41,7 @@ func TestUndeliverablePayloadsSkipped(t *testing.T) {
 	n.nc.Publish("market.ext", []byte(`{"kind":"quote"}`)) // stored by the stream, but not a valid topic
 	pretty := n.publish(t, "market.EXT", "{\n  \"kind\": \"quote\",\n  \"price\": 2\n}\n")
 	m := w.expect(t, "update")
-	if mustCursor(t, m.Cursor) != pretty || string(m.Data) != `{"kind":"quote","price":2}` {
+	if mustCursor(t, m.Cursor) != pretty || string(m.Data) != `{"topic":"market.EXT","kind":"quote","price":2}` {
 		t.Fatalf("got %+v, want the multi-line payload compacted at cursor %d", m, pretty)
 	}
 }
@@ -64,5 +66,62 @@ func TestOneStreamConsumerPerEdge(t *testing.T) {
 	}
 	if after := n.srv.NumSubscriptions(); after != before {
 		t.Errorf("NATS subscriptions went from %d to %d with 40 clients, want no change", before, after)
+	}
+}
+
+// A careless or hostile producer publishing with plain NATS cannot imitate the edge's control events, break a
+// browser's WebSocket with invalid UTF-8, label an update with another topic or fill memory with one huge payload:
+// every transport sees the same, checked updates, and each rejection is counted by reason.
+func TestProducerContractOnEveryTransport(t *testing.T) {
+	n := startNATS(t)
+	e := startEdgeOn(t, n, listen(t, "127.0.0.1:0"), Config{}, HubOptions{}, func(s *Source) {
+		WithContract(Contract{MaxPayload: 4096})(s)
+	})
+	first := n.publish(t, "market.EVIL", `{"topic":"market.EVIL","kind":"quote","price":1}`)
+	e.waitHead(t, first)
+	topics := []string{"market.EVIL"}
+	readers := map[string]reader{
+		"sse":      openSSE(t, e.url, url.Values{"topic": topics}, nil),
+		"ws":       transports[1].connect(t, e.url, topics, ""),
+		"longpoll": startLongPoll(t, e.url, topics, strconv.FormatUint(first, 10)),
+	}
+	for name, r := range readers {
+		if name != "longpoll" {
+			if got := r.next(t); got.Cursor != first {
+				t.Fatalf("%s: snapshot %+v, want cursor %d", name, got, first)
+			}
+		}
+	}
+
+	for _, bad := range []string{
+		`{"topic":"market.EVIL","kind":"quote","note":"` + "\xc3\x28" + `"}`, // invalid UTF-8
+		`{"topic":"market.OTHER","kind":"quote","price":2}`,                  // another topic's label
+		`{"topic":"market.EVIL","kind":"quote","pad":"` + strings.Repeat("x", 5000) + `"}`,
+		`[1,2,3]`,
+	} {
+		if err := n.nc.Publish("market.EVIL", []byte(bad)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	imitation := n.publish(t, "market.EVIL", `{"topic":"market.EVIL","kind":"close","reason":"server_restart","message":"go away"}`)
+	bare := n.publish(t, "market.EVIL", `{"kind":"quote","price":3}`)
+	for name, r := range readers {
+		got := r.next(t)
+		if got.Cursor != imitation || got.Topic != "market.EVIL" {
+			t.Errorf("%s: first update after the bad ones is %+v, want cursor %d", name, got, imitation)
+		}
+		if name == "sse" && got.Kind != "update" {
+			t.Errorf("sse: a producer's kind close became event %q, want update", got.Kind)
+		}
+		got = r.next(t)
+		if got.Cursor != bare || got.Topic != "market.EVIL" || topicOf(t, got.Data) != "market.EVIL" {
+			t.Errorf("%s: payload without a topic arrived as %+v, want it labelled market.EVIL", name, got)
+		}
+	}
+	m := scrape(t, e.url)
+	for _, reason := range []string{RejectInvalidUTF8, RejectTopicMismatch, RejectTooLarge, RejectNotObject} {
+		if v := m[`livepush_stream_dropped_total{reason="`+reason+`"}`]; v != 1 {
+			t.Errorf("dropped for %s: %v, want 1", reason, v)
+		}
 	}
 }

@@ -32,8 +32,10 @@ var (
 
 // History is the stream as the hub needs it for resumes that reach further back than its memory.
 type History interface {
-	// Bounds returns the cursors of the oldest and the newest update the stream holds.
-	Bounds(ctx context.Context) (first, last uint64, err error)
+	// Bounds returns the cursors of the oldest and the newest update the stream holds. The answer may be a moment
+	// old, unless its newest is below need: a cursor that looks ahead of the stream is checked against the stream
+	// itself.
+	Bounds(ctx context.Context, need uint64) (first, last uint64, err error)
 	// Replay calls each, in cursor order, for every update after cursor after whose topic matches one of
 	// patterns, at least up to cursor until. It returns the cursor up to which it has passed every matching
 	// update (at least until), or the error of each.
@@ -149,7 +151,7 @@ func (h *Hub) CheckCursor(ctx context.Context, since uint64) error {
 	}
 	bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	first, last, err := h.history.Bounds(bctx)
+	first, last, err := h.history.Bounds(bctx, since)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
@@ -214,7 +216,7 @@ func (h *Hub) resumeFromStream(ctx context.Context, s *Subscriber, patterns []st
 	h.cacheMu.RLock()
 	until := h.recent.floor
 	h.cacheMu.RUnlock()
-	first, _, err := h.history.Bounds(ctx)
+	first, _, err := h.history.Bounds(ctx, 0)
 	if err != nil {
 		return since, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}

@@ -382,7 +382,7 @@ func TestWritesCoalesced(t *testing.T) {
 	for range 4 {
 		wg.Go(func() {
 			for i := range 250 {
-				if _, err := n.js.PublishAsync(fmt.Sprintf("market.C%d", i%10), []byte(quote("C"))); err != nil {
+				if _, err := n.js.PublishAsync(fmt.Sprintf("market.C%d", i%10), []byte(quote(fmt.Sprintf("C%d", i%10)))); err != nil {
 					t.Error(err)
 					return
 				}

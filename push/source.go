@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -19,26 +20,53 @@ import (
 // consumer recreates itself after NATS trouble at the sequence after the last one it delivered, so a NATS restart
 // costs the edge no update.
 type Source struct {
-	js     jetstream.JetStream
-	stream stream.Config
-	hub    *Hub
-	log    *slog.Logger
+	js       jetstream.JetStream
+	stream   stream.Config
+	hub      *Hub
+	log      *slog.Logger
+	contract Contract
+	history  *stream.History
+	drops    dropLog
 
 	caughtUp atomic.Bool   // the consumer has delivered everything the stream held when it started
 	running  atomic.Bool   // a consumer is consuming
-	dropped  atomic.Int64  // messages that could not be delivered (bad topic or payload)
 	lastMsg  atomic.Int64  // unix nanoseconds of the last message consumed
 	target   atomic.Uint64 // the stream's last cursor when the consumer started: caught up once past it
 	started  atomic.Int64  // consumers started, the first included
 
 	created    time.Time     // when the stream the hub holds updates of was created; Run's goroutine only
 	checkEvery time.Duration // how often the consumer is checked for a stall or a recreated stream (tests shorten it)
+
+	boundsMu sync.Mutex // one stream info request at a time; the others take its answer
+	bounds   streamBounds
+}
+
+// streamBounds is the stream's first and last sequence as last asked.
+type streamBounds struct {
+	first, last uint64
+	at          time.Time
+}
+
+// boundsFresh is how long an answer about the stream's bounds serves other resumes: a burst of resumes costs the
+// JetStream API one request per period, not one each.
+const boundsFresh = 250 * time.Millisecond
+
+// SourceOption configures a Source.
+type SourceOption func(*Source)
+
+// WithContract checks stream messages against c instead of the default contract. Validate c first.
+func WithContract(c Contract) SourceOption {
+	return func(s *Source) { s.contract = c.withDefaults() }
 }
 
 // NewSource returns a source that feeds hub from the stream described by cfg over js, and serves the hub's resumes
 // from further back than its memory.
-func NewSource(js jetstream.JetStream, cfg stream.Config, hub *Hub, log *slog.Logger) *Source {
-	s := &Source{js: js, stream: cfg, hub: hub, log: log, checkEvery: stallCheck}
+func NewSource(js jetstream.JetStream, cfg stream.Config, hub *Hub, log *slog.Logger, opts ...SourceOption) *Source {
+	s := &Source{js: js, stream: cfg, hub: hub, log: log, checkEvery: stallCheck, contract: defaultContract,
+		history: stream.NewHistory(js.Conn(), cfg.StreamName())}
+	for _, o := range opts {
+		o(s)
+	}
 	hub.history = s
 	hub.metrics.gauge("livepush_nats_connected", "1 while the edge's NATS connection is up.", func() float64 {
 		if js.Conn().IsConnected() {
@@ -152,12 +180,13 @@ func (s *Source) consume(ctx context.Context, name string) error {
 	// Either way, start over.
 	watch := time.NewTicker(s.checkEvery)
 	defer watch.Stop()
-	behind := false // the stream's last cursor was below the hub's head at the previous check
+	closed := cc.Closed() // once: each call starts a goroutine that lives until the consumer stops
+	behind := false       // the stream's last cursor was below the hub's head at the previous check
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-cc.Closed():
+		case <-closed:
 			return errors.New("push: consumer closed")
 		case <-watch.C:
 			// The head first: updates stored after the stream's answer may reach the hub before this line, and
@@ -200,26 +229,30 @@ func (s *Source) handle(m jetstream.Msg) {
 	s.lastMsg.Store(time.Now().UnixNano())
 	md, err := m.Metadata()
 	if err != nil {
-		s.drop("bad metadata", m.Subject(), err)
+		s.drop("bad_metadata", m.Subject(), 0, err)
 		return
 	}
-	if u := s.update(m, md); u != nil {
-		s.hub.Publish(u)
+	if u := s.update(m.Subject(), md.Sequence.Stream, m.Data()); u != nil {
+		if err := s.hub.Publish(u); err != nil {
+			s.drop(RejectTooManyTopics, u.Topic, u.Cursor, err)
+		}
 	}
 	if md.NumPending == 0 && !s.caughtUp.Load() {
 		s.caughtUpAt(md.Sequence.Stream)
 	}
 }
 
-// update makes an update of a stream message, or returns nil (counted, logged) if it cannot be delivered.
-func (s *Source) update(m jetstream.Msg, md *jetstream.MsgMetadata) *Update {
-	if err := topic.ValidateTopic(m.Subject()); err != nil {
-		s.drop("topic not deliverable", m.Subject(), err)
+// update makes an update of a stream message, or returns nil (counted, logged) if it breaks the producer contract.
+func (s *Source) update(subject string, seq uint64, data []byte) *Update {
+	if err := topic.ValidateTopic(subject); err != nil {
+		s.drop(RejectBadSubject, subject, seq, err)
 		return nil
 	}
-	u, err := NewUpdate(m.Subject(), md.Sequence.Stream, m.Data(), time.Now())
+	u, err := s.contract.Update(subject, seq, data, time.Now())
 	if err != nil {
-		s.drop("payload not deliverable", m.Subject(), err)
+		var rejected *RejectedError
+		errors.As(err, &rejected)
+		s.drop(rejected.Reason, subject, seq, err)
 		return nil
 	}
 	return u
@@ -231,12 +264,19 @@ func (s *Source) caughtUpAt(floor uint64) {
 	s.hub.beginHistory(floor)
 }
 
-// Bounds returns the cursors of the oldest and newest update in the stream.
-func (s *Source) Bounds(ctx context.Context) (first, last uint64, err error) {
+// Bounds returns the cursors of the oldest and newest update in the stream, as the stream stood at most
+// boundsFresh ago, unless that answer's newest is below need.
+func (s *Source) Bounds(ctx context.Context, need uint64) (first, last uint64, err error) {
+	s.boundsMu.Lock()
+	defer s.boundsMu.Unlock()
+	if b := s.bounds; time.Since(b.at) < boundsFresh && b.last >= need {
+		return b.first, b.last, nil
+	}
 	info, err := s.info(ctx)
 	if err != nil {
 		return 0, 0, err
 	}
+	s.bounds = streamBounds{info.State.FirstSeq, info.State.LastSeq, time.Now()}
 	return info.State.FirstSeq, info.State.LastSeq, nil
 }
 
@@ -248,53 +288,50 @@ func (s *Source) info(ctx context.Context) (*jetstream.StreamInfo, error) {
 	return str.CachedInfo(), nil
 }
 
-// Replay reads the stream after cursor after with a short-lived ordered consumer filtered on patterns, passing each
-// deliverable update to each, until it has passed until and everything matching that the stream held.
+// Replay reads the stream after cursor after, filtered on patterns, passing each deliverable update to each,
+// until it has passed until and everything matching that the stream held. It reads with direct gets: no consumer
+// is created, so nothing is left on the server however the read ends.
 func (s *Source) Replay(ctx context.Context, after, until uint64, patterns []string, each func(*Update) error) (uint64, error) {
-	cons, err := s.js.OrderedConsumer(ctx, s.stream.StreamName(), jetstream.OrderedConsumerConfig{
-		FilterSubjects: replayFilters(patterns),
-		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    after + 1,
+	return s.history.Read(ctx, replayFilters(patterns), after, until, func(m stream.Msg) error {
+		if u := s.update(m.Subject, m.Seq, m.Data); u != nil && s.hub.cachesTopic(u.Topic) {
+			return each(u)
+		}
+		return nil
 	})
-	if err != nil {
-		return after, err
-	}
-	if info := cons.CachedInfo(); info != nil && info.NumPending == 0 {
-		return max(after, until), nil
-	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(512))
-	if err != nil {
-		return after, err
-	}
-	defer it.Stop()
-	reached := after
-	for {
-		m, err := it.Next(jetstream.NextContext(ctx))
-		if err != nil {
-			return reached, err
-		}
-		md, err := m.Metadata()
-		if err != nil {
-			return reached, err
-		}
-		if u := s.update(m, md); u != nil {
-			if err := each(u); err != nil {
-				return reached, err
-			}
-		}
-		reached = md.Sequence.Stream
-		if md.NumPending == 0 || reached >= until {
-			return max(reached, until), nil
-		}
+}
+
+// drop counts a rejected stream message by reason and logs it, at most once a second per reason: a misbehaving
+// producer must not flood the log.
+func (s *Source) drop(reason, subject string, cursor uint64, err error) {
+	s.hub.metrics.dropped.WithLabelValues(reason).Inc()
+	if suppressed, ok := s.drops.allow(reason); ok {
+		s.log.Warn("stream message rejected", "reason", reason, "subject", truncate(subject, 160), "cursor", cursor,
+			"err", err, "suppressed_since_last", suppressed)
 	}
 }
 
-func (s *Source) drop(what, subject string, err error) {
-	n := s.dropped.Add(1)
-	s.hub.metrics.dropped.Inc()
-	if n <= 10 || n%1000 == 0 { // a misbehaving producer must not flood the log
-		s.log.Warn("dropping stream message: "+what, "subject", subject, "err", err, "dropped", n)
+// dropLog rate-limits the log of rejected messages to one line per reason per second.
+type dropLog struct {
+	mu         sync.Mutex
+	last       map[string]time.Time
+	suppressed map[string]int
+}
+
+// allow reports whether a line for reason may be logged now, and how many were suppressed since the last one.
+func (d *dropLog) allow(reason string) (suppressed int, ok bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.last == nil {
+		d.last, d.suppressed = make(map[string]time.Time), make(map[string]int)
 	}
+	if now := time.Now(); now.Sub(d.last[reason]) >= time.Second {
+		d.last[reason] = now
+		n := d.suppressed[reason]
+		d.suppressed[reason] = 0
+		return n, true
+	}
+	d.suppressed[reason]++
+	return 0, false
 }
 
 // CatchingUpTo is the cursor the edge must reach to have caught up with the stream, as the stream stood when the

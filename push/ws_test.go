@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 )
@@ -50,6 +51,9 @@ func dialWS(t testing.TB, base, query string, header http.Header) *wsClient {
 			}
 			if typ != websocket.MessageText || bytes.HasSuffix(data, []byte("\n")) {
 				t.Errorf("frame of type %v ending in a newline: %q", typ, data)
+			}
+			if !utf8.Valid(data) { // a browser fails the connection on such a text frame
+				t.Errorf("text frame that is not UTF-8: %q", data)
 			}
 			lines := bytes.Split(data, []byte("\n"))
 			c.frames <- len(lines)
