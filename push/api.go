@@ -110,26 +110,33 @@ func (s *Server) checkCursor(c *gin.Context, since uint64) (checked checkedCurso
 	return checked, false
 }
 
-// writeUpdates answers {"cursor":"N","updates":[…]} from the updates' shared encodings, without re-encoding them.
+// writeUpdates answers {"cursor":"N","updates":[…]} from the updates' shared encodings, without re-encoding them
+// or copying them into one buffer: an answer of many updates costs no memory of its own.
 func writeUpdates(c *gin.Context, cursor uint64, updates []*Update, extra string) {
-	bp := getBuf()
-	defer putBuf(bp)
-	b := append(*bp, `{"cursor":"`...)
+	c.Header("Cache-Control", "no-store")
+	c.Header("Content-Type", "application/json")
+	c.Status(http.StatusOK)
+	w := c.Writer
+	var head [48]byte
+	b := append(head[:0], `{"cursor":"`...)
 	b = strconv.AppendUint(b, cursor, 10)
-	b = append(b, `","updates":[`...)
+	w.Write(append(b, `","updates":[`...))
 	for i, u := range updates {
 		if i > 0 {
-			b = append(b, ',')
+			w.Write(comma)
 		}
-		b = append(b, u.json[:len(u.json)-1]...) // without its newline
+		w.Write(u.json[:len(u.json)-1]) // without its newline
 	}
-	b = append(b, ']')
-	b = append(b, extra...)
-	b = append(b, "}\n"...)
-	*bp = b
-	c.Header("Cache-Control", "no-store")
-	c.Data(http.StatusOK, "application/json", b)
+	w.Write(closeList)
+	w.WriteString(extra)
+	w.Write(closeObject)
 }
+
+var (
+	comma       = []byte(",")
+	closeList   = []byte("]")
+	closeObject = []byte("}\n")
+)
 
 func (s *Server) handleSnapshot(c *gin.Context) {
 	patterns, ok := s.topicsFromQuery(c)

@@ -16,6 +16,9 @@ type HubOptions struct {
 	// QueueLimit is how many updates may wait for one subscriber before its queue is conflated to the latest update
 	// of each topic. Zero: 256.
 	QueueLimit int
+	// QueueBytes is how much memory the updates waiting for one subscriber may hold before its queue is conflated
+	// the same way. Zero: 4 MiB.
+	QueueBytes int
 	// SlowTimeout is how long a subscriber may stay behind (its queue conflated and never drained) before it is
 	// disconnected as a slow consumer. Zero: 30s.
 	SlowTimeout time.Duration
@@ -31,10 +34,24 @@ type HubOptions struct {
 	// ReplayBuffer is how many recent updates the hub keeps in memory, so a client resuming from a recent cursor
 	// (a reconnect, a move from another edge) is served without asking the stream. Zero: 16384.
 	ReplayBuffer int
+	// ReplayBytes bounds the memory those updates hold (payloads and their encodings); the oldest go first.
+	// Zero: 64 MiB.
+	ReplayBytes int
+	// CacheBytes bounds the memory of the last-value cache: an update that would take it past this is rejected
+	// (too_many_topics). Zero: 256 MiB.
+	CacheBytes int
 	// MaxTopics is the most topics the last-value cache holds. A message on a new topic beyond it is rejected
 	// (too_many_topics) until topics expire: a producer publishing to endless subjects cannot grow the edge's memory
 	// or its catalog without bound. Zero: 10,000.
 	MaxTopics int
+	// MaxStreamReads is the most reads of the stream's history (resumes from further back than ReplayBuffer, long
+	// polls catching up) this edge runs at once; more wait their turn. Zero: 16.
+	MaxStreamReads int
+	// MaxStreamReadsPerIP is the most such reads one client address runs at once. Zero: 4.
+	MaxStreamReadsPerIP int
+	// StreamReadWait is how long a read may wait for its turn before the client is told to come back later
+	// (ErrBusy). Zero: 10s.
+	StreamReadWait time.Duration
 	// CloseGrace is how long the write in progress of a subscriber being closed (slow, draining, token expired) may
 	// still take before the connection is cut without a goodbye. Zero: 5s, or WriteTimeout if that is shorter.
 	CloseGrace time.Duration
@@ -43,6 +60,9 @@ type HubOptions struct {
 func (o HubOptions) withDefaults() HubOptions {
 	if o.QueueLimit <= 0 {
 		o.QueueLimit = 256
+	}
+	if o.QueueBytes <= 0 {
+		o.QueueBytes = 4 << 20
 	}
 	if o.SlowTimeout <= 0 {
 		o.SlowTimeout = 30 * time.Second
@@ -58,6 +78,21 @@ func (o HubOptions) withDefaults() HubOptions {
 	}
 	if o.ReplayBuffer <= 0 {
 		o.ReplayBuffer = 16384
+	}
+	if o.ReplayBytes <= 0 {
+		o.ReplayBytes = 64 << 20
+	}
+	if o.CacheBytes <= 0 {
+		o.CacheBytes = 256 << 20
+	}
+	if o.MaxStreamReads <= 0 {
+		o.MaxStreamReads = 16
+	}
+	if o.MaxStreamReadsPerIP <= 0 {
+		o.MaxStreamReadsPerIP = 4
+	}
+	if o.StreamReadWait <= 0 {
+		o.StreamReadWait = 10 * time.Second
 	}
 	if o.MaxTopics <= 0 {
 		o.MaxTopics = 10_000
@@ -85,9 +120,11 @@ type Hub struct {
 	cacheMu sync.RWMutex
 	head    uint64 // cursor of the newest update published
 	latest  map[string]*Update
+	cached  int  // memory held by latest's updates
 	recent  ring // the latest updates, in cursor order: every update after recent.floor, once history is on
 
 	history History       // the stream, for resumes from further back than recent holds; set once by NewSource
+	reads   *readGate     // bounds concurrent reads of history
 	epoch   atomic.Uint64 // streams followed so far, minus one: a cursor means nothing across a recreation
 
 	metrics *metrics
@@ -107,11 +144,12 @@ func NewHub(opts HubOptions) *Hub {
 	h := &Hub{
 		opts:     opts,
 		metrics:  newMetrics(),
-		recent:   ring{buf: make([]*Update, opts.ReplayBuffer)},
+		recent:   newRing(opts.ReplayBuffer, opts.ReplayBytes),
 		patterns: make(map[string]*patternSet),
 		matches:  make(map[string][]*patternSet),
 		subs:     make(map[*Subscriber]struct{}),
 		latest:   make(map[string]*Update),
+		reads:    newReadGate(opts.MaxStreamReads, opts.MaxStreamReadsPerIP, opts.StreamReadWait),
 	}
 	h.metrics.gauge("livepush_stream_cursor", "Cursor of the newest update the edge has seen.",
 		func() float64 { return float64(h.Head()) })
@@ -147,10 +185,15 @@ func (h *Hub) Publish(u *Update) error {
 		h.cacheMu.Unlock()
 		return nil
 	}
-	if _, known := h.latest[u.Topic]; !known && len(h.latest) >= h.opts.MaxTopics {
+	old, known := h.latest[u.Topic]
+	if err := h.admitLocked(u, old); err != nil {
 		h.cacheMu.Unlock()
-		return reject(RejectTooManyTopics, "the edge caches %d topics already (-max-cached-topics)", h.opts.MaxTopics)
+		return err
 	}
+	if known {
+		h.cached -= old.memSize()
+	}
+	h.cached += u.memSize()
 	h.head = u.Cursor
 	h.latest[u.Topic] = u
 	h.recent.push(u)
@@ -174,12 +217,26 @@ func (h *Hub) Publish(u *Update) error {
 	return nil
 }
 
-// cachesTopic reports whether an update of topic t would be accepted now: t is cached, or there is room for it.
-func (h *Hub) cachesTopic(t string) bool {
+// admitLocked checks that the cache has room for u, which replaces old (nil for a new topic). h.cacheMu must be held.
+func (h *Hub) admitLocked(u, old *Update) error {
+	if old == nil && len(h.latest) >= h.opts.MaxTopics {
+		return reject(RejectTooManyTopics, "the edge caches %d topics already (-max-cached-topics)", h.opts.MaxTopics)
+	}
+	grow := u.memSize()
+	if old != nil {
+		grow -= old.memSize()
+	}
+	if grow > 0 && h.cached+grow > h.opts.CacheBytes {
+		return reject(RejectTooManyTopics, "the edge's cache of latest values is full (%d MiB, -cache-bytes)", h.opts.CacheBytes>>20)
+	}
+	return nil
+}
+
+// cachesTopic reports whether u would be accepted by the cache now.
+func (h *Hub) cachesTopic(u *Update) bool {
 	h.cacheMu.RLock()
 	defer h.cacheMu.RUnlock()
-	_, known := h.latest[t]
-	return known || len(h.latest) < h.opts.MaxTopics
+	return h.admitLocked(u, h.latest[u.Topic]) == nil
 }
 
 // streamRecreated forgets what the hub holds of a stream that was deleted and created again, whose cursors start
@@ -194,7 +251,7 @@ func (h *Hub) streamRecreated() {
 	}
 	h.cacheMu.Lock()
 	h.epoch.Add(1)
-	h.head = 0
+	h.head, h.cached = 0, 0
 	clear(h.latest)
 	h.recent.stop()
 	h.cacheMu.Unlock()
@@ -222,14 +279,15 @@ func (h *Hub) matchLocked(t string) []*patternSet {
 // newSubscriber registers a connection with the hub. Its patterns start empty.
 func (h *Hub) newSubscriber(sink sink, transport, remote string, onClose func()) (*Subscriber, bool) {
 	s := &Subscriber{
-		hub:       h,
-		id:        h.nextID.Add(1),
-		sink:      sink,
-		transport: transport,
-		remote:    remote,
-		onClose:   onClose, // set before s is visible: another goroutine may close it from then on
-		limit:     h.opts.QueueLimit,
-		metrics:   h.metrics.forTransport(transport),
+		hub:        h,
+		id:         h.nextID.Add(1),
+		sink:       sink,
+		transport:  transport,
+		remote:     remote,
+		onClose:    onClose, // set before s is visible: another goroutine may close it from then on
+		limit:      h.opts.QueueLimit,
+		limitBytes: h.opts.QueueBytes,
+		metrics:    h.metrics.forTransport(transport),
 	}
 	s.lastWrite.Store(time.Now().UnixNano())
 	h.mu.Lock()
@@ -419,6 +477,7 @@ func (h *Hub) sweep(now time.Time) {
 	for t, u := range h.latest {
 		if u.Recv.Before(expired) {
 			delete(h.latest, t)
+			h.cached -= u.memSize()
 		}
 	}
 	topics := len(h.latest)

@@ -91,7 +91,8 @@ func (s *Server) handlePoll(c *gin.Context) {
 		}
 	}
 
-	cursor, updates, err := s.poll(c.Request.Context(), deadline, c.ClientIP(), Subscription{Patterns: sub.Patterns}, since, limit)
+	cursor, updates, err := s.poll(c.Request.Context(), deadline, c.ClientIP(), Subscription{Patterns: sub.Patterns}, since,
+		answerLimit{limit, s.cfg.PollBytes})
 	var refused *refusal
 	if errors.As(err, &refused) {
 		s.refuse(c, refused.status, refused.reason)
@@ -106,6 +107,12 @@ func (s *Server) handlePoll(c *gin.Context) {
 		writeUpdates(c, head, updates[:min(len(updates), limit)], `,"reset":true`)
 		return
 	}
+	if errors.Is(err, ErrBusy) {
+		c.Header("Retry-After", strconv.Itoa(int(retryAfter.Seconds())))
+		writeError(c, http.StatusServiceUnavailable, "busy",
+			"too many clients are catching up from the stream on this edge: retry shortly")
+		return
+	}
 	if err != nil {
 		s.log.Warn("long poll: reading the stream failed", "err", err)
 		c.Header("Retry-After", "2")
@@ -118,9 +125,23 @@ func (s *Server) handlePoll(c *gin.Context) {
 	writeUpdates(c, cursor, updates, `,"reset":false`)
 }
 
-// poll returns the updates after since (at most limit) and the cursor to poll from next, waiting until there are
+// answerLimit bounds one long-poll answer: at most count updates and, past the first, bytes of their encoding.
+type answerLimit struct{ count, bytes int }
+
+// take reports how many of updates fit in one answer.
+func (l answerLimit) take(updates []*Update) int {
+	size := 0
+	for i, u := range updates {
+		if size += len(u.json); i == l.count || i > 0 && size > l.bytes {
+			return i
+		}
+	}
+	return len(updates)
+}
+
+// poll returns the updates after since (within limit) and the cursor to poll from next, waiting until there are
 // some or the deadline passes. ctx is the request's.
-func (s *Server) poll(ctx context.Context, deadline time.Time, remote string, sub Subscription, since uint64, limit int) (uint64, []*Update, error) {
+func (s *Server) poll(ctx context.Context, deadline time.Time, remote string, sub Subscription, since uint64, limit answerLimit) (uint64, []*Update, error) {
 	cursor, updates, inMemory := s.hub.recentAfter(sub.Patterns, since, limit)
 	if inMemory && len(updates) > 0 {
 		return cursor, updates, nil // answered from memory at once: cheap enough to need no admission
@@ -134,7 +155,7 @@ func (s *Server) poll(ctx context.Context, deadline time.Time, remote string, su
 		// behind catches up one bounded answer at a time instead of each poll replaying all it missed. The read
 		// has a bound of its own, not the poll's wait: a poll with timeout=0 must be able to catch up too.
 		readCtx, cancel := context.WithTimeout(ctx, historyReadTimeout)
-		cursor, updates, err := s.hub.historyAfter(readCtx, sub.Patterns, since, limit)
+		cursor, updates, err := s.hub.historyAfter(readCtx, remote, sub.Patterns, since, limit)
 		cancel()
 		if err != nil || len(updates) > 0 {
 			release()
@@ -158,11 +179,11 @@ func (s *Server) poll(ctx context.Context, deadline time.Time, remote string, su
 	case batch := <-sink.got:
 		var updates []*Update
 		for _, u := range batch {
-			if u.Topic != "" && len(updates) < limit {
+			if u.Topic != "" {
 				updates = append(updates, u)
 			}
 		}
-		if len(updates) > 0 {
+		if updates = updates[:limit.take(updates)]; len(updates) > 0 {
 			return updates[len(updates)-1].Cursor, updates, nil
 		}
 	case <-sink.closed:
@@ -215,18 +236,18 @@ func latestPerTopic(updates []*Update) []*Update {
 	return out
 }
 
-// recentAfter returns from memory the updates after since matching patterns (at most limit) and the cursor to poll
+// recentAfter returns from memory the updates after since matching patterns (within limit) and the cursor to poll
 // from next; ok is false when memory does not reach back to since.
-func (h *Hub) recentAfter(patterns []string, since uint64, limit int) (cursor uint64, updates []*Update, ok bool) {
+func (h *Hub) recentAfter(patterns []string, since uint64, limit answerLimit) (cursor uint64, updates []*Update, ok bool) {
 	h.cacheMu.RLock()
 	defer h.cacheMu.RUnlock()
 	if !h.recent.covers(since) || since > h.head {
 		return 0, nil, false
 	}
 	updates = h.recent.after(nil, since, func(u *Update) bool { return matchesAny(patterns, u.Topic) })
-	if len(updates) > limit {
-		updates = updates[:limit]
-		return updates[limit-1].Cursor, updates, true
+	if n := limit.take(updates); n < len(updates) {
+		updates = updates[:n]
+		return updates[n-1].Cursor, updates, true
 	}
 	return h.head, updates, true
 }
@@ -238,9 +259,10 @@ var errEnough = errors.New("push: enough")
 const historyReadTimeout = 10 * time.Second
 
 // historyAfter reads from the stream the updates after since matching patterns, at most limit, and returns them
-// with the cursor to poll from next. Errors: ErrCursorExpired when retention has passed since, ErrUnavailable.
+// with the cursor to poll from next. Errors: ErrCursorExpired when retention has passed since, ErrBusy,
+// ErrUnavailable.
 // A read cut short by ctx answers with what it has.
-func (h *Hub) historyAfter(ctx context.Context, patterns []string, since uint64, limit int) (uint64, []*Update, error) {
+func (h *Hub) historyAfter(ctx context.Context, remote string, patterns []string, since uint64, limit answerLimit) (uint64, []*Update, error) {
 	h.metrics.replays.WithLabelValues("stream").Inc()
 	first, _, err := h.history.Bounds(ctx, 0)
 	if err != nil {
@@ -250,12 +272,13 @@ func (h *Hub) historyAfter(ctx context.Context, patterns []string, since uint64,
 		return since, nil, ErrCursorExpired
 	}
 	var updates []*Update
-	reached, err := h.history.Replay(ctx, since, h.Head(), patterns, func(u *Update) error {
-		if !matchesAny(patterns, u.Topic) { // the consumer's filter may be wider than the patterns
+	size := 0
+	reached, err := h.replay(ctx, remote, since, h.Head(), patterns, func(u *Update) error {
+		if !matchesAny(patterns, u.Topic) { // the read's filter may be wider than the patterns
 			return nil
 		}
 		updates = append(updates, u)
-		if len(updates) == limit {
+		if size += len(u.json); len(updates) == limit.count || size >= limit.bytes {
 			return errEnough
 		}
 		return nil
@@ -263,6 +286,8 @@ func (h *Hub) historyAfter(ctx context.Context, patterns []string, since uint64,
 	switch {
 	case errors.Is(err, errEnough), err != nil && len(updates) > 0 && ctx.Err() != nil:
 		return updates[len(updates)-1].Cursor, updates, nil
+	case errors.Is(err, ErrBusy):
+		return since, nil, err
 	case err != nil:
 		return since, nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}

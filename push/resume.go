@@ -64,7 +64,7 @@ func (h *Hub) beginHistory(floor uint64) {
 // Resume subscribes s to sub from just after cursor since: it queues reply (if not nil), every update after since
 // for the topics that sub adds, then live updates. A cursor older than the stream keeps gets reply, a reset message
 // and a snapshot instead (reset is then true). A rate-limited subscription wants latest values, not history: it gets
-// the snapshot. Errors: ErrCursorAhead, ErrUnavailable, ErrClosed, or ctx's.
+// the snapshot. Errors: ErrCursorAhead, ErrUnavailable, ErrBusy, ErrClosed, or ctx's.
 func (h *Hub) Resume(ctx context.Context, s *Subscriber, sub Subscription, since uint64, reply *Update) (reset bool, err error) {
 	return h.resume(ctx, s, sub, since, reply, h.checkCursor(ctx, since))
 }
@@ -224,13 +224,13 @@ func (h *Hub) resumeFromStream(ctx context.Context, s *Subscriber, patterns []st
 		// Retention removed what we were about to replay: the client has a gap it must know about.
 		return since, ErrCursorExpired
 	}
-	next, err := h.history.Replay(ctx, since, until, patterns, func(u *Update) error {
+	next, err := h.replay(ctx, s.remote, since, until, patterns, func(u *Update) error {
 		if !keep(u) {
 			return nil
 		}
 		return s.pushReplay(ctx, u)
 	})
-	if err != nil && !errors.Is(err, ErrClosed) && ctx.Err() == nil {
+	if err != nil && !errors.Is(err, ErrClosed) && !errors.Is(err, ErrBusy) && ctx.Err() == nil {
 		err = fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	return next, err
@@ -242,8 +242,8 @@ func (s *Subscriber) enqueueBatchLocked(updates []*Update) {
 		s.mu.Unlock()
 		return
 	}
-	s.queue = append(s.queue, updates...)
-	s.limit = max(s.limit, 2*len(s.queue))
+	s.appendLocked(updates...)
+	s.raiseLimitsLocked()
 	s.startWriterLocked()
 }
 

@@ -29,6 +29,9 @@ type Config struct {
 	CORSOrigins []string
 	// MaxTopics is the most topic patterns one connection or request may hold. Zero: 64.
 	MaxTopics int
+	// PollBytes bounds one long-poll answer: past the first update, no more than this many bytes of updates; the
+	// client asks again from the cursor it got. Zero: 1 MiB.
+	PollBytes int
 	// Limits on connections and control messages.
 	Limits Limits
 	// Auth, when set, requires tokens for the topics it does not leave anonymous. Nil: everything is public.
@@ -52,6 +55,9 @@ type Config struct {
 func (c Config) withDefaults() Config {
 	if c.MaxTopics <= 0 {
 		c.MaxTopics = 64
+	}
+	if c.PollBytes <= 0 {
+		c.PollBytes = 1 << 20
 	}
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 10 * time.Second

@@ -118,9 +118,12 @@ func (s *Server) handleSSE(c *gin.Context) {
 		// its own, so that it keeps a small stack for the connection's life.
 		if _, err := s.hub.resume(context.Background(), subscriber, sub, since, sseHello, checked); err != nil {
 			s.log.Info("resume failed", "conn", subscriber.id, "err", err)
-			if errors.Is(err, ErrCursorAhead) {
+			switch {
+			case errors.Is(err, ErrCursorAhead):
 				subscriber.Close(reasonStreamRecreated) // only a recreation gets here: the check came first
-			} else {
+			case errors.Is(err, ErrBusy):
+				subscriber.Close(reasonBusy)
+			default:
 				subscriber.Close(reasonUnavailable)
 			}
 		}

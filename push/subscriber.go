@@ -45,6 +45,8 @@ var (
 		text: "your token expired: reconnect with a new one and resume from your cursor", retry: time.Second}
 	reasonUnavailable = closeReason{code: 1013, err: "unavailable",
 		text: "stream unreachable: reconnect and resume from your cursor", retry: 2 * time.Second}
+	reasonBusy = closeReason{code: 1013, err: "busy",
+		text: "too many clients catching up from the stream here: reconnect later and resume", retry: retryAfter}
 	reasonStreamRecreated = closeReason{code: 1012, err: "stream_recreated",
 		text: "the stream was recreated and its cursors start over: reconnect for a fresh snapshot", retry: time.Second}
 )
@@ -69,7 +71,9 @@ type Subscriber struct {
 	mu         sync.Mutex
 	queue      []*Update
 	spare      []*Update // the other of the two buffers the writer swaps with queue
-	limit      int       // conflate when the queue grows past this
+	queued     int       // memory held by the queue's updates
+	limit      int       // conflate when the queue grows past this many updates
+	limitBytes int       // or this much memory
 	last       uint64    // newest cursor queued: offer drops anything at or below it
 	writing    bool      // a writer goroutine is running
 	beat       bool      // a heartbeat is due
@@ -146,8 +150,8 @@ func (s *Subscriber) offer(u *Update) {
 		s.mu.Unlock()
 		return
 	}
-	s.queue = append(s.queue, u)
-	if len(s.queue) > s.limit && s.stalledLocked(u.Recv) && s.conflateLocked(u.Recv) {
+	s.appendLocked(u)
+	if s.overLimitLocked() && s.stalledLocked(u.Recv) && s.conflateLocked(u.Recv) {
 		s.mu.Unlock()
 		go s.Close(reasonSlow) // Close takes hub.mu: never on the publish path
 		return
@@ -159,7 +163,7 @@ func (s *Subscriber) offer(u *Update) {
 func (s *Subscriber) Send(ctrl *Update) {
 	s.mu.Lock()
 	if s.closing == nil {
-		s.queue = append(s.queue, ctrl)
+		s.appendLocked(ctrl)
 		s.startWriterLocked()
 		return
 	}
@@ -175,13 +179,13 @@ func (s *Subscriber) enqueueLocked(reply *Update, updates []*Update, head uint64
 		return
 	}
 	if reply != nil {
-		s.queue = append(s.queue, reply)
+		s.appendLocked(reply)
 	}
-	s.queue = append(s.queue, updates...)
+	s.appendLocked(updates...)
 	s.last = max(s.last, head)
 	// A snapshot is one update per topic and a replay from memory is already in memory: let the queue hold them
 	// without calling the subscriber slow.
-	s.limit = max(s.limit, 2*len(s.queue))
+	s.raiseLimitsLocked()
 	s.startWriterLocked()
 }
 
@@ -189,7 +193,7 @@ func (s *Subscriber) enqueueLocked(reply *Update, updates []*Update, head uint64
 // behind streams its catch-up instead of having it loaded whole.
 func (s *Subscriber) pushReplay(ctx context.Context, u *Update) error {
 	s.mu.Lock()
-	for len(s.queue) >= s.hub.opts.QueueLimit && s.closing == nil {
+	for (len(s.queue) >= s.hub.opts.QueueLimit || s.queued >= s.hub.opts.QueueBytes) && s.closing == nil {
 		if s.room == nil {
 			s.room = make(chan struct{}, 1)
 		}
@@ -206,7 +210,7 @@ func (s *Subscriber) pushReplay(ctx context.Context, u *Update) error {
 		s.mu.Unlock()
 		return ErrClosed
 	}
-	s.queue = append(s.queue, u)
+	s.appendLocked(u)
 	s.startWriterLocked()
 	return nil
 }
@@ -289,7 +293,7 @@ func (s *Subscriber) release(th *throttle) {
 		return
 	}
 	th.sent = time.Now()
-	s.queue = append(s.queue, u)
+	s.appendLocked(u)
 	s.startWriterLocked()
 }
 
@@ -303,7 +307,7 @@ func (s *Subscriber) ratesChangedLocked() {
 	s.mu.Lock()
 	for _, th := range s.throttles {
 		if th != nil && th.pending != nil {
-			s.queue = append(s.queue, th.pending)
+			s.appendLocked(th.pending)
 			th.pending = nil
 		}
 	}
@@ -322,12 +326,14 @@ func (s *Subscriber) purge(keep func(topic string) bool, reply *Update) {
 	for _, u := range s.queue {
 		if u.Topic == "" || keep(u.Topic) {
 			q = append(q, u)
+		} else {
+			s.queued -= queuedSize(u)
 		}
 	}
 	clear(s.queue[len(q):])
 	s.queue = q
 	if reply != nil {
-		s.queue = append(s.queue, reply)
+		s.appendLocked(reply)
 	}
 	s.startWriterLocked()
 }
@@ -336,10 +342,34 @@ func (s *Subscriber) purge(keep func(topic string) bool, reply *Update) {
 // fast as it can is not conflated by a burst, one whose socket is full is.
 const stallAfter = 100 * time.Millisecond
 
+// appendLocked queues us, counting the memory they hold. s.mu must be held.
+func (s *Subscriber) appendLocked(us ...*Update) {
+	for _, u := range us {
+		s.queued += queuedSize(u)
+	}
+	s.queue = append(s.queue, us...)
+}
+
+// queuedSize is what a queued update counts against a queue's byte limit: the memory it keeps alive.
+func queuedSize(u *Update) int { return u.memSize() }
+
+// overLimitLocked reports whether the queue holds more updates or more memory than it may before conflating.
+func (s *Subscriber) overLimitLocked() bool {
+	return len(s.queue) > s.limit || s.queued > s.limitBytes
+}
+
+// raiseLimitsLocked lets the queue hold twice what it holds now without calling the subscriber slow.
+func (s *Subscriber) raiseLimitsLocked() {
+	s.limit = max(s.limit, 2*len(s.queue))
+	s.limitBytes = max(s.limitBytes, 2*s.queued)
+}
+
 // stalledLocked reports whether the queue, over its limit, should be conflated: the write in progress has taken
-// longer than stallAfter, or the queue has grown past 16 times the limit whatever the writer does.
+// longer than stallAfter, or the queue has grown past 16 times its limit in updates or 4 times in memory whatever
+// the writer does.
 func (s *Subscriber) stalledLocked(now time.Time) bool {
-	return !s.writeStart.IsZero() && now.Sub(s.writeStart) > stallAfter || len(s.queue) > 16*s.limit
+	return !s.writeStart.IsZero() && now.Sub(s.writeStart) > stallAfter ||
+		len(s.queue) > 16*s.limit || s.queued > 4*s.limitBytes
 }
 
 // conflateLocked keeps only the newest queued update of each topic (and every control message), in order. It
@@ -360,12 +390,16 @@ func (s *Subscriber) conflateLocked(now time.Time) (tooSlow bool) {
 	}
 	s.conflated += uint64(w)
 	s.hub.metrics.conflated.Add(float64(w))
+	for _, u := range s.queue[:w] {
+		s.queued -= queuedSize(u)
+	}
 	n := copy(s.queue, s.queue[w:])
 	clear(s.queue[n:])
 	s.queue = s.queue[:n]
 	// What is left is one update per topic: the queue may hold twice that before conflating again, so memory stays
 	// proportional to the topics subscribed, not to the update rate.
 	s.limit = max(s.hub.opts.QueueLimit, 2*n)
+	s.limitBytes = max(s.hub.opts.QueueBytes, 2*s.queued)
 	if s.behind.IsZero() {
 		s.behind = now
 	}
@@ -396,7 +430,7 @@ func (s *Subscriber) writeLoop() {
 			s.signalRoomLocked()
 		}
 		if reason := s.closing; reason != nil {
-			s.queue = nil
+			s.queue, s.queued = nil, 0
 			s.mu.Unlock()
 			s.sink.close(*reason)
 			s.hub.live.Done()
@@ -405,6 +439,7 @@ func (s *Subscriber) writeLoop() {
 		if len(s.queue) == 0 {
 			s.behind = time.Time{}
 			s.limit = max(s.hub.opts.QueueLimit, s.limit/2)
+			s.limitBytes = max(s.hub.opts.QueueBytes, s.limitBytes/2)
 			if !s.beat {
 				s.writing = false
 				s.mu.Unlock()
@@ -417,7 +452,7 @@ func (s *Subscriber) writeLoop() {
 			}
 			continue
 		}
-		batch, s.queue, s.spare = s.queue, s.spare, nil
+		batch = s.takeBatchLocked()
 		s.writeStart = time.Now()
 		s.mu.Unlock()
 
@@ -429,6 +464,37 @@ func (s *Subscriber) writeLoop() {
 		s.lastWrite.Store(now.UnixNano())
 		s.metrics.written(batch, now)
 	}
+}
+
+// maxWriteBytes bounds one write: a queue holding more leaves in several writes, so no write buffer grows with a
+// client's backlog.
+const maxWriteBytes = 256 << 10
+
+// takeBatchLocked takes the next write's updates from the queue: all of them, or as many as fit in maxWriteBytes
+// (at least one). s.mu must be held.
+func (s *Subscriber) takeBatchLocked() []*Update {
+	size, k := 0, 0
+	for k < len(s.queue) {
+		size += len(s.queue[k].json) + len(s.queue[k].sse)
+		if size > 2*maxWriteBytes && k > 0 { // each transport writes one of the two encodings
+			break
+		}
+		k++
+	}
+	var batch []*Update
+	if k == len(s.queue) {
+		batch, s.queue, s.spare = s.queue, s.spare, nil
+		s.queued = 0
+		return batch
+	}
+	batch, s.spare = append(s.spare[:0], s.queue[:k]...), nil
+	for _, u := range batch {
+		s.queued -= queuedSize(u)
+	}
+	n := copy(s.queue, s.queue[k:])
+	clear(s.queue[n:])
+	s.queue = s.queue[:n]
+	return batch
 }
 
 // check runs on the hub's sweep: it asks for a heartbeat if nothing was written since idleSince and closes a

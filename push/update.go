@@ -214,6 +214,9 @@ func newControl(jsonLine, sseEvent []byte) *Update {
 	return &Update{json: jsonLine, sse: sseEvent}
 }
 
+// memSize is the memory an update holds: its payload, its two encodings and the struct.
+func (u *Update) memSize() int { return len(u.Data) + len(u.sse) + len(u.json) + 160 }
+
 // JSON returns the update's line in the WebSocket and polling format, newline included. The caller must not modify it.
 func (u *Update) JSON() []byte { return u.json }
 

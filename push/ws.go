@@ -295,6 +295,9 @@ func (s *Server) wsSubscribe(sub *Subscriber, req wsRequest) {
 	case err == nil, errors.Is(err, ErrClosed):
 	case errors.Is(err, ErrCursorAhead):
 		sub.Send(wsError(req.ID, "bad_cursor", "cursor %d is ahead of the stream", since))
+	case errors.Is(err, ErrBusy):
+		sub.Send(wsError(req.ID, "busy", "too many clients are catching up from the stream on this edge: retry in %d s",
+			int(retryAfter.Seconds())))
 	default:
 		s.log.Info("resume failed", "conn", sub.id, "err", err)
 		sub.Send(wsError(req.ID, "unavailable", "the stream is unreachable right now: retry shortly"))
