@@ -60,13 +60,17 @@ func (s *Server) subscriptionFromQuery(c *gin.Context) (Subscription, bool) {
 	return sub, true
 }
 
-// maxRateLimit is the highest maxRate accepted; above it, ask for no limit.
-const maxRateLimit = 1000
+// The accepted maxRate: 0 (no limit), or from minRate to maxRateLimit updates per second. Above the highest, ask
+// for no limit; the lowest keeps a throttle's interval (and the timer that holds a subscriber while it runs) short.
+const (
+	minRate      = 0.01
+	maxRateLimit = 1000
+)
 
 func parseMaxRate(v string) (float64, error) {
 	rate, err := strconv.ParseFloat(v, 64)
-	if err != nil || math.IsNaN(rate) || rate < 0 || rate > maxRateLimit {
-		return 0, fmt.Errorf("maxRate must be a number of updates per second from 0 (no limit) to %d", maxRateLimit)
+	if err != nil || math.IsNaN(rate) || rate < 0 || rate > maxRateLimit || rate > 0 && rate < minRate {
+		return 0, fmt.Errorf("maxRate must be 0 (no limit) or a number of updates per second from %g to %d", minRate, maxRateLimit)
 	}
 	return rate, nil
 }

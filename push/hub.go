@@ -113,15 +113,18 @@ type Hub struct {
 	// writing to a socket); Subscribe and Unsubscribe hold it for writing.
 	mu       sync.RWMutex
 	patterns map[string]*patternSet   // distinct pattern → its subscribers
-	matches  map[string][]*patternSet // topic → the pattern sets matching it; cleared when patterns come and go
+	matches  map[string][]*patternSet // topic → the pattern sets matching it; kept up to date as patterns come and go
 	subs     map[*Subscriber]struct{}
 
-	// cacheMu guards the last-value cache and the recent history. Lock order: mu before cacheMu.
+	// cacheMu guards the last-value cache and the recent history. Lock order: mu before cacheMu. Readers that scan
+	// the whole cache (a wildcard snapshot, the catalog) take slots under it and scan after releasing it, so that
+	// a scan never holds up Publish.
 	cacheMu sync.RWMutex
-	head    uint64 // cursor of the newest update published
-	latest  map[string]*Update
-	cached  int  // memory held by latest's updates
-	recent  ring // the latest updates, in cursor order: every update after recent.floor, once history is on
+	head    uint64                // cursor of the newest update published
+	latest  map[string]*topicSlot // topic → its slot
+	slots   []*topicSlot          // every slot; replaced, never changed in place, when topics come and go
+	cached  int                   // memory held by the slots' updates
+	recent  ring                  // the latest updates, in cursor order: every update after recent.floor, once history is on
 
 	history History       // the stream, for resumes from further back than recent holds; set once by NewSource
 	reads   *readGate     // bounds concurrent reads of history
@@ -148,7 +151,7 @@ func NewHub(opts HubOptions) *Hub {
 		patterns: make(map[string]*patternSet),
 		matches:  make(map[string][]*patternSet),
 		subs:     make(map[*Subscriber]struct{}),
-		latest:   make(map[string]*Update),
+		latest:   make(map[string]*topicSlot),
 		reads:    newReadGate(opts.MaxStreamReads, opts.MaxStreamReadsPerIP, opts.StreamReadWait),
 	}
 	h.metrics.gauge("livepush_stream_cursor", "Cursor of the newest update the edge has seen.",
@@ -185,28 +188,33 @@ func (h *Hub) Publish(u *Update) error {
 		h.cacheMu.Unlock()
 		return nil
 	}
-	old, known := h.latest[u.Topic]
-	if err := h.admitLocked(u, old); err != nil {
+	slot := h.latest[u.Topic]
+	if err := h.admitLocked(u, slot.load()); err != nil {
 		h.cacheMu.Unlock()
 		return err
 	}
-	if known {
-		h.cached -= old.memSize()
+	if slot == nil {
+		slot = &topicSlot{topic: u.Topic}
+		h.latest[u.Topic] = slot
+		h.slots = append(slices.Clip(h.slots), slot) // a new array: scans in progress keep theirs
+	} else {
+		h.cached -= slot.load().memSize()
 	}
+	slot.latest.Store(u)
 	h.cached += u.memSize()
 	h.head = u.Cursor
-	h.latest[u.Topic] = u
 	h.recent.push(u)
 	h.cacheMu.Unlock()
 
 	h.mu.RLock()
 	sets, ok := h.matches[u.Topic]
-	if !ok {
+	for !ok {
 		h.mu.RUnlock()
 		h.mu.Lock()
-		sets = h.matchLocked(u.Topic)
+		h.matchLocked(u.Topic)
 		h.mu.Unlock()
 		h.mu.RLock()
+		sets, ok = h.matches[u.Topic] // read again: the index may have changed while it was not held
 	}
 	for _, set := range sets {
 		for _, s := range set.subs {
@@ -236,7 +244,7 @@ func (h *Hub) admitLocked(u, old *Update) error {
 func (h *Hub) cachesTopic(u *Update) bool {
 	h.cacheMu.RLock()
 	defer h.cacheMu.RUnlock()
-	return h.admitLocked(u, h.latest[u.Topic]) == nil
+	return h.admitLocked(u, h.latest[u.Topic].load()) == nil
 }
 
 // streamRecreated forgets what the hub holds of a stream that was deleted and created again, whose cursors start
@@ -251,7 +259,7 @@ func (h *Hub) streamRecreated() {
 	}
 	h.cacheMu.Lock()
 	h.epoch.Add(1)
-	h.head, h.cached = 0, 0
+	h.head, h.cached, h.slots = 0, 0, nil
 	clear(h.latest)
 	h.recent.stop()
 	h.cacheMu.Unlock()
@@ -313,25 +321,43 @@ type Subscription struct {
 // Subscribe adds sub's patterns to s, queues reply (if not nil), then the snapshot (the latest update of every topic
 // that the new patterns match and the old ones did not), then live updates: with no gap and no duplicate between
 // them. For patterns s already has, only the rate changes.
+//
+// The snapshot is taken without the subscription index, so that a wildcard over many topics holds up no publishing:
+// the cache as of some cursor first, then, holding the index, what was published since, from memory.
 func (h *Hub) Subscribe(s *Subscriber, sub Subscription, reply *Update) {
+	existing := s.Patterns() // only this subscriber's own control flow changes them, and it is here
+	var added []string
+	for _, p := range sub.Patterns {
+		if !slices.Contains(existing, p) && !slices.Contains(added, p) {
+			added = append(added, p)
+		}
+	}
+	keep := func(t string) bool { return matchesAny(added, t) && !matchesAny(existing, t) }
+	var asOf uint64
+	var snapshot []*Update
+	if len(added) > 0 {
+		asOf, snapshot = h.latestAsOf(added, keep)
+	}
+
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if s.removed {
 		return
 	}
-	old := len(s.patterns)
-	added := h.addPatternsLocked(s, sub)
-
+	h.addPatternsLocked(s, sub)
 	// Holding mu keeps Publish from fanning out until s is ready; the cursor check in offer drops what the snapshot
 	// already holds.
 	h.cacheMu.RLock()
 	head := h.head
-	var snapshot []*Update
-	if len(added) > 0 {
-		snapshot = h.latestLocked(added, func(t string) bool { return !s.matchesLocked(t, old) })
+	switch {
+	case len(added) == 0 || head == asOf:
+	case h.recent.covers(asOf):
+		snapshot = h.recent.after(snapshot, asOf, func(u *Update) bool { return keep(u.Topic) })
+	default: // memory does not reach back that far (the edge is still catching up): look again, holding the cache
+		snapshot = scanLatest(h.slots, head, added, keep, nil)
+		sortByCursor(snapshot)
 	}
 	h.cacheMu.RUnlock()
-	slices.SortFunc(snapshot, func(a, b *Update) int { return cmp.Compare(a.Cursor, b.Cursor) })
 	s.enqueueLocked(reply, snapshot, head)
 }
 
@@ -351,7 +377,7 @@ func (h *Hub) addPatternsLocked(s *Subscriber, sub Subscription) (added []string
 		if set == nil {
 			set = &patternSet{pattern: p}
 			h.patterns[p] = set
-			clear(h.matches) // a new pattern may match cached topics
+			h.patternAddedLocked(set)
 		}
 		s.patterns = append(s.patterns, subscription{set: set, index: len(set.subs), maxRate: sub.MaxRate})
 		set.subs = append(set.subs, s)
@@ -395,7 +421,44 @@ func (h *Hub) removePatternLocked(s *Subscriber, p string) {
 	set.subs = set.subs[:last]
 	if len(set.subs) == 0 {
 		delete(h.patterns, p)
-		clear(h.matches)
+		h.patternRemovedLocked(set)
+	}
+}
+
+// patternAddedLocked adds a new pattern's set to the topics it matches in the match cache: a literal pattern is
+// one lookup, a wildcard one match per cached topic. Clearing the cache instead would make every topic's next
+// publish take the index for writing and match it against every pattern. h.mu must be held for writing.
+func (h *Hub) patternAddedLocked(set *patternSet) {
+	if topic.IsLiteral(set.pattern) {
+		if sets, ok := h.matches[set.pattern]; ok {
+			h.matches[set.pattern] = append(sets, set)
+		}
+		return
+	}
+	for t, sets := range h.matches {
+		if topic.Match(set.pattern, t) {
+			h.matches[t] = append(sets, set)
+		}
+	}
+}
+
+// patternRemovedLocked takes a pattern's set, now empty, out of the match cache. h.mu must be held for writing.
+func (h *Hub) patternRemovedLocked(set *patternSet) {
+	drop := func(t string, sets []*patternSet) {
+		if i := slices.Index(sets, set); i >= 0 {
+			h.matches[t] = slices.Delete(sets, i, i+1)
+		}
+	}
+	if topic.IsLiteral(set.pattern) {
+		if sets, ok := h.matches[set.pattern]; ok {
+			drop(set.pattern, sets)
+		}
+		return
+	}
+	for t, sets := range h.matches {
+		if topic.Match(set.pattern, t) {
+			drop(t, sets)
+		}
 	}
 }
 
@@ -416,33 +479,59 @@ func (h *Hub) remove(s *Subscriber) bool {
 
 // Snapshot returns the head cursor and the latest update of every topic matching one of patterns, in cursor order.
 func (h *Hub) Snapshot(patterns []string) (head uint64, updates []*Update) {
-	h.cacheMu.RLock()
-	head = h.head
-	updates = h.latestLocked(patterns, nil)
-	h.cacheMu.RUnlock()
-	slices.SortFunc(updates, func(a, b *Update) int { return cmp.Compare(a.Cursor, b.Cursor) })
-	return head, updates
+	return h.latestAsOf(patterns, func(string) bool { return true })
 }
 
-// latestLocked returns the cached update of every topic that one of patterns matches and keep (if not nil)
-// accepts, in no order. Topics named in full, as most subscriptions are, are looked up; only wildcards scan the
-// whole cache, which is held meanwhile. h.cacheMu must be held.
-func (h *Hub) latestLocked(patterns []string, keep func(topic string) bool) []*Update {
-	var out []*Update
-	if !slices.ContainsFunc(patterns, func(p string) bool { return !topic.IsLiteral(p) }) {
+// latestAsOf returns a cursor and, in cursor order, the latest update as of that cursor of every topic that one of
+// patterns matches and keep accepts. Topics named in full, as most subscriptions are, are looked up; wildcards
+// scan the cache without holding it.
+func (h *Hub) latestAsOf(patterns []string, keep func(topic string) bool) (asOf uint64, updates []*Update) {
+	h.cacheMu.RLock()
+	asOf, slots := h.head, h.slots
+	literal := !slices.ContainsFunc(patterns, func(p string) bool { return !topic.IsLiteral(p) })
+	if literal {
 		for i, t := range patterns {
-			if u := h.latest[t]; u != nil && !slices.Contains(patterns[:i], t) && (keep == nil || keep(t)) {
-				out = append(out, u)
+			if u := h.latest[t].load(); u != nil && !slices.Contains(patterns[:i], t) && keep(t) {
+				updates = append(updates, u)
 			}
 		}
-		return out
 	}
-	for t, u := range h.latest {
-		if matchesAny(patterns, t) && (keep == nil || keep(t)) {
-			out = append(out, u)
+	h.cacheMu.RUnlock()
+	if !literal {
+		updates = scanLatest(slots, asOf, patterns, keep, nil)
+	}
+	sortByCursor(updates)
+	return asOf, updates
+}
+
+// scanLatest appends to dst the latest update of each slot whose topic one of patterns matches and keep accepts,
+// if it is at or before asOf: one published since is left for the caller to take from memory.
+func scanLatest(slots []*topicSlot, asOf uint64, patterns []string, keep func(string) bool, dst []*Update) []*Update {
+	for _, slot := range slots {
+		if u := slot.load(); u.Cursor <= asOf && matchesAny(patterns, slot.topic) && keep(slot.topic) {
+			dst = append(dst, u)
 		}
 	}
-	return out
+	return dst
+}
+
+func sortByCursor(updates []*Update) {
+	slices.SortFunc(updates, func(a, b *Update) int { return cmp.Compare(a.Cursor, b.Cursor) })
+}
+
+// topicSlot holds the latest update of one topic. The update is swapped atomically, so a scan of every slot needs
+// no lock.
+type topicSlot struct {
+	topic  string
+	latest atomic.Pointer[Update]
+}
+
+// load returns the slot's update, or nil for no slot.
+func (t *topicSlot) load() *Update {
+	if t == nil {
+		return nil
+	}
+	return t.latest.Load()
 }
 
 // Run sends heartbeats to idle subscribers, disconnects stuck ones and expires old topics from the cache, until ctx
@@ -474,11 +563,17 @@ func (h *Hub) sweep(now time.Time) {
 
 	expired := now.Add(-h.opts.Retention)
 	h.cacheMu.Lock()
-	for t, u := range h.latest {
-		if u.Recv.Before(expired) {
-			delete(h.latest, t)
-			h.cached -= u.memSize()
+	if slices.ContainsFunc(h.slots, func(t *topicSlot) bool { return t.load().Recv.Before(expired) }) {
+		live := make([]*topicSlot, 0, len(h.slots)) // a new array: scans in progress keep theirs
+		for _, slot := range h.slots {
+			if u := slot.load(); u.Recv.Before(expired) {
+				delete(h.latest, slot.topic)
+				h.cached -= u.memSize()
+			} else {
+				live = append(live, slot)
+			}
 		}
+		h.slots = live
 	}
 	topics := len(h.latest)
 	h.cacheMu.Unlock()
@@ -529,12 +624,14 @@ type Topic struct {
 // Topics returns the catalog: every topic in the last-value cache, sorted by name, and the head cursor.
 func (h *Hub) Topics() (head uint64, topics []Topic) {
 	h.cacheMu.RLock()
-	head = h.head
-	topics = make([]Topic, 0, len(h.latest))
-	for t, u := range h.latest {
-		topics = append(topics, Topic{Topic: t, Kind: u.Kind, Cursor: u.Cursor})
-	}
+	head, slots := h.head, h.slots
 	h.cacheMu.RUnlock()
+	topics = make([]Topic, 0, len(slots))
+	for _, slot := range slots {
+		if u := slot.load(); u.Cursor <= head {
+			topics = append(topics, Topic{Topic: slot.topic, Kind: u.Kind, Cursor: u.Cursor})
+		}
+	}
 	slices.SortFunc(topics, func(a, b Topic) int { return cmp.Compare(a.Topic, b.Topic) })
 	return head, topics
 }

@@ -100,7 +100,7 @@ type throttle struct {
 	interval time.Duration
 	sent     time.Time
 	pending  *Update
-	armed    bool // a timer will release pending
+	timer    *time.Timer // releases pending; nil when none is armed
 }
 
 // ID returns the connection's id, unique in this process, used in logs.
@@ -257,9 +257,8 @@ func (s *Subscriber) allowLocked(u *Update) bool {
 		return true
 	}
 	th.pending = u
-	if !th.armed {
-		th.armed = true
-		time.AfterFunc(th.interval-now.Sub(th.sent), func() { s.release(th) })
+	if th.timer == nil {
+		th.timer = time.AfterFunc(th.interval-now.Sub(th.sent), func() { s.release(th) })
 	}
 	return false
 }
@@ -285,7 +284,7 @@ func (s *Subscriber) newThrottleLocked(t string) *throttle {
 // release queues a throttled topic's pending update once its interval has passed.
 func (s *Subscriber) release(th *throttle) {
 	s.mu.Lock()
-	th.armed = false
+	th.timer = nil
 	u := th.pending
 	th.pending = nil
 	if u == nil || s.closing != nil {
@@ -311,8 +310,20 @@ func (s *Subscriber) ratesChangedLocked() {
 			th.pending = nil
 		}
 	}
-	s.throttles = nil
+	s.stopThrottlesLocked()
 	s.startWriterLocked()
+}
+
+// stopThrottlesLocked forgets the throttles and stops their timers, so that none keeps s reachable after it is
+// gone. s.mu must be held.
+func (s *Subscriber) stopThrottlesLocked() {
+	for _, th := range s.throttles {
+		if th != nil && th.timer != nil {
+			th.timer.Stop()
+			th.timer = nil
+		}
+	}
+	s.throttles = nil
 }
 
 // purge drops queued updates whose topic keep rejects, then queues reply. Control messages stay.
@@ -530,6 +541,7 @@ func (s *Subscriber) Close(reason closeReason) {
 		}
 		s.mu.Lock()
 		s.closing = &reason
+		s.stopThrottlesLocked()
 		s.signalRoomLocked() // wake a replay waiting for room
 		if s.endReplay != nil {
 			s.endReplay()
