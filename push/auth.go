@@ -45,6 +45,8 @@ type AuthConfig struct {
 	Anonymous []string
 	// Issuer and Audience, when set, must match the token's "iss" and "aud".
 	Issuer, Audience string
+	// RequireExpiry refuses tokens without "exp": a leaked token that never expires is a stream forever.
+	RequireExpiry bool
 }
 
 // Authenticator verifies tokens and decides which topics a client may have.
@@ -84,6 +86,9 @@ func NewAuthenticator(cfg AuthConfig) (*Authenticator, error) {
 	if cfg.Audience != "" {
 		opts = append(opts, jwt.WithAudience(cfg.Audience))
 	}
+	if cfg.RequireExpiry {
+		opts = append(opts, jwt.WithExpirationRequired())
+	}
 	a := &Authenticator{cfg: cfg, parser: jwt.NewParser(opts...)}
 	if cfg.JWKSURL != "" {
 		a.jwks = &jwks{url: cfg.JWKSURL, client: &http.Client{Timeout: 5 * time.Second}}
@@ -116,10 +121,8 @@ func (a *Authenticator) key(token *jwt.Token) (any, error) {
 
 // tokenFrom finds the request's token: the Authorization header, the token parameter, or the cookie.
 func tokenFrom(r *http.Request) string {
-	if h := r.Header.Get("Authorization"); h != "" {
-		if t, ok := strings.CutPrefix(h, "Bearer "); ok {
-			return strings.TrimSpace(t)
-		}
+	if h := r.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:]) // the scheme is case-insensitive (RFC 9110, 11.1)
 	}
 	if t := r.URL.Query().Get("token"); t != "" {
 		return t
@@ -163,6 +166,8 @@ func tokenProblem(err error) string {
 	switch {
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return "token expired"
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		return "token has no expiry (exp), which this edge requires"
 	case errors.Is(err, jwt.ErrTokenNotValidYet):
 		return "token not valid yet"
 	case errors.Is(err, jwt.ErrTokenMalformed):

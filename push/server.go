@@ -102,16 +102,20 @@ func (s *Server) routes() http.Handler {
 
 	// Streams manage their own connection: no middleware that buffers or times out the response.
 	r.GET("/sse", s.handleSSE)
+	r.OPTIONS("/sse", s.preflight)
 	r.GET("/ws", s.handleWS)
 
+	// GET and HEAD alike: load balancers check health with HEAD.
+	getOrHead := []string{http.MethodGet, http.MethodHead}
 	api := r.Group("/api", s.countRequests, s.cors)
-	api.GET("/snapshot", s.handleSnapshot)
-	api.GET("/poll", s.handlePoll)
-	api.GET("/topics", s.handleTopics)
+	api.Match(getOrHead, "/snapshot", s.handleSnapshot)
+	api.Match(getOrHead, "/poll", s.handlePoll)
+	api.Match(getOrHead, "/topics", s.handleTopics)
+	api.OPTIONS("/*path", s.preflight)
 
-	r.GET("/healthz", s.handleHealth)
-	r.GET("/readyz", s.handleReady)
-	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(s.hub.metrics.registry, promhttp.HandlerOpts{})))
+	r.Match(getOrHead, "/healthz", s.handleHealth)
+	r.Match(getOrHead, "/readyz", s.handleReady)
+	r.Match(getOrHead, "/metrics", gin.WrapH(promhttp.HandlerFor(s.hub.metrics.registry, promhttp.HandlerOpts{})))
 
 	if s.cfg.Page != nil {
 		page := http.FileServerFS(s.cfg.Page)
@@ -196,6 +200,20 @@ func (s *Server) corsOrigin(r *http.Request) string {
 		return origin
 	}
 	return ""
+}
+
+// preflight answers a CORS preflight (OPTIONS): an allowed origin may send the headers the edge reads (a token in
+// Authorization, Last-Event-ID); any other gets no CORS headers, which its browser takes as a refusal.
+func (s *Server) preflight(c *gin.Context) {
+	c.Header("Allow", "GET, HEAD, OPTIONS")
+	if origin := s.corsOrigin(c.Request); origin != "" {
+		c.Header("Access-Control-Allow-Origin", origin)
+		c.Header("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS")
+		c.Header("Access-Control-Allow-Headers", "Authorization, Last-Event-ID, Cache-Control")
+		c.Header("Access-Control-Max-Age", "600")
+		c.Header("Vary", "Origin")
+	}
+	c.AbortWithStatus(http.StatusNoContent)
 }
 
 func (s *Server) cors(c *gin.Context) {

@@ -5,6 +5,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -54,13 +57,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	trustedProxies := f.List("trusted-proxies", "PUSH_TRUSTED_PROXIES", "`addresses` or CIDRs of load balancers whose X-Forwarded-For names the client, comma-separated")
 	readHeaderTimeout := f.Duration("read-header-timeout", "PUSH_READ_HEADER_TIMEOUT", 10*time.Second, "longest a client may take to send its request headers (slowloris, WebSocket handshakes)")
 	queueLimit := f.Int("queue-limit", "PUSH_QUEUE_LIMIT", 256, "updates waiting for one subscriber before they are conflated to the latest per topic")
+	queueBytes := f.Int("queue-bytes", "PUSH_QUEUE_BYTES", 4<<20, "bytes of updates waiting for one subscriber before they are conflated the same way")
+	replayBuffer := f.Int("replay-buffer", "PUSH_REPLAY_BUFFER", 16384, "recent updates kept in memory to serve resumes without reading the stream")
+	replayBytes := f.Int("replay-bytes", "PUSH_REPLAY_BYTES", 64<<20, "bytes those recent updates may hold; the oldest go first")
+	maxCachedTopics := f.Int("max-cached-topics", "PUSH_MAX_CACHED_TOPICS", 10_000, "most topics in the last-value cache; messages on more are rejected (too_many_topics)")
+	cacheBytes := f.Int("cache-bytes", "PUSH_CACHE_BYTES", 256<<20, "bytes the last-value cache may hold; updates past it are rejected (too_many_topics)")
+	pollBytes := f.Int("poll-bytes", "PUSH_POLL_BYTES", 1<<20, "bytes of updates in one long-poll answer (past its first update)")
+	maxStreamReads := f.Int("max-stream-reads", "PUSH_MAX_STREAM_READS", 16, "reads of the stream's history (old-cursor resumes and polls) run at once; more wait their turn")
+	maxStreamReadsPerIP := f.Int("max-stream-reads-per-ip", "PUSH_MAX_STREAM_READS_PER_IP", 4, "such reads one client address runs at once")
+	maxPayload := f.Int("max-payload", "PUSH_MAX_PAYLOAD", push.DefaultMaxPayload, "largest stream payload delivered, in bytes; larger ones are rejected (too_large)")
+	kinds := f.List("event-kinds", "PUSH_EVENT_KINDS", "payload `kinds` that name SSE events, comma-separated (default quote,score); any other kind is sent as event \"update\"")
 	slowTimeout := f.Duration("slow-timeout", "PUSH_SLOW_TIMEOUT", 30*time.Second, "disconnect a subscriber that stays behind this long")
 	writeTimeout := f.Duration("write-timeout", "PUSH_WRITE_TIMEOUT", 10*time.Second, "longest one write to a client may take")
 	heartbeat := f.Duration("heartbeat", "PUSH_HEARTBEAT", 15*time.Second, "send a heartbeat on connections silent this long")
 	drainTimeout := f.Duration("drain-timeout", "PUSH_DRAIN_TIMEOUT", 10*time.Second, "on SIGTERM, how long clients get to move to another edge")
 	logLevel := f.String("log-level", "PUSH_LOG_LEVEL", "info", "log level: debug, info, warn or error")
 	logFormat := f.String("log-format", "PUSH_LOG_FORMAT", "text", "log format: text or json")
-	jwtSecret := f.String("jwt-secret", "PUSH_JWT_SECRET", "", "require tokens: verify HS256 tokens with this secret")
+	jwtSecret := f.String("jwt-secret", "PUSH_JWT_SECRET", "", "require tokens: verify HS256 tokens with this secret (prefer PUSH_JWT_SECRET or -jwt-secret-file: a flag shows in process listings)")
+	jwtSecretFile := f.String("jwt-secret-file", "PUSH_JWT_SECRET_FILE", "", "require tokens: verify HS256 tokens with the secret in this `file`")
+	jwtRequireExp := f.Bool("jwt-require-exp", "PUSH_JWT_REQUIRE_EXP", false, "with tokens: refuse tokens without an expiry (exp)")
 	jwtKeyFile := f.String("jwt-public-key", "PUSH_JWT_PUBLIC_KEY", "", "require tokens: verify RS256/ES256 tokens with the PEM public key in this `file`")
 	jwksURL := f.String("jwks-url", "PUSH_JWKS_URL", "", "require tokens: verify RS256/ES256 tokens with the keys published at this URL")
 	jwtIssuer := f.String("jwt-issuer", "PUSH_JWT_ISSUER", "", "with tokens: the issuer (iss) they must have")
@@ -86,10 +101,34 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return cli.UsageError{Err: err}
 	}
 
-	auth, err := authenticator(*jwtSecret, *jwtKeyFile, *jwksURL, *jwtIssuer, *jwtAudience, *anonymous)
+	if *jwtSecretFile != "" {
+		if *jwtSecret != "" {
+			return cli.UsageError{Err: errors.New("give -jwt-secret or -jwt-secret-file, not both")}
+		}
+		b, err := os.ReadFile(*jwtSecretFile)
+		if err != nil {
+			return cli.UsageError{Err: fmt.Errorf("-jwt-secret-file: %w", err)}
+		}
+		*jwtSecret = strings.TrimSpace(string(b))
+	} else if *jwtSecret != "" && flagGiven(f, "jwt-secret") {
+		log.Warn("the JWT secret was given as a flag, which any user of this host can read in the process list: " +
+			"prefer PUSH_JWT_SECRET or -jwt-secret-file")
+	}
+	auth, err := authenticator(*jwtSecret, *jwtKeyFile, *jwksURL, *jwtIssuer, *jwtAudience, *anonymous, *jwtRequireExp)
 	if err != nil {
 		return cli.UsageError{Err: err}
 	}
+	contract := push.Contract{MaxPayload: *maxPayload, Kinds: *kinds}
+	if err := contract.Validate(); err != nil {
+		return cli.UsageError{Err: fmt.Errorf("-event-kinds: %w", err)}
+	}
+
+	// The port first: a busy one fails at once, before the embedded server opens its store.
+	ln, err := listen.TCP(ctx, *addr, *reusePort)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
 
 	var nc *nats.Conn
 	if *natsURL == "" {
@@ -114,11 +153,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
-
-	ln, err := listen.TCP(ctx, *addr, *reusePort)
-	if err != nil {
-		return err
-	}
 	if *pprofAddr != "" {
 		stopProfiling, err := serveProfiles(*pprofAddr, log)
 		if err != nil {
@@ -126,13 +160,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		}
 		defer stopProfiling()
 	}
-	hub := push.NewHub(push.HubOptions{QueueLimit: *queueLimit, SlowTimeout: *slowTimeout,
-		WriteTimeout: *writeTimeout, Heartbeat: *heartbeat, Retention: streamCfg.MaxAge})
-	src := push.NewSource(js, streamCfg, hub, log)
+	hub := push.NewHub(push.HubOptions{QueueLimit: *queueLimit, QueueBytes: *queueBytes, SlowTimeout: *slowTimeout,
+		WriteTimeout: *writeTimeout, Heartbeat: *heartbeat, Retention: streamCfg.MaxAge,
+		ReplayBuffer: *replayBuffer, ReplayBytes: *replayBytes, MaxTopics: *maxCachedTopics, CacheBytes: *cacheBytes,
+		MaxStreamReads: *maxStreamReads, MaxStreamReadsPerIP: *maxStreamReadsPerIP})
+	src := push.NewSource(js, streamCfg, hub, log, push.WithContract(contract))
 	srv := push.NewServer(push.Config{
 		AllowedOrigins: *allowed,
 		CORSOrigins:    *corsOrigins,
 		MaxTopics:      *maxTopics,
+		PollBytes:      *pollBytes,
 		Limits: push.Limits{MaxConnections: *maxConns, MaxConnectionsPerIP: *maxConnsPerIP,
 			ControlRate: *controlRate},
 		TrustedProxies:    *trustedProxies,
@@ -167,8 +204,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	return err
 }
 
+// flagGiven reports whether the flag name was set on the command line (not from the environment).
+func flagGiven(f *cli.Flags, name string) bool {
+	given := false
+	f.Visit(func(fl *flag.Flag) { given = given || fl.Name == name })
+	return given
+}
+
 // authenticator builds token verification from the flags, or returns nil when no way to verify tokens is given.
-func authenticator(secret, keyFile, jwksURL, issuer, audience string, anonymous []string) (*push.Authenticator, error) {
+func authenticator(secret, keyFile, jwksURL, issuer, audience string, anonymous []string, requireExp bool) (*push.Authenticator, error) {
 	if secret == "" && keyFile == "" && jwksURL == "" {
 		if len(anonymous) > 0 {
 			return nil, fmt.Errorf("-anonymous needs -jwt-secret, -jwt-public-key or -jwks-url: without them everything is public")
@@ -176,7 +220,7 @@ func authenticator(secret, keyFile, jwksURL, issuer, audience string, anonymous 
 		return nil, nil
 	}
 	cfg := push.AuthConfig{HMACSecret: []byte(secret), JWKSURL: jwksURL, Issuer: issuer, Audience: audience,
-		Anonymous: anonymous}
+		Anonymous: anonymous, RequireExpiry: requireExp}
 	if keyFile != "" {
 		pem, err := os.ReadFile(keyFile)
 		if err != nil {
@@ -196,7 +240,8 @@ func authenticator(secret, keyFile, jwksURL, issuer, audience string, anonymous 
 	return push.NewAuthenticator(cfg)
 }
 
-// serveProfiles serves net/http/pprof on its own address, kept apart from the public port.
+// serveProfiles serves net/http/pprof on its own address, kept apart from the public port. /debug/pprof/cmdline is
+// left out: it would show secrets given as flags to whoever reaches the address.
 func serveProfiles(addr string, log *slog.Logger) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -204,7 +249,6 @@ func serveProfiles(addr string, log *slog.Logger) (stop func(), err error) {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -236,4 +237,42 @@ func waitReady(t *testing.T, base string) {
 	}
 	body, status := getBody(t, base+"/readyz")
 	t.Fatalf("not ready: %d %s", status, body)
+}
+
+// A second edge started on the data directory of a running one refuses before it touches the store (two servers
+// writing one store corrupt it), and says why; the first carries on.
+func TestSecondEdgeOnTheSameDataDirectoryRefuses(t *testing.T) {
+	dir := t.TempDir()
+	base, _ := start(t, nil, "-data", dir)
+	waitReady(t, base)
+
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	err := run(ctx, []string{"-addr", "127.0.0.1:0", "-data", dir}, func(string) string { return "" }, io.Discard,
+		func(net.Addr) {})
+	if !errors.Is(err, natsconn.ErrStoreInUse) || !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), "-data") {
+		t.Fatalf("second edge on %s: %v, want a refusal naming the directory and -data", dir, err)
+	}
+	if _, status := getBody(t, base+"/readyz"); status != http.StatusOK {
+		t.Errorf("the first edge is not ready after the second was refused: %d", status)
+	}
+}
+
+// A busy port fails at once, before the embedded server opens (or locks) its store.
+func TestBusyPortFailsBeforeTheStore(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	dir := t.TempDir() + "/store"
+	began := time.Now()
+	err = run(t.Context(), []string{"-addr", ln.Addr().String(), "-data", dir}, func(string) string { return "" },
+		io.Discard, nil)
+	if err == nil || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("push on a busy port: %v, want address already in use", err)
+	}
+	if _, statErr := os.Stat(dir); !errors.Is(statErr, os.ErrNotExist) || time.Since(began) > 2*time.Second {
+		t.Errorf("push on a busy port took %v and left the store %v: want it to fail before the store", time.Since(began), statErr)
+	}
 }

@@ -12,8 +12,12 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// ErrNotReady is returned when the server does not accept connections in time.
-var ErrNotReady = errors.New("natsconn: server not ready for connections")
+var (
+	// ErrNotReady is returned when the server does not accept connections in time.
+	ErrNotReady = errors.New("natsconn: server not ready for connections")
+	// ErrStoreInUse is returned when another process holds the store directory.
+	ErrStoreInUse = errors.New("natsconn: JetStream store directory in use")
+)
 
 // EmbeddedOptions configure an embedded server.
 type EmbeddedOptions struct {
@@ -32,13 +36,24 @@ type EmbeddedOptions struct {
 // Embedded is a running embedded nats-server.
 type Embedded struct {
 	*server.Server
+	unlock func() // releases the store directory
 }
 
-// StartEmbedded starts a server and waits until it accepts connections.
-func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
+// StartEmbedded starts a server and waits until it accepts connections. It holds the store directory until Stop:
+// a second server on the same directory gets ErrStoreInUse.
+func StartEmbedded(o EmbeddedOptions) (e *Embedded, err error) {
 	if o.StoreDir == "" {
 		return nil, errors.New("natsconn: StoreDir is required")
 	}
+	unlock, err := lockStore(o.StoreDir)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			unlock()
+		}
+	}()
 	if o.Name == "" {
 		o.Name = "livepush-embedded"
 	}
@@ -75,7 +90,7 @@ func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 		ns.Shutdown()
 		return nil, ErrNotReady
 	}
-	return &Embedded{ns}, nil
+	return &Embedded{Server: ns, unlock: unlock}, nil
 }
 
 // Connect opens a client connection to the server in process, with the given options added.
@@ -87,6 +102,7 @@ func (s *Embedded) Connect(opts ...nats.Option) (*nats.Conn, error) {
 func (s *Embedded) Stop() {
 	s.Shutdown()
 	s.WaitForShutdown()
+	s.unlock()
 }
 
 type slogAdapter struct{ log *slog.Logger }
