@@ -180,7 +180,13 @@ func (e *testEdge) waitSubscribers(t testing.TB, k int) {
 // waitHead waits until the edge has seen the update with cursor seq.
 func (e *testEdge) waitHead(t testing.TB, seq uint64) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	e.waitHeadWithin(t, seq, 5*time.Second)
+}
+
+// waitHeadWithin waits up to d until the edge has seen the update with cursor seq.
+func (e *testEdge) waitHeadWithin(t testing.TB, seq uint64, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for e.hub.Head() < seq {
 		if time.Now().After(deadline) {
 			t.Fatalf("edge head %d, want %d", e.hub.Head(), seq)

@@ -154,9 +154,7 @@ func (s *Server) poll(ctx context.Context, deadline time.Time, remote string, su
 		// Further back than memory: read at most limit updates from the stream and answer with them. A client far
 		// behind catches up one bounded answer at a time instead of each poll replaying all it missed. The read
 		// has a bound of its own, not the poll's wait: a poll with timeout=0 must be able to catch up too.
-		readCtx, cancel := context.WithTimeout(ctx, historyReadTimeout)
-		cursor, updates, err := s.hub.historyAfter(readCtx, remote, sub.Patterns, since, limit)
-		cancel()
+		cursor, updates, err := s.hub.historyAfter(ctx, remote, sub.Patterns, since, limit)
 		if err != nil || len(updates) > 0 {
 			release()
 			return cursor, updates, err
@@ -255,7 +253,7 @@ func (h *Hub) recentAfter(patterns []string, since uint64, limit answerLimit) (c
 // errEnough stops a replay that has read as much as was asked for.
 var errEnough = errors.New("push: enough")
 
-// historyReadTimeout bounds one long poll's read from the stream.
+// historyReadTimeout bounds one long poll's read from the stream, once its turn has come.
 const historyReadTimeout = 10 * time.Second
 
 // historyAfter reads from the stream the updates after since matching patterns, at most limit, and returns them
@@ -273,7 +271,7 @@ func (h *Hub) historyAfter(ctx context.Context, remote string, patterns []string
 	}
 	var updates []*Update
 	size := 0
-	reached, err := h.replay(ctx, remote, since, h.Head(), patterns, func(u *Update) error {
+	reached, err := h.replay(ctx, remote, historyReadTimeout, since, h.Head(), patterns, func(u *Update) error {
 		if !matchesAny(patterns, u.Topic) { // the read's filter may be wider than the patterns
 			return nil
 		}

@@ -72,10 +72,14 @@ func (g *readGate) inUse() int {
 	return g.total
 }
 
-// replay reads the stream's history for a client at address remote, within the edge's bounds on concurrent reads.
-// Errors: ErrBusy, and those of History.Replay.
-func (h *Hub) replay(ctx context.Context, remote string, after, until uint64, patterns []string, each func(*Update) error) (uint64, error) {
+// replay reads the stream's history for a client at address remote, within the edge's bounds on concurrent reads;
+// the read itself, once its turn has come, is bounded by timeout if that is not zero. Errors: ErrBusy, and those of
+// History.Replay.
+func (h *Hub) replay(ctx context.Context, remote string, timeout time.Duration, after, until uint64, patterns []string, each func(*Update) error) (uint64, error) {
 	release, err := h.reads.acquire(ctx, remote)
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = ErrBusy // the caller's own bound passed while it waited for its turn
+	}
 	if err != nil {
 		if errors.Is(err, ErrBusy) {
 			h.metrics.refused.WithLabelValues("stream_reads_busy").Inc()
@@ -83,5 +87,10 @@ func (h *Hub) replay(ctx context.Context, remote string, after, until uint64, pa
 		return after, err
 	}
 	defer release()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
 	return h.history.Replay(ctx, after, until, patterns, each)
 }

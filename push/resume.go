@@ -224,7 +224,7 @@ func (h *Hub) resumeFromStream(ctx context.Context, s *Subscriber, patterns []st
 		// Retention removed what we were about to replay: the client has a gap it must know about.
 		return since, ErrCursorExpired
 	}
-	next, err := h.replay(ctx, s.remote, since, until, patterns, func(u *Update) error {
+	next, err := h.replay(ctx, s.remote, 0, since, until, patterns, func(u *Update) error {
 		if !keep(u) {
 			return nil
 		}
