@@ -84,6 +84,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	reusePort := f.Bool("reuseport", "PUSH_REUSEPORT", false, "share -addr with other edge processes on this host (SO_REUSEPORT)")
 	pprofAddr := f.String("pprof", "PUSH_PPROF", "", "serve /debug/pprof on this separate address, e.g. 127.0.0.1:6060")
 	healthcheck := f.String("healthcheck", "", "", "get this URL, exit 0 if it answers 200 (container health checks)")
+	readyFile := f.String("ready-file", "PUSH_READY_FILE", "", "once serving, write addr=HOST:PORT (and nats=URL for -nats-listen) to this `file`: for scripts that start the edge on port 0")
 	var streamCfg stream.Config
 	applyStream := streamCfg.RegisterFlags(f)
 	var feedCfg feeds.Config
@@ -131,6 +132,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	defer ln.Close()
 
 	var nc *nats.Conn
+	natsClientURL := "" // where TCP clients reach the embedded server, if they can
 	if *natsURL == "" {
 		if err := os.MkdirAll(*dataDir, 0o755); err != nil {
 			return fmt.Errorf("data directory: %w", err)
@@ -140,7 +142,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 			return err
 		}
 		defer ns.Stop()
-		log.Info("embedded nats-server running", "store", *dataDir, "tcp", *natsListen)
+		if *natsListen != "" {
+			natsClientURL = ns.ClientURL()
+		}
+		log.Info("embedded nats-server running", "store", *dataDir, "tcp", natsClientURL)
 		if nc, err = ns.Connect(natsconn.Options("push", log)...); err != nil {
 			return err
 		}
@@ -197,6 +202,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	log.Info("open the ticker page", "url", pageURL(ln.Addr()))
 	if listening != nil {
 		listening(ln.Addr())
+	}
+	if *readyFile != "" {
+		if err := writeReadyFile(*readyFile, ln.Addr(), natsClientURL); err != nil {
+			return err
+		}
 	}
 	err = srv.Run(ctx, ln)
 	stopFeeds()
@@ -256,6 +266,22 @@ func serveProfiles(addr string, log *slog.Logger) (stop func(), err error) {
 	go srv.Serve(ln)
 	log.Info("profiling", "url", "http://"+ln.Addr().String()+"/debug/pprof/")
 	return func() { srv.Close() }, nil
+}
+
+// writeReadyFile tells a script where the edge and the embedded nats-server listen. It appears whole or not at all.
+func writeReadyFile(path string, addr net.Addr, natsURL string) error {
+	body := "addr=" + addr.String() + "\n"
+	if natsURL != "" {
+		body += "nats=" + natsURL + "\n"
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(body), 0o644); err != nil {
+		return fmt.Errorf("-ready-file: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("-ready-file: %w", err)
+	}
+	return nil
 }
 
 // pageURL is the address a person on this machine opens.

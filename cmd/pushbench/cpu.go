@@ -103,6 +103,9 @@ func procCPU(pid int) (float64, error) {
 	if len(f) < 13 {
 		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
 	}
+	if f[0] == "Z" || f[0] == "X" { // exited, not yet reaped by its parent
+		return 0, fmt.Errorf("process %d has exited", pid)
+	}
 	utime, err1 := strconv.ParseFloat(f[11], 64)
 	stime, err2 := strconv.ParseFloat(f[12], 64)
 	if err1 != nil || err2 != nil {

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -216,5 +217,24 @@ func TestBadFlags(t *testing.T) {
 	}, &out)
 	if err != nil || cfg.Conns != 7 || cfg.NATS != "nats://n:1" {
 		t.Errorf("env: %+v %v", cfg, err)
+	}
+}
+
+// A strict run whose -edge-pid is gone fails: whatever answered on -url is not the edge being measured.
+func TestStrictFailsWhenTheEdgeProcessIsGone(t *testing.T) {
+	te := startEdge(t)
+	gone := exec.Command("sleep", "60")
+	if err := gone.Start(); err != nil {
+		t.Fatal(err)
+	}
+	gone.Process.Kill() // and not reaped until the run is over: a zombie, as a dead child of a script is
+	defer gone.Wait()
+	args := []string{"-url", te.url, "-nats", te.nats, "-publish-rate", "100", "-symbols", "5", "-conns", "4",
+		"-transport", "sse", "-in-process", "-warmup", "300ms", "-duration", "700ms", "-strict", "-progress", "0",
+		"-edge-pid", strconv.Itoa(gone.Process.Pid)}
+	var stdout, stderr bytes.Buffer
+	err := run(t.Context(), args, noEnv, &stdout, &stderr)
+	if err == nil || !strings.Contains(stdout.String()+stderr.String(), "edge process") {
+		t.Fatalf("strict run against a dead -edge-pid: %v\n%s\n%s", err, stdout.String(), stderr.String())
 	}
 }

@@ -276,6 +276,10 @@ func (r *Report) check(cfg *Config) {
 		if r.Interrupted {
 			fail("interrupted")
 		}
+		if r.CPU.EdgeSource == "proc" && r.CPU.EdgeError != "" {
+			// The edge measured is gone: whatever answered on -url was something else, or nothing was.
+			fail("edge process: %s", r.CPU.EdgeError)
+		}
 	}
 	if cfg.MaxP99 > 0 && r.Latency.P99 > ms(uint64(cfg.MaxP99)) {
 		fail("p99 %.1fms above %v", r.Latency.P99, cfg.MaxP99)

@@ -5,11 +5,11 @@
 # CONNS, EDGE_PROCS, CONNECT_RATE and DURATION override the defaults for a smaller trial.
 source "$(dirname "$0")/lib.sh"
 conns=${CONNS:-200000}
-start_nats 4322
-start_edges "${EDGE_PROCS:-14}" 127.0.0.1:8380 4322 -heartbeat 30s
+start_nats
+start_edges "${EDGE_PROCS:-14}" -heartbeat 30s
 sleep 2
 base=$(rss_kib $EDGES)
-./pushbench -url http://127.0.0.1:8380 -nats nats://127.0.0.1:4322 -conns "$conns" -transport mix \
+./pushbench -url "$EDGE_URL" -nats "$NATS_URL" -conns "$conns" -transport mix \
   -topics-per-conn 1 -symbols 100 -publish-rate 5 -connect-rate "${CONNECT_RATE:-700}" -ramp-timeout 8m -warmup 20s \
   -duration "${DURATION:-60s}" \
   -edge-pid "$(echo $EDGES | tr ' ' ,)" -nats-pid $NATS -progress 10s -strict -report 200k.json > 200k.out &
@@ -21,5 +21,6 @@ while kill -0 $pb 2> /dev/null; do
   echo "$(date +%T) edges' RSS growth $g KiB, $(( g * 1024 / conns )) bytes per connection once all are up"
 done > 200k-rss.log
 cat 200k.out
+check_alive
 tail -4 200k-rss.log | head -3
 stop_all

@@ -3,10 +3,11 @@
 source "$(dirname "$0")/lib.sh"
 for tr in ws sse longpoll; do
   for run in 1 2 3; do
-    start_nats 28222
-    start_edges 1 127.0.0.1:28080 28222
-    ./pushbench -url http://127.0.0.1:28080 -nats nats://127.0.0.1:28222 -catchup 100000 -topics-per-conn 10 \
+    start_nats
+    start_edges 1
+    ./pushbench -url "$EDGE_URL" -nats "$NATS_URL" -catchup 100000 -topics-per-conn 10 \
       -transport $tr -edge-pid $EDGES -report "catchup-$tr-$run.json" | grep -E 'caught up|wire|result'
+    check_alive
     stop_all
   done
 done

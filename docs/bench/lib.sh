@@ -1,5 +1,7 @@
 # Sourced by the benchmark scripts here: builds the edge and pushbench from this checkout and starts a standalone
-# nats-server and edges on loopback. Everything lands in $BENCH_DIR (default /tmp/livepush-bench).
+# nats-server and edges on loopback, each on a free port it reports itself (so a run cannot measure some other
+# process on a fixed port), and stops the run if one of them dies. Everything lands in $BENCH_DIR (default
+# /tmp/livepush-bench).
 set -u
 BENCH_DIR=${BENCH_DIR:-/tmp/livepush-bench}
 mkdir -p "$BENCH_DIR"
@@ -9,25 +11,49 @@ NATS_SERVER=$(command -v nats-server || echo "$(go env GOPATH)/bin/nats-server")
 [ -x "$NATS_SERVER" ] || { echo "nats-server not found: go install github.com/nats-io/nats-server/v2@v2.15.2" >&2; exit 1; }
 cd "$BENCH_DIR"
 
-# start_nats PORT: a standalone nats-server with JetStream on fresh storage; sets NATS (its pid).
+die() { echo "$*" >&2; stop_all; exit 1; }
+
+# start_nats: a standalone nats-server with JetStream on fresh storage and a free port; sets NATS (its pid) and
+# NATS_URL.
 start_nats() {
-  rm -rf "nats-$1"
-  "$NATS_SERVER" -js -sd "nats-$1" -a 127.0.0.1 -p "$1" > "nats-$1.log" 2>&1 & NATS=$!
-  sleep 1
+  local dir f=""
+  dir=$(mktemp -d "$BENCH_DIR/nats.XXXX")
+  "$NATS_SERVER" -js -sd "$dir" -a 127.0.0.1 -p -1 --ports_file_dir "$dir" > "$dir/log" 2>&1 & NATS=$!
+  for _ in $(seq 100); do
+    f=$(ls "$dir"/*.ports 2> /dev/null) && break
+    kill -0 "$NATS" 2> /dev/null || die "nats-server exited: $(tail -3 "$dir/log")"
+    sleep 0.1
+  done
+  NATS_URL=$(sed -n 's/.*"nats":\["\([^"]*\)".*/\1/p' "$f")
+  [ -n "$NATS_URL" ] || die "nats-server did not say where it listens"
 }
 
-# start_edges N ADDR NATS_PORT [push flags…]: N edges on ADDR (with -reuseport when N > 1); sets EDGES (pids,
-# space-separated) and waits until they answer /readyz.
+# start_edges N [push flags…]: N edges on one free port (sharing it with -reuseport when N > 1) against NATS_URL;
+# sets EDGES (pids, space-separated) and EDGE_URL, and waits until they answer /readyz.
 start_edges() {
-  local n=$1 addr=$2 port=$3; shift 3
-  local extra=()
+  local n=$1; shift
+  local extra=() addr=127.0.0.1:0
   [ "$n" -gt 1 ] && extra=(-reuseport)
   EDGES=""
   for i in $(seq "$n"); do
-    NATS_URL=nats://127.0.0.1:$port ./push -addr "$addr" "${extra[@]}" -log-level warn "$@" > "edge-$i.log" 2>&1 &
+    rm -f "edge-$i.ready"
+    NATS_URL=$NATS_URL ./push -addr "$addr" "${extra[@]}" -ready-file "edge-$i.ready" -log-level warn "$@" \
+      > "edge-$i.log" 2>&1 &
     EDGES="$EDGES $!"
+    for _ in $(seq 100); do
+      [ -s "edge-$i.ready" ] && break
+      kill -0 $! 2> /dev/null || die "edge $i exited: $(tail -3 "edge-$i.log")"
+      sleep 0.1
+    done
+    addr=$(sed -n 's/^addr=//p' "edge-$i.ready") # the others share the first one's port
   done
-  for _ in $(seq 100); do curl -sf "http://$addr/readyz" > /dev/null && break; sleep 0.2; done
+  EDGE_URL=http://$addr
+  for _ in $(seq 100); do curl -sf "$EDGE_URL/readyz" > /dev/null && break; sleep 0.2; done
+}
+
+# check_alive: fails the run if an edge or the nats-server it started has died meanwhile.
+check_alive() {
+  for p in $EDGES $NATS; do kill -0 "$p" 2> /dev/null || die "process $p died during the run"; done
 }
 
 # rss_kib PIDS…: their resident sets added up, in KiB.
@@ -38,6 +64,6 @@ rss_kib() {
 }
 
 stop_all() {
-  kill $EDGES $NATS 2> /dev/null
+  kill ${EDGES:-} ${NATS:-} 2> /dev/null
   wait 2> /dev/null
 }

@@ -3,12 +3,12 @@
 # transport, divided by N. Usage: memory.sh ws|sse [N, default 15000]
 source "$(dirname "$0")/lib.sh"
 tr=$1 n=${2:-15000}
-start_nats 29222
-start_edges 1 127.0.0.1:29080 29222
-curl -s -o /dev/null 'http://127.0.0.1:29080/api/snapshot?topic=market.*' # first-use costs into the baseline
+start_nats
+start_edges 1
+curl -s -o /dev/null "$EDGE_URL/api/snapshot?topic=market.*" # first-use costs into the baseline
 sleep 1
 base=$(rss_kib $EDGES)
-./pushbench -url http://127.0.0.1:29080 -conns "$n" -transport "$tr" -topics-per-conn 10 -symbols 500 \
+./pushbench -url "$EDGE_URL" -conns "$n" -transport "$tr" -topics-per-conn 10 -symbols 500 \
   -connect-rate 3000 -warmup 5s -duration 10s -progress 0 -report "memory-$tr.json" > "memory-$tr.out" 2>&1 & pb=$!
 sleep 12 # connected by now; sample while they are held
 for i in 1 2 3; do
@@ -16,4 +16,5 @@ for i in 1 2 3; do
   echo "sample $i: $(( ($(rss_kib $EDGES) - base) * 1024 / n )) bytes of edge RSS per $tr connection"
 done
 wait $pb
+check_alive
 stop_all

@@ -5,11 +5,12 @@ source "$(dirname "$0")/lib.sh"
 mkdir -p suite
 one() { # NAME pushbench-flags…
   local name=$1; shift
-  start_nats 28222
-  start_edges 1 127.0.0.1:28080 28222
-  ./pushbench -url http://127.0.0.1:28080 -nats nats://127.0.0.1:28222 -edge-pid $EDGES -nats-pid $NATS \
+  start_nats
+  start_edges 1
+  ./pushbench -url "$EDGE_URL" -nats "$NATS_URL" -edge-pid $EDGES -nats-pid $NATS \
     -progress 10s -report "suite/$name.json" "$@" > "suite/$name.out" 2> "suite/$name.err"
   echo "$(date +%T) $name exit $?"
+  check_alive
   stop_all
   sleep 2
 }
