@@ -54,10 +54,11 @@ func (h *History) Read(ctx context.Context, filters []string, after, until uint6
 	if len(filters) == 0 {
 		return max(after, until), nil
 	}
-	budget := h.maxBytes() / len(filters)
+	budget := h.maxBytes() / (2 * len(filters)) // two batches per filter: one delivered, one on its way
 	its := make([]*filterReader, len(filters))
 	for i, f := range filters {
 		its[i] = &filterReader{h: h, filter: f, next: after + 1, maxBytes: max(budget, 16<<10)}
+		defer its[i].close()
 	}
 	reached := after
 	for {
@@ -113,15 +114,17 @@ func (h *History) timeout() time.Duration {
 	return 5 * time.Second
 }
 
-// filterReader reads the messages of one filter, a batch at a time.
+// filterReader reads the messages of one filter, a batch at a time. It keeps the next batch's request in flight
+// while the caller works through the current one, so reading and delivering overlap.
 type filterReader struct {
 	h        *History
 	filter   string
 	next     uint64 // the first sequence not asked for yet
 	maxBytes int
 	buf      []Msg
-	drained  bool // the replica that answered last has nothing after next
-	done     bool // nothing matches from next on up to the sequence the read needs, as the leader sees it
+	ahead    *nats.Subscription // the answer to a request for the batch from next, if one is in flight
+	drained  bool               // the replica that answered last has nothing after next
+	done     bool               // nothing matches from next on up to the sequence the read needs, as the leader sees it
 }
 
 // fill fetches more if nothing is buffered and more may match up to until.
@@ -135,6 +138,11 @@ func (r *filterReader) fill(ctx context.Context, until uint64) error {
 			return err
 		}
 		r.drained = !more
+		if more && r.next <= until {
+			if err := r.request(); err != nil { // the next batch, while this one is delivered
+				return err
+			}
+		}
 		if len(r.buf) > 0 {
 			return nil
 		}
@@ -156,26 +164,47 @@ func (r *filterReader) fill(ctx context.Context, until uint64) error {
 	return nil
 }
 
-// fetch asks for one batch from r.next. It reports whether the server said more messages match after it.
-func (r *filterReader) fetch(ctx context.Context) (more bool, err error) {
+// request asks for the batch from r.next; fetch collects the answer.
+func (r *filterReader) request() error {
 	req, _ := json.Marshal(struct {
 		Seq      uint64 `json:"seq"`
 		NextFor  string `json:"next_by_subj"`
 		Batch    int    `json:"batch"`
 		MaxBytes int    `json:"max_bytes"`
 	}{r.next, r.filter, r.h.batch(), r.maxBytes})
-
-	ctx, cancel := context.WithTimeout(ctx, r.h.timeout())
-	defer cancel()
 	inbox := r.h.nc.NewRespInbox()
 	sub, err := r.h.nc.SubscribeSync(inbox)
 	if err != nil {
-		return false, err
+		return err
 	}
-	defer sub.Unsubscribe()
 	if err := r.h.nc.PublishRequest("$JS.API.DIRECT.GET."+r.h.stream, inbox, req); err != nil {
-		return false, err
+		sub.Unsubscribe()
+		return err
 	}
+	r.ahead = sub
+	return nil
+}
+
+// close drops a request in flight.
+func (r *filterReader) close() {
+	if r.ahead != nil {
+		r.ahead.Unsubscribe()
+		r.ahead = nil
+	}
+}
+
+// fetch collects one batch from r.next, asking for it first unless a request is in flight. It reports whether the
+// server said more messages match after it.
+func (r *filterReader) fetch(ctx context.Context) (more bool, err error) {
+	if r.ahead == nil {
+		if err := r.request(); err != nil {
+			return false, err
+		}
+	}
+	sub := r.ahead
+	defer r.close()
+	ctx, cancel := context.WithTimeout(ctx, r.h.timeout())
+	defer cancel()
 	for {
 		msg, err := sub.NextMsgWithContext(ctx)
 		if err != nil {
