@@ -460,6 +460,8 @@ func (s *Subscriber) writeLoop() {
 			s.mu.Unlock()
 			if err := s.sink.heartbeat(); err != nil {
 				s.Close(reasonWriteFailed)
+			} else {
+				s.lastWrite.Store(time.Now().UnixNano()) // the next one is due an interval from now, not at the next sweep
 			}
 			continue
 		}

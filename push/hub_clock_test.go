@@ -1,0 +1,261 @@
+package push
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// The hub's timing rules (rate limits, stall detection, slow-consumer cut-off, heartbeats, topic expiry) checked on
+// a virtual clock: inside a synctest bubble time passes only when every goroutine waits, so the tests assert exact
+// intervals however loaded the machine is. The transports' own tests check the same rules end to end over real
+// sockets, with bounds that hold on a busy machine.
+
+// clockSink is a client connection in memory: it records what is written and when, and can be made to block
+// in its writes like a client that stops reading.
+type clockSink struct {
+	mu       sync.Mutex
+	writes   []clockWrite
+	beats    int
+	closedBy *closeReason
+	aborted  bool
+	hold     chan struct{} // while not nil, writes wait on it, as on a full socket
+}
+
+type clockWrite struct {
+	at      time.Time
+	cursors []uint64
+}
+
+func (r *clockSink) write(batch []*Update) error {
+	r.mu.Lock()
+	hold := r.hold
+	r.mu.Unlock()
+	if hold != nil {
+		<-hold
+	}
+	w := clockWrite{at: time.Now()}
+	for _, u := range batch {
+		if u.Topic != "" {
+			w.cursors = append(w.cursors, u.Cursor)
+		}
+	}
+	r.mu.Lock()
+	r.writes = append(r.writes, w)
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *clockSink) heartbeat() error {
+	r.mu.Lock()
+	r.beats++
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *clockSink) close(reason closeReason) {
+	r.mu.Lock()
+	r.closedBy = &reason
+	r.mu.Unlock()
+}
+
+func (r *clockSink) abort() {
+	r.mu.Lock()
+	r.aborted = true
+	if r.hold != nil {
+		close(r.hold) // a cut connection fails the write in progress
+		r.hold = nil
+	}
+	r.mu.Unlock()
+}
+
+// delivered returns every cursor written, in order, with when it was written.
+func (r *clockSink) delivered() (cursors []uint64, at []time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, w := range r.writes {
+		for _, c := range w.cursors {
+			cursors = append(cursors, c)
+			at = append(at, w.at)
+		}
+	}
+	return cursors, at
+}
+
+// publishQuote publishes a quote of topic at cursor on h.
+func publishQuote(h *Hub, topic string, cursor uint64) {
+	u, err := NewUpdate(topic, cursor, fmt.Appendf(nil, `{"kind":"quote","n":%d}`, cursor), time.Now())
+	if err != nil {
+		panic(err)
+	}
+	h.Publish(u)
+}
+
+// A rate-limited topic gets at most its rate, each update at least the interval after the last, and always the
+// newest value in the end.
+func TestClockMaxRate(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := NewHub(HubOptions{})
+		sink := &clockSink{}
+		s, _ := h.newSubscriber(sink, "test", "", nil)
+		h.Subscribe(s, Subscription{Patterns: []string{"market.FAST"}, MaxRate: 2}, nil)
+		var last uint64
+		for i := range 60 { // 20 a second for 3 s
+			last = uint64(i + 1)
+			publishQuote(h, "market.FAST", last)
+			time.Sleep(50 * time.Millisecond)
+		}
+		time.Sleep(time.Second) // the last pending update is released
+		synctest.Wait()
+		got, at := sink.delivered()
+		if len(got) > 7 || len(got) < 6 {
+			t.Errorf("%d updates in 3 s at maxRate 2, want 6 or 7: %v", len(got), got)
+		}
+		for i := 1; i < len(at); i++ {
+			if gap := at[i].Sub(at[i-1]); gap < 500*time.Millisecond {
+				t.Errorf("updates %d and %d only %v apart", got[i-1], got[i], gap)
+			}
+		}
+		if got[len(got)-1] != last {
+			t.Errorf("the last update delivered is %d, want the newest, %d", got[len(got)-1], last)
+		}
+		s.Close(reasonClientGone)
+	})
+}
+
+// A burst larger than the queue limit does not conflate a subscriber whose writes keep completing: only one whose
+// write stalls is slow. Past sixteen times the limit, memory wins and the queue is conflated anyway.
+func TestClockBurstConflatesOnlyStalledWriters(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := NewHub(HubOptions{QueueLimit: 16})
+		steady := &pacedSink{delay: 20 * time.Millisecond} // each write completes well within stallAfter
+		stalled := &pacedSink{delay: time.Second}
+		sSteady, _ := h.newSubscriber(steady, "test", "", nil)
+		sStalled, _ := h.newSubscriber(stalled, "test", "", nil)
+		for _, s := range []*Subscriber{sSteady, sStalled} {
+			h.Subscribe(s, Subscription{Patterns: []string{"market.*"}}, nil)
+		}
+		publish := func(from, count int) {
+			for i := from; i < from+count; i++ {
+				publishQuote(h, fmt.Sprintf("market.S%d", i%4), uint64(i))
+			}
+		}
+		publish(1, 1)
+		time.Sleep(150 * time.Millisecond) // both writers are in a write now: 20 ms and 1 s long
+		publish(2, 200)                    // 12 times the limit, within 16
+		if c := sSteady.conflated; c != 0 {
+			t.Errorf("a subscriber whose writes complete was conflated by a burst (%d updates)", c)
+		}
+		if sStalled.conflated == 0 {
+			t.Errorf("a subscriber stuck in a write was not conflated")
+		}
+		publish(202, 400) // past 16 times the limit: conflated whatever the writer does
+		sSteady.mu.Lock()
+		if len(sSteady.queue) > 16*16 {
+			t.Errorf("queue of %d updates, past the hard bound of %d", len(sSteady.queue), 16*16)
+		}
+		sSteady.mu.Unlock()
+		sSteady.Close(reasonClientGone)
+		sStalled.Close(reasonClientGone)
+		time.Sleep(2 * time.Second) // the writers finish their writes and leave
+	})
+}
+
+// A subscriber whose write never completes is conflated, disconnected as slow once it has been behind for
+// SlowTimeout, and cut off CloseGrace after that if its write still has not completed.
+func TestClockStuckSubscriberCutOff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := NewHub(HubOptions{QueueLimit: 4, SlowTimeout: 2 * time.Second, CloseGrace: 3 * time.Second})
+		ctx, stop := context.WithCancel(context.Background())
+		defer stop()
+		go h.Run(ctx)
+		sink := &clockSink{hold: make(chan struct{})}
+		s, _ := h.newSubscriber(sink, "test", "", nil)
+		h.Subscribe(s, Subscription{Patterns: []string{"market.*"}}, nil)
+		began := time.Now()
+		for i := range 40 {
+			publishQuote(h, fmt.Sprintf("market.S%d", i%2), uint64(i+1))
+			time.Sleep(200 * time.Millisecond)
+			if s.Closed() {
+				break
+			}
+		}
+		closedAt := time.Since(began)
+		if !s.Closed() || s.conflated == 0 {
+			t.Fatalf("after %v: closed %v, conflated %d", closedAt, s.Closed(), s.conflated)
+		}
+		// Behind from the first conflation (the queue past 4 while the first write hangs), closed on the publish
+		// or sweep after SlowTimeout.
+		if closedAt < 2*time.Second || closedAt > 4*time.Second {
+			t.Errorf("closed as slow after %v, want SlowTimeout (2 s) after it fell behind", closedAt)
+		}
+		time.Sleep(3*time.Second + time.Millisecond)
+		synctest.Wait()
+		sink.mu.Lock()
+		defer sink.mu.Unlock()
+		if !sink.aborted || sink.closedBy == nil || sink.closedBy.err != reasonSlow.err {
+			t.Errorf("after the close grace: aborted %v, closed with %+v; want cut off and closed as slow", sink.aborted, sink.closedBy)
+		}
+	})
+}
+
+// A connection silent for the heartbeat interval gets a heartbeat, and one that is written to does not.
+func TestClockHeartbeats(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := NewHub(HubOptions{Heartbeat: time.Second})
+		ctx, stop := context.WithCancel(context.Background())
+		defer stop()
+		go h.Run(ctx)
+		quiet, busy := &clockSink{}, &clockSink{}
+		sq, _ := h.newSubscriber(quiet, "test", "", nil)
+		sb, _ := h.newSubscriber(busy, "test", "", nil)
+		h.Subscribe(sq, Subscription{Patterns: []string{"market.QUIET"}}, nil)
+		h.Subscribe(sb, Subscription{Patterns: []string{"market.BUSY"}}, nil)
+		for i := range 50 { // 5 s, the busy one written every 100 ms
+			publishQuote(h, "market.BUSY", uint64(i+1))
+			time.Sleep(100 * time.Millisecond)
+		}
+		synctest.Wait()
+		quiet.mu.Lock()
+		busy.mu.Lock()
+		q, b := quiet.beats, busy.beats
+		busy.mu.Unlock()
+		quiet.mu.Unlock()
+		// The sweep runs every half interval: a silent connection gets one every 1 to 1.5 s.
+		if q < 3 || q > 5 || b != 0 {
+			t.Errorf("over 5 s with a 1 s heartbeat: quiet connection %d heartbeats, busy one %d; want 3 to 5 and 0", q, b)
+		}
+		sq.Close(reasonClientGone)
+		sb.Close(reasonClientGone)
+		synctest.Wait()
+	})
+}
+
+// A topic not updated for Retention leaves the cache (its snapshot and the catalog); the others stay.
+func TestClockTopicsExpire(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := NewHub(HubOptions{Retention: time.Minute, Heartbeat: 10 * time.Second})
+		ctx, stop := context.WithCancel(context.Background())
+		defer stop()
+		go h.Run(ctx)
+		publishQuote(h, "market.OLD", 1)
+		for i := range 12 { // two minutes, market.NEW updated every 10 s
+			publishQuote(h, "market.NEW", uint64(i+2))
+			time.Sleep(10 * time.Second)
+		}
+		synctest.Wait()
+		_, topics := h.Topics()
+		if len(topics) != 1 || topics[0].Topic != "market.NEW" {
+			t.Errorf("after 2 minutes with a 1 minute retention the catalog is %+v, want market.NEW alone", topics)
+		}
+		if _, snap := h.Snapshot([]string{"market.*"}); len(snap) != 1 || snap[0].Topic != "market.NEW" {
+			t.Errorf("snapshot %v, want market.NEW alone", snap)
+		}
+		if got := h.Stats().Topics; got != 1 {
+			t.Errorf("%d topics cached", got)
+		}
+	})
+}
