@@ -208,3 +208,38 @@ func TestCORS(t *testing.T) {
 		t.Errorf("SSE Access-Control-Allow-Origin %q", got)
 	}
 }
+
+// Load balancers check health with HEAD, and a browser sends a CORS preflight before a cross-site request with a
+// token in Authorization: both get answers, not 404 or 405.
+func TestHeadAndPreflight(t *testing.T) {
+	n := startNATS(t)
+	e := startEdge(t, n, Config{CORSOrigins: []string{"https://app.example"}}, HubOptions{})
+	for _, path := range []string{"/healthz", "/readyz", "/metrics", "/api/topics", "/api/snapshot?topic=market.*"} {
+		resp, err := http.Head(e.url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("HEAD %s: %d, want 200", path, resp.StatusCode)
+		}
+	}
+	for _, path := range []string{"/api/snapshot?topic=market.*", "/api/poll?topic=market.*", "/sse?topic=market.*"} {
+		for origin, allowed := range map[string]bool{"https://app.example": true, "https://evil.example": false} {
+			req, _ := http.NewRequestWithContext(t.Context(), http.MethodOptions, e.url+path, nil)
+			req.Header.Set("Origin", origin)
+			req.Header.Set("Access-Control-Request-Method", "GET")
+			req.Header.Set("Access-Control-Request-Headers", "authorization")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			got := resp.Header.Get("Access-Control-Allow-Origin") == origin &&
+				strings.Contains(strings.ToLower(resp.Header.Get("Access-Control-Allow-Headers")), "authorization")
+			if resp.StatusCode != http.StatusNoContent || got != allowed {
+				t.Errorf("preflight of %s from %s: %d %v, want 204 and allowed %v", path, origin, resp.StatusCode, resp.Header, allowed)
+			}
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"math/big"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -223,5 +224,31 @@ func TestAuthJWKS(t *testing.T) {
 		if got, _ := status(t, e.url+"/api/snapshot?topic=market.*", bearer(c.token)); got != c.want {
 			t.Errorf("%s: %d, want %d", c.name, got, c.want)
 		}
+	}
+}
+
+// The Bearer scheme is case-insensitive (RFC 9110), and an edge that requires an expiry refuses tokens without one.
+func TestAuthSchemeCaseAndRequiredExpiry(t *testing.T) {
+	_, e := authEdge(t, AuthConfig{HMACSecret: secret, RequireExpiry: true})
+	tok := hs256(t, []string{"market.>"}, time.Hour)
+	for _, scheme := range []string{"Bearer", "bearer", "BEARER"} {
+		if code, _ := status(t, e.url+"/api/snapshot?topic=market.AAPL", http.Header{"Authorization": {scheme + " " + tok}}); code != http.StatusOK {
+			t.Errorf("Authorization: %s …: %d, want 200", scheme, code)
+		}
+	}
+	forever, err := jwt.NewWithClaims(jwt.SigningMethodHS256, tokenClaims{Topics: []string{"market.>"}}).SignedString(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, e.url+"/api/snapshot?topic=market.AAPL", nil)
+	req.Header.Set("Authorization", "Bearer "+forever)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(string(body), "exp") {
+		t.Errorf("a token without exp: %d %s, want 401 saying an expiry is required", resp.StatusCode, body)
 	}
 }
