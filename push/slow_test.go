@@ -419,4 +419,3 @@ func (p *pacedSink) write(batch []*Update) error {
 	time.Sleep(p.delay)
 	return p.countingSink.write(batch)
 }
-
