@@ -4,8 +4,8 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,19 +15,9 @@ import (
 	"github.com/livepush/livepush/internal/stream"
 )
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // The simulators publish through a NATS restart: every update is acknowledged, none is lost, none is stored twice.
 func TestFeedsRideThroughNATSRestart(t *testing.T) {
-	addr, dir := freeAddr(t), t.TempDir()
+	addr, dir := "127.0.0.1:0", t.TempDir()
 	start := func() *natsconn.Embedded {
 		t.Helper()
 		ns, err := natsconn.StartEmbedded(natsconn.EmbeddedOptions{StoreDir: dir, Listen: addr})
@@ -36,7 +26,8 @@ func TestFeedsRideThroughNATSRestart(t *testing.T) {
 		}
 		return ns
 	}
-	ns := start()
+	ns := start() // on a free port, which the restart below takes again: the clients' one address
+	addr = strings.TrimPrefix(ns.ClientURL(), "nats://")
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	nc, err := natsconn.Connect("nats://"+addr, "feeds-test", log)
 	if err != nil {
@@ -95,13 +86,12 @@ func TestFeedsRideThroughNATSRestart(t *testing.T) {
 
 // Publish gives up after its retry budget, and says so.
 func TestPublishFailsLoudlyWhenNATSStaysAway(t *testing.T) {
-	addr := freeAddr(t)
-	ns, err := natsconn.StartEmbedded(natsconn.EmbeddedOptions{StoreDir: t.TempDir(), Listen: addr})
+	ns, err := natsconn.StartEmbedded(natsconn.EmbeddedOptions{StoreDir: t.TempDir(), Listen: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	nc, _ := natsconn.Connect("nats://"+addr, "feeds-test", log)
+	nc, _ := natsconn.Connect(ns.ClientURL(), "feeds-test", log)
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
 	stream.Ensure(t.Context(), js, stream.Config{}, log)
