@@ -173,8 +173,7 @@ func (s *Server) poll(ctx context.Context, deadline time.Time, remote string, su
 	if _, err := s.hub.Resume(ctx, subscriber, sub, since, nil); err != nil && ctx.Err() == nil {
 		return since, nil, err
 	}
-	select {
-	case batch := <-sink.got:
+	answer := func(batch []*Update) (uint64, []*Update, bool) {
 		var updates []*Update
 		for _, u := range batch {
 			if u.Topic != "" {
@@ -182,12 +181,48 @@ func (s *Server) poll(ctx context.Context, deadline time.Time, remote string, su
 			}
 		}
 		if updates = updates[:limit.take(updates)]; len(updates) > 0 {
-			return updates[len(updates)-1].Cursor, updates, nil
+			return updates[len(updates)-1].Cursor, updates, true
 		}
-	case <-sink.closed:
-	case <-ctx.Done():
+		return 0, nil, false
 	}
-	return max(since, subscriber.cursor()), nil, nil
+	for waiting := true; waiting; {
+		select {
+		case batch := <-sink.got:
+			if cursor, updates, ok := answer(batch); ok {
+				return cursor, updates, nil
+			}
+		case <-sink.closed:
+			waiting = false
+		case <-ctx.Done():
+			waiting = false
+		}
+	}
+	// Nothing handed over by the deadline, or the edge is closing the poll. Updates queued at the last moment are
+	// either handed over now or, if the edge dropped them, not skipped: the cursor moves only past what this poll
+	// has seen through.
+	for {
+		cursor, idle := subscriber.closeIfIdle(reasonClientGone)
+		if idle || subscriber.Closed() {
+			select {
+			case batch := <-sink.got:
+				if cursor, updates, ok := answer(batch); ok {
+					return cursor, updates, nil
+				}
+			default:
+			}
+			if !idle {
+				cursor = since // closed by the edge with updates queued: they are gone, and so is any progress
+			}
+			return max(since, cursor), nil, nil
+		}
+		select {
+		case batch := <-sink.got:
+			if cursor, updates, ok := answer(batch); ok {
+				return cursor, updates, nil
+			}
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }
 
 // refusal is a long poll refused by a connection limit.

@@ -467,3 +467,70 @@ func TestLongPollCatchUpFromTheStreamIsBounded(t *testing.T) {
 		t.Fatalf("%d requests brought %d updates, want exactly the 3,000 in 3", requests, len(got))
 	}
 }
+
+// A client polling in a tight loop (timeout=0) while updates flow gets each one exactly once: an answer that comes
+// back empty at its deadline never moves the cursor past an update that was on its way to it.
+func TestLongPollAtItsDeadlineSkipsNothing(t *testing.T) {
+	n := startNATS(t)
+	e := startEdge(t, n, Config{}, HubOptions{})
+	first := n.publish(t, "market.RACE", quote("RACE"))
+	e.waitHead(t, first)
+	ctx, stop := context.WithCancel(t.Context())
+	published := make(chan []uint64, 1)
+	go func() {
+		var sent []uint64
+		for ctx.Err() == nil {
+			ack, err := n.js.Publish(ctx, "market.RACE", []byte(quote("RACE")))
+			if err == nil {
+				sent = append(sent, ack.Sequence)
+			}
+		}
+		published <- sent
+	}()
+	var got []uint64
+	cursor := strconv.FormatUint(first, 10)
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); {
+		body, status, err := get(t.Context(), e.url+"/api/poll?topic=market.RACE&timeout=0&cursor="+cursor)
+		if err != nil || status != http.StatusOK {
+			t.Fatalf("poll: %d %s %v", status, body, err)
+		}
+		var answer struct {
+			Cursor  string      `json:"cursor"`
+			Updates []wsMessage `json:"updates"`
+		}
+		json.Unmarshal(body, &answer)
+		for _, m := range answer.Updates {
+			got = append(got, mustCursor(t, m.Cursor))
+		}
+		cursor = answer.Cursor
+	}
+	stop()
+	sent := <-published
+	// Catch up on the rest, then compare.
+	for len(got) == 0 || got[len(got)-1] < sent[len(sent)-1] {
+		body, _, err := get(t.Context(), e.url+"/api/poll?topic=market.RACE&timeout=2s&cursor="+cursor)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var answer struct {
+			Cursor  string      `json:"cursor"`
+			Updates []wsMessage `json:"updates"`
+		}
+		json.Unmarshal(body, &answer)
+		for _, m := range answer.Updates {
+			got = append(got, mustCursor(t, m.Cursor))
+		}
+		cursor = answer.Cursor
+	}
+	if !slices.Equal(got, sent) {
+		missing, extra := 0, 0
+		for _, c := range sent {
+			if !slices.Contains(got, c) {
+				missing++
+			}
+		}
+		extra = len(got) + missing - len(sent)
+		t.Errorf("polling in a loop got %d updates of %d: %d missing, %d duplicated", len(got), len(sent), missing, extra)
+	}
+	t.Logf("%d updates by polling with timeout=0", len(got))
+}

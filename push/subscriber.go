@@ -557,6 +557,21 @@ func (s *Subscriber) Close(reason closeReason) {
 	})
 }
 
+// closeIfIdle closes s, as Close does, if nothing is queued for it or being written, and returns the newest cursor
+// it has been handed everything up to. With updates still on their way it does nothing and reports false.
+func (s *Subscriber) closeIfIdle(reason closeReason) (cursor uint64, closed bool) {
+	s.mu.Lock()
+	if s.closing != nil || len(s.queue) > 0 || !s.writeStart.IsZero() {
+		s.mu.Unlock()
+		return 0, false
+	}
+	s.closing = &reason // nothing more is queued from here on
+	cursor = s.last
+	s.mu.Unlock()
+	s.Close(reason)
+	return cursor, true
+}
+
 // abortIfStuck cuts the connection if the write that was in progress at the close is still going on.
 func (s *Subscriber) abortIfStuck() {
 	s.mu.Lock()
@@ -565,13 +580,6 @@ func (s *Subscriber) abortIfStuck() {
 	if stuck {
 		s.sink.abort()
 	}
-}
-
-// cursor returns the newest cursor queued for s, or the head it joined the live stream at.
-func (s *Subscriber) cursor() uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.last
 }
 
 // Closed reports whether s is closing or closed.
