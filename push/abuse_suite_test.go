@@ -39,6 +39,22 @@ func abuseScale(t testing.TB) int {
 	return 1
 }
 
+// publishMany publishes count messages, message(i) giving each one's subject and payload, acknowledged in windows
+// so that the client never has too many unacknowledged at once.
+func (n *testNATS) publishMany(t testing.TB, count int, message func(i int) (subject, payload string)) {
+	t.Helper()
+	for i := range count {
+		subject, payload := message(i)
+		if _, err := n.js.PublishAsync(subject, []byte(payload)); err != nil {
+			t.Fatal(err)
+		}
+		if i%1000 == 999 {
+			<-n.js.PublishAsyncComplete()
+		}
+	}
+	<-n.js.PublishAsyncComplete()
+}
+
 // consumers returns how many consumers the stream has.
 func (n *testNATS) consumers(t testing.TB) int {
 	t.Helper()
@@ -272,7 +288,7 @@ func TestAbuseBigPayloadsBoundedByBytes(t *testing.T) {
 			first = last
 		}
 	}
-	e.waitHead(t, last)
+	e.waitHeadWithin(t, last, time.Minute)
 	close(stop)
 	<-sampled
 	grown := edgeHeap() - before
@@ -388,12 +404,9 @@ func TestAbuseTopicFlood(t *testing.T) {
 	e := startEdge(t, n, Config{}, HubOptions{MaxTopics: maxTopics})
 	n.publish(t, "market.KEEP", quote("KEEP"))
 	flood := 3000 * abuseScale(t)
-	for i := range flood {
-		if _, err := n.js.PublishAsync(fmt.Sprintf("market.F%d", i), []byte(quote(fmt.Sprintf("F%d", i)))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	<-n.js.PublishAsyncComplete()
+	n.publishMany(t, flood, func(i int) (string, string) {
+		return fmt.Sprintf("market.F%d", i), quote(fmt.Sprintf("F%d", i))
+	})
 	keep := n.publish(t, "market.KEEP", quote("KEEP"))
 	e.waitHeadWithin(t, keep, 60*time.Second)
 	resp, err := http.Get(e.url + "/api/topics")
@@ -421,12 +434,9 @@ func TestAbuseSubscribeChurnDoesNotStallOthers(t *testing.T) {
 	n := startNATS(t)
 	topics := 10_000 * scale
 	e := startEdge(t, n, Config{Limits: Limits{ControlRate: 50}}, HubOptions{MaxTopics: topics + 10})
-	for i := range topics {
-		if _, err := n.js.PublishAsync(fmt.Sprintf("market.C%d", i), []byte(quote(fmt.Sprintf("C%d", i)))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	<-n.js.PublishAsyncComplete()
+	n.publishMany(t, topics, func(i int) (string, string) {
+		return fmt.Sprintf("market.C%d", i), quote(fmt.Sprintf("C%d", i))
+	})
 	e.waitHeadWithin(t, n.publish(t, "market.AAPL", quote("AAPL")), 60*time.Second)
 
 	unrelated := dialWS(t, e.url, "?topic=market.AAPL", nil)

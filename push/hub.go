@@ -158,6 +158,8 @@ func NewHub(opts HubOptions) *Hub {
 		func() float64 { return float64(h.Head()) })
 	h.metrics.gauge("livepush_topics", "Topics in the last-value cache.",
 		func() float64 { return float64(h.Stats().Topics) })
+	h.metrics.gauge("livepush_stream_reads", "Reads of the stream's history in progress for clients (old-cursor resumes and polls).",
+		func() float64 { return float64(h.reads.inUse()) })
 	h.metrics.gauge("livepush_subscriptions", "Subscriptions: patterns held by subscribers, summed over subscribers.",
 		func() float64 { return float64(h.subscriptionCount()) })
 	return h

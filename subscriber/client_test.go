@@ -513,6 +513,7 @@ func TestTokenRefreshedOnReconnect(t *testing.T) {
 				return subscribertest.Token([]string{"market.>"}, time.Second)
 			}
 			first := n.Publish(t, "market.TOK", subscribertest.Quote("TOK", 1))
+			e.WaitHead(t, first) // so that the client's snapshot holds it
 			r := start(t, subscriber.Options{URLs: []string{e.URL}, Transport: tr, Topics: []string{"market.TOK"},
 				Token: token})
 			r.expect(t, first)

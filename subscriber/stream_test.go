@@ -84,7 +84,9 @@ func TestStreamDeliversPayloadsIntact(t *testing.T) {
 				n := subscribertest.StartNATS(t, stream.Config{})
 				snapPayload := subscribertest.Quote("AAPL", 189.12)
 				snap := n.Publish(t, "market.AAPL", snapPayload)
-				e := n.StartEdge(t, "127.0.0.1:0", push.Config{}, push.HubOptions{})
+				// Payloads up to 300 KiB: past the edge's default limit, raised here.
+				e := n.StartEdge(t, "127.0.0.1:0", push.Config{}, push.HubOptions{},
+					push.WithContract(push.Contract{MaxPayload: 1 << 20}))
 				e.WaitHead(t, snap)
 				o := subscriber.StreamOptions{URL: e.URL, Transport: tr, Topics: []string{"market.*", "sports.nba.*"},
 					BufferSize: 256}

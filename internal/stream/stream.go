@@ -113,8 +113,10 @@ func createOrUpdate(ctx context.Context, js jetstream.JetStream, cfg jetstream.S
 func retryable(err error) bool {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
-		// 503: no leader yet or JetStream temporarily unavailable; 500s are transient too.
-		return apiErr.Code >= 500
+		// 503: no leader yet or JetStream temporarily unavailable; 500s are transient too. "No suitable peers for
+		// placement" (10005) is a cluster whose nodes have not all joined yet: a replicated stream fits once they have (and on a
+		// cluster too small for -stream-replicas, the retries' warnings say why).
+		return apiErr.Code >= 500 || apiErr.ErrorCode == 10005
 	}
 	return true // timeouts, no responders, connection trouble
 }

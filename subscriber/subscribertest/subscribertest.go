@@ -97,9 +97,9 @@ type Edge struct {
 	stop func()
 }
 
-// StartEdge runs an edge against n on addr ("127.0.0.1:0" for any free port) and waits until it is ready. It stops
-// at the end of the test, if Stop has not been called.
-func (n *NATS) StartEdge(t testing.TB, addr string, cfg push.Config, hubOpts push.HubOptions) *Edge {
+// StartEdge runs an edge against n on addr ("127.0.0.1:0" for any free port) and waits until it is ready; opts
+// configure its source (push.WithContract, say). It stops at the end of the test, if Stop has not been called.
+func (n *NATS) StartEdge(t testing.TB, addr string, cfg push.Config, hubOpts push.HubOptions, opts ...push.SourceOption) *Edge {
 	t.Helper()
 	var ln net.Listener
 	var err error
@@ -119,7 +119,7 @@ func (n *NATS) StartEdge(t testing.TB, addr string, cfg push.Config, hubOpts pus
 		cfg.DrainTimeout = 2 * time.Second
 	}
 	hub := push.NewHub(hubOpts)
-	src := push.NewSource(n.JS, n.Stream, hub, cfg.Log)
+	src := push.NewSource(n.JS, n.Stream, hub, cfg.Log, opts...)
 	srv := push.NewServer(cfg, hub, src)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
