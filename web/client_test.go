@@ -19,6 +19,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,6 +28,8 @@ import (
 	"testing"
 	"testing/fstest"
 	"time"
+
+	"github.com/chromedp/chromedp"
 
 	"github.com/livepush/livepush/internal/stream"
 	"github.com/livepush/livepush/push"
@@ -953,4 +956,45 @@ func TestClientCrossOrigin(t *testing.T) {
 		}
 	}
 	p.noErrors(true)
+}
+
+// TestClientReadmeExample: the README's browser example, served by an edge as a page, logs that it is live and
+// the updates it receives.
+func TestClientReadmeExample(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)```html\n(.*?)```").FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("README.md has no html example")
+	}
+	env := newClientEnv(t)
+	env.page.(fstest.MapFS)["readme-example.html"] = &fstest.MapFile{
+		Data: append([]byte("<!doctype html>\n<meta charset=\"utf-8\">\n<link rel=\"icon\" href=\"data:,\">\n"), m[1]...),
+	}
+	e := env.edge("127.0.0.1:0", push.Config{})
+	p := openTab(t, e.URL+"/readme-example.html")
+	pub := env.publish([]string{"market.AAPL"}, 50*time.Millisecond)
+	defer pub.stop()
+	for _, want := range []string{"live", "market.AAPL "} {
+		for deadline := time.Now().Add(waitLong); !p.logged(want); time.Sleep(100 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the README's example never logged a line starting %q", want)
+			}
+		}
+	}
+	p.noErrors(true)
+}
+
+// logged reports whether the page wrote a console.log line starting with prefix.
+func (p *page) logged(prefix string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, m := range p.console {
+		if m.Type == chromedp.ConsoleLog && strings.HasPrefix(m.Text, prefix) {
+			return true
+		}
+	}
+	return false
 }

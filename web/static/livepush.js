@@ -506,23 +506,25 @@ export class Client {
       this._wake();
       return;
     }
-    const ts = [this._conn, this._probe].filter(Boolean);
-    if (this._conn && this._conn.canSubscribe()) {
-      // A live WebSocket subscribes in band: the edge sends the topics' snapshot, then their updates, in order.
-      for (const t of ts) if (t.canSubscribe()) t.subscribeLive(sub);
+    // A live WebSocket subscribes in band: the edge sends the topics' snapshot, then their updates, in order.
+    // Other transports take the subscription at their next request or reopened stream, and a WebSocket not
+    // subscribed yet at its first subscribe.
+    const tell = () => {
+      for (const t of [this._conn, this._probe]) {
+        if (!t || sub.state === 'closed') continue;
+        if (t.canSubscribe()) t.subscribeLive(sub);
+        else t.topicsChanged();
+      }
+    };
+    if (this._cursor == null || (this._conn && this._conn.canSubscribe())) {
+      tell();
       return;
     }
-    // Otherwise the subscription joins at the next (re)connect or reopened stream, which resumes from the cursor
-    // and so brings only what is newer: take its current values over HTTP first, which also checks it.
-    if (this._cursor != null) {
-      const url = this._conn ? this._conn.url : this.url;
-      const token = this._conn ? this._conn.token : this._token && this._token.value;
-      this._check([sub], url, token).then(() => {
-        if (sub.state !== 'closed') for (const t of [this._conn, this._probe]) if (t) t.topicsChanged();
-      });
-    } else {
-      for (const t of ts) t.topicsChanged();
-    }
+    // Those resume from the cursor, which brings only what is newer: take its current values over HTTP first,
+    // which also checks it.
+    const url = this._conn ? this._conn.url : this.url;
+    const token = this._conn ? this._conn.token : this._token && this._token.value;
+    this._check([sub], url, token).then(tell);
   }
 
   _removed(sub) {
@@ -907,7 +909,8 @@ class WebSocketTransport extends Transport {
     this.pingAt = 0;
     this.keepalive = setInterval(() => this.checkAlive(), KEEPALIVE_MS);
     if (this.token) this.send({ type: 'auth', id: this.nextId('auth'), token: this.token });
-    this.subscribeAll(this.since);
+    // From the client's cursor now: a probe opens beside a transport that went on delivering meanwhile.
+    this.subscribeAll(this.client._cursor);
   }
 
   // subscribeAll sends one subscribe for every subscription, resuming after since: one request, so that the replay
