@@ -288,7 +288,10 @@ export class Client {
         return;
       }
     }
-    const t = makeTransport(kind, this, { url, since: this._cursor, head: pre.head, token, pre });
+    // A head behind the cursor (an edge that has not reached the stream yet says 0) does not bound the replay.
+    const since = this._cursor;
+    const head = pre.head && pre.head !== '0' && (since == null || cmpCursor(pre.head, since) >= 0) ? pre.head : null;
+    const t = makeTransport(kind, this, { url, since, head, token, pre });
     this._conn = t;
     t.start();
   }
@@ -1381,8 +1384,10 @@ class LongPollTransport extends Transport {
         this.end({ reason: 'not a long-poll answer', unsupported: true });
         return;
       }
-      this.live();
       const server = normCursor(body.cursor);
+      // The first answer is catch-up up to its cursor, whatever /readyz said.
+      if (!this.isLive && server) this.head = maxCursor(this.head, server);
+      this.live();
       if (body.reset) {
         this.reset(server, 'expired', body.reason || 'cursor older than the stream keeps');
         this.pollCursor = null;
@@ -1447,8 +1452,9 @@ class PollTransport extends Transport {
       this.end({ ...(res.ok ? { reason: 'not a snapshot answer', unsupported: true } : httpFailure(res, body)), beforeLive: !this.isLive });
       return;
     }
-    this.live();
     const server = normCursor(body.cursor);
+    if (!this.isLive && server) this.head = maxCursor(this.head, server); // the first answer is catch-up
+    this.live();
     const ours = this.client._cursor;
     if (server && ours && cmpCursor(server, ours) < 0) {
       // Behind our cursor. An edge still catching up answers older values (dropped as duplicates); only a stream
