@@ -6,8 +6,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/coder/websocket"
@@ -176,7 +178,8 @@ func TestSlowHeadersCutOff(t *testing.T) {
 
 func TestCORS(t *testing.T) {
 	n := startNATS(t)
-	open := startEdge(t, n, Config{CORSOrigins: []string{"https://app.example"}}, HubOptions{})
+	page := fstest.MapFS{"livepush.js": {Data: []byte("export function connect() {}\n")}}
+	open := startEdge(t, n, Config{CORSOrigins: []string{"https://app.example"}, Page: page}, HubOptions{})
 	closed := startEdge(t, n, Config{}, HubOptions{})
 	check := func(base, path, origin, want string) {
 		t.Helper()
@@ -191,7 +194,9 @@ func TestCORS(t *testing.T) {
 			t.Errorf("%s from %s: Access-Control-Allow-Origin %q, want %q", path, origin, got, want)
 		}
 	}
-	for _, path := range []string{"/api/snapshot?topic=market.*", "/api/topics"} {
+	// /readyz: a page elsewhere tells an edge that is catching up from one that is current. /livepush.js: a page
+	// elsewhere imports it as a module, which browsers fetch with CORS.
+	for _, path := range []string{"/api/snapshot?topic=market.*", "/api/topics", "/readyz", "/healthz", "/livepush.js"} {
 		check(open.url, path, "https://app.example", "https://app.example")
 		check(open.url, path, "https://evil.example", "")
 		check(closed.url, path, "https://app.example", "")
@@ -206,6 +211,24 @@ func TestCORS(t *testing.T) {
 	resp.Body.Close()
 	if got := resp.Header.Get("Access-Control-Allow-Origin"); got != "https://app.example" {
 		t.Errorf("SSE Access-Control-Allow-Origin %q", got)
+	}
+
+	// A refused stream carries the header too, and exposes Retry-After, so that a page elsewhere learns why and
+	// how long to wait.
+	full := startEdge(t, n, Config{CORSOrigins: []string{"https://app.example"}, Limits: Limits{MaxConnections: 1}}, HubOptions{})
+	held := openSSE(t, full.url, url.Values{"topic": {"market.*"}}, nil)
+	defer held.close()
+	req, _ = http.NewRequestWithContext(t.Context(), http.MethodGet, full.url+"/sse?topic=market.*", nil)
+	req.Header.Set("Origin", "https://app.example")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Access-Control-Allow-Origin") != "https://app.example" ||
+		!strings.Contains(resp.Header.Get("Access-Control-Expose-Headers"), "Retry-After") {
+		t.Errorf("a refused SSE stream from an allowed origin: %s, headers %v; want 503 with CORS headers exposing Retry-After",
+			resp.Status, resp.Header)
 	}
 }
 

@@ -117,8 +117,8 @@ func TestAuthStreamEndsWhenTokenExpires(t *testing.T) {
 	s := openSSE(t, e.url, url.Values{"topic": {"market.*"}, "token": {tok}}, nil)
 	w := dialWS(t, e.url, "?topic=market.*", http.Header{"Authorization": {"Bearer " + tok}})
 	w.expect(t, "subscribed")
-	if r := s.next(t); r.Kind != "close" || !strings.Contains(r.Data, "token_expired") {
-		t.Errorf("SSE: %+v, want a token_expired close event", r)
+	if r := s.next(t); r.Kind != "close" || !strings.Contains(r.Data, "token_expired") || !strings.Contains(r.Data, `"retry":1000`) {
+		t.Errorf("SSE: %+v, want a token_expired close event saying retry 1000 (ms) in its data", r)
 	}
 	select {
 	case err := <-w.closed:

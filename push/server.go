@@ -24,8 +24,8 @@ type Config struct {
 	// AllowedOrigins are the origins, besides the page's own, whose pages may open WebSockets, as host patterns
 	// ("example.com", "*.example.com"). Zero: same origin only, which refuses cross-site WebSocket hijacking.
 	AllowedOrigins []string
-	// CORSOrigins may read SSE streams and the JSON API from other sites: full origins ("https://example.com")
-	// or "*". Zero: none.
+	// CORSOrigins may read SSE streams, the JSON API and /readyz, and import the page's files (/livepush.js), from
+	// other sites: full origins ("https://example.com") or "*". Zero: none.
 	CORSOrigins []string
 	// MaxTopics is the most topic patterns one connection or request may hold. Zero: 64.
 	MaxTopics int
@@ -100,8 +100,9 @@ func (s *Server) routes() http.Handler {
 	}
 	r.Use(s.recover)
 
-	// Streams manage their own connection: no middleware that buffers or times out the response.
-	r.GET("/sse", s.handleSSE)
+	// Streams manage their own connection: no middleware that buffers or times out the response. CORS headers on
+	// /sse reach only its refusals (a stream writes its own), so that a page on another origin can read why.
+	r.GET("/sse", s.cors, s.handleSSE)
 	r.OPTIONS("/sse", s.preflight)
 	r.GET("/ws", s.handleWS)
 
@@ -113,17 +114,18 @@ func (s *Server) routes() http.Handler {
 	api.Match(getOrHead, "/topics", s.handleTopics)
 	api.OPTIONS("/*path", s.preflight)
 
-	r.Match(getOrHead, "/healthz", s.handleHealth)
-	r.Match(getOrHead, "/readyz", s.handleReady)
+	r.Match(getOrHead, "/healthz", s.cors, s.handleHealth)
+	r.Match(getOrHead, "/readyz", s.cors, s.handleReady)
 	r.Match(getOrHead, "/metrics", gin.WrapH(promhttp.HandlerFor(s.hub.metrics.registry, promhttp.HandlerOpts{})))
 
 	if s.cfg.Page != nil {
-		page := http.FileServerFS(s.cfg.Page)
+		page := pageHandler(s.cfg.Page, s.log)
 		r.NoRoute(func(c *gin.Context) {
 			if c.Request.Method != http.MethodGet && c.Request.Method != http.MethodHead {
 				writeError(c, http.StatusMethodNotAllowed, "method_not_allowed", "only GET is served here")
 				return
 			}
+			s.cors(c) // a page on another origin imports /livepush.js as a module, which is a CORS request
 			page.ServeHTTP(c.Writer, c.Request)
 		})
 	} else {
@@ -219,6 +221,8 @@ func (s *Server) preflight(c *gin.Context) {
 func (s *Server) cors(c *gin.Context) {
 	if origin := s.corsOrigin(c.Request); origin != "" {
 		c.Header("Access-Control-Allow-Origin", origin)
+		// Retry-After is not a header scripts may read cross-site unless exposed: a refused client needs it.
+		c.Header("Access-Control-Expose-Headers", "Retry-After")
 		c.Header("Vary", "Origin")
 	}
 }

@@ -215,10 +215,13 @@ func (sc *sseConn) close(reason closeReason) {
 func (sc *sseConn) abort() { sc.conn.Close() }
 
 func closeEvent(reason closeReason) []byte {
+	// The retry: field is repeated in the data as milliseconds: EventSource applies retry: but never shows it to
+	// scripts, and a client that reconnects by itself (livepush.js) must know how long to wait.
 	data, _ := json.Marshal(struct {
 		Reason  string `json:"reason"`
 		Message string `json:"message"`
-	}{reason.err, reason.text})
+		Retry   int64  `json:"retry,omitempty"`
+	}{reason.err, reason.text, reason.retry.Milliseconds()})
 	m := sse.Message{Type: sse.Type("close"), Retry: reason.retry}
 	m.AppendData(string(data))
 	b, _ := m.MarshalText()

@@ -1,9 +1,10 @@
 // Package web holds the live ticker page the edge serves at "/": plain HTML, CSS and JavaScript
 // modules (no framework, no build step, nothing loaded from another origin), embedded into the binary.
 //
-// The page speaks to the edge that serves it, on the same origin, through the endpoints of
-// docs/protocol.md: GET /api/topics for the catalog, then one of GET /ws (WebSocket control
-// protocol), GET /sse, GET /api/poll (long polling) or GET /api/snapshot (polling), chosen by the user.
+// The page speaks to the edge that serves it through livepush.js, the browser client library, which
+// the edge also serves at /livepush.js for other pages (docs/protocol.md, "Browser client"): it picks
+// WebSocket, SSE, long polling or polling (or the one the user chooses), reconnects and resumes by
+// cursor. The page itself only asks GET /api/topics for the catalog.
 package web
 
 import (
@@ -15,7 +16,7 @@ import (
 var static embed.FS
 
 // FS holds the page's files at its root: index.html, app.js (the entry module), the modules it
-// imports, style.css and favicon.svg. Serve it with http.FileServerFS(web.FS), which answers "/"
+// imports (livepush.js among them), style.css and favicon.svg. Serve it with http.FileServerFS(web.FS), which answers "/"
 // with index.html and gives .js files a JavaScript content type, as module scripts require.
 var FS fs.FS = sub(static, "static")
 

@@ -267,6 +267,15 @@ type page struct {
 // until the page has set up window.livepush. The browser ends with the test.
 func openPage(t *testing.T, url string, setup ...chromedp.Action[chromedp.Void]) *page {
 	t.Helper()
+	p := openTab(t, url, setup...)
+	p.waitFor("the page has started", waitLong, `window.livepush && window.livepush.watchlist.length > 0`)
+	return p
+}
+
+// openTab starts headless Chromium at desktop size (1366x900), runs setup and opens url. The browser ends with the
+// test.
+func openTab(t *testing.T, url string, setup ...chromedp.Action[chromedp.Void]) *page {
+	t.Helper()
 	// Chromium leaves its singleton-lock directory in TMPDIR when it is stopped: give it one of its own, short
 	// because the lock is a unix socket whose path must fit in 108 bytes (t.TempDir's can be longer).
 	tmp, err := os.MkdirTemp("", "chromium")
@@ -313,7 +322,6 @@ func openPage(t *testing.T, url string, setup ...chromedp.Action[chromedp.Void])
 	}()
 
 	p.do(append(setup, chromedp.Navigate(url))...)
-	p.waitFor("the page has started", waitLong, `window.livepush && window.livepush.watchlist.length > 0`)
 	return p
 }
 
@@ -378,7 +386,7 @@ func (p *page) nextFrame() {
 
 // state describes the page for failure messages.
 func (p *page) state() string {
-	s, err := tryEval[string](p, `JSON.stringify({
+	s, err := tryEval[string](p, `window.lp ? window.lp.summary() : JSON.stringify({
 		conn: document.querySelector('#conn-state').textContent,
 		detail: document.querySelector('#conn-detail').textContent,
 		transport: window.livepush.transport, state: window.livepush.state, counters: window.livepush.counters,

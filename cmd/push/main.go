@@ -49,7 +49,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	natsListen := f.String("nats-listen", "PUSH_NATS_LISTEN", "", "let TCP clients reach the embedded nats-server here too, e.g. 127.0.0.1:4222")
 	withFeeds := f.Bool("feeds", "PUSH_FEEDS", false, "run the feed simulators in this process even with NATS_URL set")
 	allowed := f.List("allowed-origins", "PUSH_ALLOWED_ORIGINS", "other `origins` whose pages may open WebSockets, as host patterns (example.com, *.example.com), comma-separated")
-	corsOrigins := f.List("cors-origins", "PUSH_CORS_ORIGINS", "`origins` that may read SSE and the JSON API cross-site (https://example.com, or *), comma-separated")
+	corsOrigins := f.List("cors-origins", "PUSH_CORS_ORIGINS", "`origins` that may read SSE, the JSON API and /readyz and import /livepush.js cross-site (https://example.com, or *), comma-separated")
 	maxTopics := f.Int("max-topics", "PUSH_MAX_TOPICS", 64, "most topic patterns per connection or request")
 	maxConns := f.Int("max-conns", "PUSH_MAX_CONNS", 0, "most connections this process holds; more get 503 / close 1013 (0: no limit)")
 	maxConnsPerIP := f.Int("max-conns-per-ip", "PUSH_MAX_CONNS_PER_IP", 0, "most connections per client address; more get 429 / close 1013 (0: no limit)")

@@ -1,5 +1,6 @@
-// app.js: the page's entry module. It keeps the state (watchlist, last values, cursors, counters), applies
-// the updates of whichever transport is chosen, and has ui.js redraw what changed once per animation frame.
+// app.js: the page's entry module. It follows its topics through the client library (livepush.js: transports,
+// reconnecting, resuming, dropping duplicates), keeps the state (watchlist, last values, counters) and has ui.js
+// redraw what changed once per animation frame.
 //
 // For tests, window.livepush reads the current state (every field is a getter):
 //   {transport, state, counters: {updates, duplicates, bytes, requests, latencyP50, latencyP90},
@@ -7,9 +8,18 @@
 // perTopic is {topic: {count, lastCursor}}: the updates received for each topic since the page loaded (counted
 // as counters.updates counts them, but never reset) and the topic's last applied cursor.
 
-import { TRANSPORTS, createTransport } from './transports.js';
+import { connect } from './livepush.js';
 import { UI, leagueName } from './ui.js';
-import { Samples, cmpCursor, endpoint, fetchJSON, maxCursor, normCursor, nowMs, parseTs } from './util.js';
+import { Samples, endpoint, fetchJSON, nowMs, parseTs } from './util.js';
+
+/** TRANSPORTS names the transports by the values of the page's #transport select, as the library calls them. */
+const TRANSPORTS = Object.freeze({
+  ws: { label: 'WebSocket', lib: 'websocket' },
+  sse: { label: 'Server-Sent Events', lib: 'sse' },
+  longpoll: { label: 'Long polling', lib: 'longpoll' },
+  poll: { label: 'Polling', lib: 'poll' },
+});
+const pageKind = (lib) => Object.keys(TRANSPORTS).find((k) => TRANSPORTS[k].lib === lib) || 'ws';
 
 const DEFAULT_SYMBOLS = ['AAPL', 'MSFT', 'NVDA', 'AMZN', 'GOOGL', 'META', 'TSLA', 'JPM', 'V', 'XOM', 'BRK-B', 'NFLX'];
 const SPORTS = 'sports.>'; // every match, always
@@ -17,7 +27,6 @@ const HISTORY = 60; // sparkline points per symbol
 const LATENCY_SAMPLES = 200;
 const MAX_FINALS = 6; // finished matches kept per league; older ones leave the board
 const HOLD_MS = 5000; // "resumed" and "reset" stay up this long after the catch-up, then "live"
-const FRESH_MS = 2000; // without the server's cursor, replay ends at the first update younger than this
 const KEY_WATCHLIST = 'livepush.watchlist';
 const KEY_TRANSPORT = 'livepush.transport';
 const STORED_SYMBOL = /^[^\s.*>\u0000-\u001f\u007f]{1,64}$/; // what a stored entry must look like to be kept
@@ -40,18 +49,22 @@ const storage = {
 // ---- state ----
 
 const model = {
-  lastCursor: null, // the highest cursor applied from the stream: where a reconnect resumes
-  cursors: new Map(), // topic -> last applied cursor; anything not newer is a duplicate
+  cursors: new Map(), // topic -> last applied cursor
   quotes: new Map(), // symbol -> {q: last quote payload, hist: recent prices, move: 'up'|'down'|null}
   matches: new Map(), // topic -> last score payload
   catalog: new Set(), // market symbols the edge knows
-  snapshotDue: new Set(), // topics just added over WebSocket: their first update is a snapshot
 };
 let watchlist = [];
 let watched = new Set();
 const adding = new Set(); // symbols whose add waits for the edge's answer; their updates are kept meanwhile
+const subs = new Map(); // symbol -> its subscription; SPORTS has one of its own
 
-const counters = { updates: 0, duplicates: 0, bytes: 0, requests: 0 };
+let client = null;
+let mode = 'auto'; // 'auto' or the page's name of a forced transport
+let kind = 'ws'; // the transport in use
+
+const counters = { updates: 0 };
+const base = { bytes: 0, requests: 0, duplicates: 0 }; // the client's counts when the counters were last reset
 const perTopic = new Map(); // topic -> updates received since the page loaded; read only through window.livepush
 
 function countUpdate(topic) {
@@ -61,27 +74,30 @@ function countUpdate(topic) {
 
 const latency = new Samples(LATENCY_SAMPLES);
 Object.defineProperties(counters, {
+  duplicates: { enumerable: true, get: () => client.stats.duplicates - base.duplicates },
+  bytes: { enumerable: true, get: () => client.stats.bytes - base.bytes },
+  requests: { enumerable: true, get: () => client.stats.requests - base.requests },
   latencyP50: { enumerable: true, get: () => latency.percentile(0.5) },
   latencyP90: { enumerable: true, get: () => latency.percentile(0.9) },
 });
 
+function resetCounters() {
+  counters.updates = 0;
+  Object.assign(base, { bytes: client.stats.bytes, requests: client.stats.requests, duplicates: client.stats.duplicates });
+  latency.clear();
+}
+
 const conn = {
   state: 'connecting', // connecting | live | reconnecting | resumed | reset
   detail: '',
-  open: false, // the transport is connected
-  down: false, // it lost its connection and has not got it back yet
+  open: false, // the client is live
   attempt: 0,
   resumed: false, // counting replayed updates
   replayed: 0,
-  catchup: null, // the server's cursor when this connection began: updates up to it are snapshot or replay
-  tsPhase: false, // no such cursor: the catch-up lasts until the first fresh update
-  pendingReset: '', // a reset noticed before the connection opened, to show once it does
+  pendingReset: '', // a reset heard before the connection opened, to show once it does
   holdTimer: 0,
 };
 
-let kind = 'ws';
-let transport = null;
-let generation = 0; // bumps on each transport switch; a stopped transport's late calls are ignored
 let ui = null;
 
 window.livepush = Object.defineProperties(
@@ -90,7 +106,7 @@ window.livepush = Object.defineProperties(
     transport: { enumerable: true, get: () => kind },
     state: { enumerable: true, get: () => conn.state },
     counters: { enumerable: true, get: () => counters },
-    lastCursor: { enumerable: true, get: () => model.lastCursor },
+    lastCursor: { enumerable: true, get: () => client && client.cursor },
     replayed: { enumerable: true, get: () => conn.replayed },
     watchlist: { enumerable: true, get: () => watchlist.slice() },
     attempt: { enumerable: true, get: () => conn.attempt },
@@ -128,7 +144,7 @@ function flush() {
   dirtyMatches.clear();
   ui.sortLeagues();
   ui.renderConn(conn.state, conn.state === 'resumed' ? `${conn.replayed} replayed` : conn.detail);
-  ui.renderCounters(counters, model.lastCursor);
+  ui.renderCounters(counters, client.cursor);
 }
 
 // ---- connection state ----
@@ -160,12 +176,30 @@ function hold() {
   }, HOLD_MS);
 }
 
-function onOpened(serverCursor) {
-  if (serverCursor !== undefined) conn.catchup = normCursor(serverCursor);
-  conn.tsPhase = !conn.catchup;
-  const resumed = conn.down && model.lastCursor != null;
+// onState follows the client's state: 'live' after 'reconnecting' with a cursor is a resume, and its catch-up
+// (the updates marked catchUp) is counted as replayed.
+function onState(e) {
+  switch (e.state) {
+    case 'connecting':
+      setState('connecting', `via ${TRANSPORTS[kind].label}`);
+      break;
+    case 'reconnecting':
+      clearTimeout(conn.holdTimer);
+      conn.open = false;
+      conn.resumed = false;
+      conn.attempt = e.attempt;
+      setState('reconnecting', `attempt ${e.attempt}, next in ${(e.delay / 1000).toFixed(1)} s${e.reason ? ` (${e.reason})` : ''}`);
+      break;
+    case 'live':
+      onOpened(e.resumed);
+      fetchCatalog(2000); // the edge may know more symbols by now
+      break;
+    default: // idle, closed: the page always follows something, and never closes its client
+  }
+}
+
+function onOpened(resumed) {
   conn.open = true;
-  conn.down = false;
   conn.attempt = 0;
   conn.resumed = false;
   if (conn.pendingReset) {
@@ -183,24 +217,11 @@ function onOpened(serverCursor) {
   }
 }
 
-function onRetrying(attempt, delay, reason) {
-  clearTimeout(conn.holdTimer);
-  conn.open = false;
-  conn.down = true;
-  conn.resumed = false;
-  conn.attempt = attempt;
-  setState('reconnecting', `attempt ${attempt}, next in ${(delay / 1000).toFixed(1)} s${reason ? ` (${reason})` : ''}`);
-}
-
 // onReset forgets every cursor: the snapshot that follows is the new truth, even if the stream went backwards.
-function onReset(cursor, reason) {
-  const c = normCursor(cursor);
+function onReset(e) {
   model.cursors.clear();
-  model.snapshotDue.clear();
-  model.lastCursor = null;
-  if (c) conn.catchup = maxCursor(conn.catchup, c);
   conn.resumed = false;
-  const why = reason || 'fresh snapshot';
+  const why = e.reason === 'stream_recreated' ? 'the stream restarted' : 'cursor older than the stream keeps';
   if (!conn.open) {
     conn.pendingReset = why;
     return;
@@ -209,16 +230,40 @@ function onReset(cursor, reason) {
   hold();
 }
 
+// onTransport shows the transport the client moved to by itself (a fallback, or back up after one).
+function onTransport(e) {
+  kind = pageKind(e.transport);
+  ui.setTransport(kind, mode === 'auto');
+  redraw();
+}
+
+// onError shows what the edge refused. A refused watchlist symbol leaves the watchlist.
+function onError(e) {
+  const patterns = e.subscription ? e.subscription.patterns : [];
+  if (patterns.length === 1 && patterns[0].startsWith('market.')) {
+    const sym = patterns[0].slice(7);
+    if (adding.has(sym)) return; // onAdd says it
+    if (watched.has(sym)) {
+      onRemove(sym);
+      ui.addMessage(`Removed ${sym}: ${e.message}`, true);
+      return;
+    }
+  }
+  if (e.code === 'unsubscribed' || e.code === 'closed') return;
+  ui.notify(`Server: ${e.message}${e.code ? ` (${e.code})` : ''}`);
+}
+
 // ---- updates ----
 
-/**
- * applyUpdate applies one update unless it is a duplicate (cursor not newer than the topic's last).
- * fromSnapshot marks a value fetched beside the stream (a checked add): it must not move the resume point.
- */
-function applyUpdate(topic, cursor, data, fromSnapshot = false) {
-  if (!data || typeof data !== 'object') return;
-  if (typeof topic !== 'string' || !topic) topic = data.topic;
-  if (typeof topic !== 'string') return;
+/** onUpdate applies one update from the client, which has dropped duplicates and says whether it is catch-up. */
+function onUpdate(u) {
+  countUpdate(u.topic);
+  applyUpdate(u.topic, u.cursor, u.data, u.catchUp);
+  redraw();
+}
+
+function applyUpdate(topic, cursor, data, catchup) {
+  if (!data || typeof data !== 'object' || typeof topic !== 'string') return;
   let sym = null;
   if (topic.startsWith('market.')) {
     sym = topic.slice(7);
@@ -226,35 +271,13 @@ function applyUpdate(topic, cursor, data, fromSnapshot = false) {
   } else if (!topic.startsWith('sports.')) {
     return;
   }
-  const c = normCursor(cursor);
-  if (c) {
-    const prev = model.cursors.get(topic);
-    if (prev && cmpCursor(c, prev) <= 0) {
-      counters.duplicates++;
-      return;
-    }
-    model.cursors.set(topic, c);
-  }
-  // A new topic's first value is its snapshot, possibly older than updates of other topics still on
-  // their way: resuming after it could skip those, so it does not move the resume point.
-  const snapshot = fromSnapshot || model.snapshotDue.delete(topic);
-  if (c && !snapshot) model.lastCursor = maxCursor(model.lastCursor, c);
-
-  const ts = parseTs(data.ts);
-  let catchup = snapshot;
-  if (!catchup) {
-    if (conn.catchup) {
-      catchup = c != null && cmpCursor(c, conn.catchup) <= 0;
-    } else if (conn.tsPhase) {
-      if (Number.isFinite(ts) && nowMs() - ts < FRESH_MS) conn.tsPhase = false;
-      else catchup = true;
-    }
-    if (catchup && conn.resumed) {
-      conn.replayed++;
-      hold();
-    }
+  model.cursors.set(topic, cursor);
+  if (catchup && conn.resumed) {
+    conn.replayed++;
+    hold();
   }
   // Latency is measured on live updates only: a snapshot or replay is as old as it is.
+  const ts = parseTs(data.ts);
   if (!catchup && Number.isFinite(ts)) latency.add(nowMs() - ts);
 
   if (sym) applyQuote(sym, data);
@@ -370,8 +393,10 @@ function setWatchlist(list, save) {
   redraw();
 }
 
-function topics() {
-  return [...watchlist.map((s) => `market.${s}`), SPORTS];
+function follow(sym) {
+  const sub = client.subscribe(`market.${sym}`, onUpdate);
+  subs.set(sym, sub);
+  return sub;
 }
 
 async function onAdd(raw) {
@@ -389,37 +414,22 @@ async function onAdd(raw) {
     return;
   }
   if (adding.has(sym)) return;
-  const topic = `market.${sym}`;
-  const via = transport;
   adding.add(sym);
-  model.snapshotDue.add(topic);
   ui.addMessage(`Adding ${sym}…`);
-  let res;
+  const sub = follow(sym);
   try {
-    res = await via.add(topic);
+    await sub.ready; // the edge accepted it; its snapshot is on its way or here
   } catch (err) {
-    res = { ok: false, message: String((err && err.message) || err) };
-  }
-  adding.delete(sym);
-  if (!res.ok) {
-    model.snapshotDue.delete(topic);
+    adding.delete(sym);
+    if (subs.get(sym) === sub) subs.delete(sym);
     model.quotes.delete(sym);
-    model.cursors.delete(topic);
-    ui.addMessage(`Cannot add ${sym}: ${res.message}`, true);
+    model.cursors.delete(`market.${sym}`);
+    ui.addMessage(`Cannot add ${sym}: ${(err && err.message) || err}`, true);
     return;
   }
+  adding.delete(sym);
   if (watched.has(sym)) return;
   setWatchlist([...watchlist, sym], true);
-  if (Array.isArray(res.updates)) {
-    model.snapshotDue.delete(topic);
-    for (const u of res.updates) {
-      if (!u) continue;
-      if (via === transport) countUpdate(u.topic || (u.data && u.data.topic));
-      applyUpdate(u.topic, u.cursor, u.data, true);
-    }
-  }
-  if (via === transport) transport.topicsChanged();
-  else transport.add(topic).then(() => transport.topicsChanged()); // switched meanwhile: tell the new one
   ui.clearInput();
   ui.addMessage(
     model.catalog.size && !model.catalog.has(sym)
@@ -437,140 +447,48 @@ function onRemove(sym) {
     true,
   );
   model.quotes.delete(sym);
-  model.cursors.delete(topic); // so that adding it again takes its snapshot
-  model.snapshotDue.delete(topic);
+  model.cursors.delete(topic);
   dirtyQuotes.delete(sym);
-  transport.remove(topic);
+  const sub = subs.get(sym);
+  subs.delete(sym);
+  if (sub) sub.unsubscribe(); // the client forgets the topic too: adding it again takes its snapshot
   ui.addMessage(`Removed ${sym}.`);
 }
 
-// rejectTopic drops a watchlist symbol the edge refused when the whole list was subscribed.
-function rejectTopic(topic, message) {
-  if (topic.startsWith('market.') && watched.has(topic.slice(7))) {
-    const sym = topic.slice(7);
-    onRemove(sym);
-    ui.addMessage(`Removed ${sym}: ${message}`, true);
-  } else {
-    ui.notify(`Server refused ${topic}: ${message}`);
-  }
-}
-
-// ---- transports ----
-
-// readyCursor is the edge's cursor if it says it is ready (caught up with the stream), else null. A cursor behind
-// ours from an edge that just started and is still catching up is not a new stream; only a ready edge's is.
-async function readyCursor() {
-  return (await readiness()).ready;
-}
-
-// readiness asks /readyz: ready is the edge's cursor if it has caught up with the stream, target (when it has not)
-// the cursor it is catching up to, which still tells replayed updates from live ones.
-async function readiness() {
-  try {
-    const body = await fetchJSON(endpoint('readyz'), { timeout: 2000 });
-    return { ready: normCursor(body.cursor), target: null };
-  } catch (err) {
-    return { ready: null, target: normCursor(err && err.body && err.body.target) };
-  }
-}
-
-function makeSink(gen) {
-  const mine = () => gen === generation;
-  return {
-    topics,
-    since: () => model.lastCursor,
-    async prepare() {
-      // The server's cursor before (re)subscribing: updates up to it are snapshot or replay, not live.
-      const body = await fetchCatalog(2000);
-      if (!mine()) return null;
-      let c = body ? normCursor(body.cursor) : null;
-      if (c && model.lastCursor && cmpCursor(c, model.lastCursor) < 0) {
-        // Behind ours: a new stream only if a caught-up edge says so. One still catching up says how far it goes,
-        // which bounds the replay; without even that, the catch-up ends by time stamps.
-        const r = await readiness();
-        if (!mine()) return null;
-        c = r.ready;
-        if (!c && r.target && cmpCursor(r.target, model.lastCursor) >= 0) {
-          conn.catchup = r.target;
-          return model.lastCursor;
-        }
-      }
-      conn.catchup = c;
-      if (c && model.lastCursor && cmpCursor(c, model.lastCursor) < 0) {
-        onReset(c, 'the stream restarted'); // behind our cursor: a new stream; since= would skip it all
-        return null;
-      }
-      return model.lastCursor;
-    },
-    async restarted(serverCursor, ours) {
-      const c = normCursor(serverCursor);
-      if (!c || !ours || cmpCursor(c, ours) >= 0) return false;
-      const head = await readyCursor();
-      return !!head && cmpCursor(head, ours) < 0;
-    },
-    request() {
-      if (!mine()) return;
-      counters.requests++;
-      redraw();
-    },
-    bytes(n) {
-      if (!mine()) return;
-      counters.bytes += n;
-      redraw();
-    },
-    opened(serverCursor) {
-      if (mine()) onOpened(serverCursor);
-    },
-    retrying(attempt, delay, reason) {
-      if (mine()) onRetrying(attempt, delay, reason);
-    },
-    update(topic, cursor, data) {
-      if (!mine()) return;
-      countUpdate(topic || (data && data.topic));
-      applyUpdate(topic, cursor, data);
-      redraw();
-    },
-    reset(cursor, reason) {
-      if (mine()) onReset(cursor, reason);
-    },
-    serverError(message, code) {
-      if (mine()) ui.notify(`Server: ${message}${code ? ` (${code})` : ''}`);
-    },
-    rejectTopic(topic, message) {
-      if (mine()) rejectTopic(topic, message);
-    },
-  };
-}
+// ---- the client ----
 
 function switchTransport(next) {
-  if (!Object.hasOwn(TRANSPORTS, next)) return;
-  if (transport) transport.stop();
-  generation++;
-  kind = next;
+  if (next !== 'auto' && !Object.hasOwn(TRANSPORTS, next)) return;
+  mode = next;
   storage.set(KEY_TRANSPORT, next);
-  ui.setTransport(next);
-  counters.updates = counters.duplicates = counters.bytes = counters.requests = 0;
-  latency.clear();
+  kind = next === 'auto' ? 'ws' : next;
+  ui.setTransport(kind, mode === 'auto');
+  resetCounters();
   clearTimeout(conn.holdTimer);
-  Object.assign(conn, { open: false, down: false, attempt: 0, resumed: false, replayed: 0, catchup: null, tsPhase: false, pendingReset: '' });
-  setState('connecting', `via ${TRANSPORTS[next]}`);
-  // The new transport resumes from the last cursor: switching loses nothing.
-  transport = createTransport(next, makeSink(generation));
-  transport.start();
+  Object.assign(conn, { open: false, attempt: 0, resumed: false, replayed: 0, pendingReset: '' });
+  setState('connecting', `via ${TRANSPORTS[kind].label}`);
+  // The client resumes from its cursor on the new transport: switching loses nothing.
+  client.setTransport(next === 'auto' ? 'auto' : TRANSPORTS[next].lib);
 }
 
-function initialTransport() {
+function initialMode() {
   const asked = new URLSearchParams(location.search).get('transport'); // ?transport=sse, handy for tests
-  if (asked && Object.hasOwn(TRANSPORTS, asked)) return asked;
+  if (asked && (asked === 'auto' || Object.hasOwn(TRANSPORTS, asked))) return asked;
   const stored = storage.get(KEY_TRANSPORT);
-  return stored && Object.hasOwn(TRANSPORTS, stored) ? stored : 'ws';
+  return stored && (stored === 'auto' || Object.hasOwn(TRANSPORTS, stored)) ? stored : 'auto';
 }
 
 async function main() {
   ui = new UI({ add: onAdd, remove: onRemove, transport: switchTransport });
-  kind = initialTransport();
-  ui.setTransport(kind);
-  setState('connecting', `via ${TRANSPORTS[kind]}`);
+  mode = initialMode();
+  kind = mode === 'auto' ? 'ws' : mode;
+  client = connect({ transport: mode === 'auto' ? 'auto' : TRANSPORTS[mode].lib });
+  client.on('state', onState);
+  client.on('reset', onReset);
+  client.on('transport', onTransport);
+  client.on('error', onError);
+  ui.setTransport(kind, mode === 'auto');
+  setState('connecting', `via ${TRANSPORTS[kind].label}`);
   const stored = loadWatchlist();
   if (stored) {
     setWatchlist(stored, false);
@@ -579,8 +497,9 @@ async function main() {
     await fetchCatalog(3000); // the defaults depend on what the edge has
     setWatchlist(defaultWatchlist(), false);
   }
-  switchTransport(kind);
-  window.addEventListener('online', () => transport && transport.retryNow());
+  for (const sym of watchlist) follow(sym);
+  client.subscribe(SPORTS, onUpdate);
+  setInterval(redraw, 1000); // the byte and request counters move between updates too
 }
 
 main();

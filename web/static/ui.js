@@ -169,8 +169,18 @@ export class UI {
     el.noticeClose.addEventListener('click', () => this.notify(''));
   }
 
-  setTransport(kind) {
-    this.el.transport.value = kind;
+  /**
+   * setTransport shows the transport in use. With auto, the client chose it: its option says so, and the
+   * "Automatic" option stays there to come back to from a forced one.
+   */
+  setTransport(kind, auto) {
+    const { transport } = this.el;
+    for (const opt of transport.options) {
+      if (!opt.dataset.label) opt.dataset.label = opt.textContent;
+      const label = auto && opt.value === kind ? `${opt.dataset.label} (auto)` : opt.dataset.label;
+      if (opt.textContent !== label) opt.textContent = label;
+    }
+    transport.value = kind;
   }
 
   // ---- watchlist ----

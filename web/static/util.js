@@ -1,42 +1,5 @@
-// util.js: small helpers shared by the page's modules (cursors, byte counts, time stamps,
-// backoff, URLs, fetch). Nothing here touches the DOM.
-
-/**
- * normCursor returns c as a canonical decimal string (no leading zeros), or null when it is not a cursor.
- * Cursors are JetStream stream sequences (uint64), so they stay strings: a JS number is exact only to 2^53.
- */
-export function normCursor(c) {
-  if (c == null) return null;
-  const s = typeof c === 'string' ? c : String(c);
-  if (!/^\d{1,20}$/.test(s)) return null;
-  return s.replace(/^0+(?=\d)/, '');
-}
-
-/** cmpCursor compares two canonical cursors: negative, zero or positive as a <, = or > b. */
-export function cmpCursor(a, b) {
-  if (a.length !== b.length) return a.length < b.length ? -1 : 1;
-  return a < b ? -1 : a > b ? 1 : 0;
-}
-
-/** maxCursor returns the larger of two cursors, either of which may be null. */
-export function maxCursor(a, b) {
-  if (a == null) return b;
-  if (b == null) return a;
-  return cmpCursor(a, b) >= 0 ? a : b;
-}
-
-/** utf8Length is the number of bytes s takes in UTF-8, without encoding it. */
-export function utf8Length(s) {
-  let n = s.length;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 0x80) continue;
-    if (c < 0x800) n += 1;
-    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) { n += 2; i++; } // a surrogate pair: 4 bytes for 2 units
-    else n += 2;
-  }
-  return n;
-}
+// util.js: small helpers shared by the page's modules (time stamps, URLs, fetch, percentiles). Nothing here
+// touches the DOM. Cursors, transports and backoff are the client library's (livepush.js).
 
 const TS = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):?(\d{2}))$/;
 
@@ -74,15 +37,6 @@ export function nowMs() {
 }
 
 /**
- * backoffDelay is the wait before reconnect attempt n (1, 2, ...): exponential from 0.5 s, capped at 10 s,
- * with jitter over the upper half so that many pages dropped together do not come back together.
- */
-export function backoffDelay(attempt, base = 500, cap = 10000) {
-  const ceiling = Math.min(cap, base * 2 ** Math.min(30, Math.max(0, attempt - 1)));
-  return Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
-}
-
-/**
  * endpoint builds an absolute URL for path on the page's own origin, relative to the document, so the
  * page also works when a proxy mounts the edge under a prefix. params is a list of [name, value] pairs.
  */
@@ -105,9 +59,9 @@ export class HttpError extends Error {
 
 /**
  * fetchJSON GETs url and decodes a JSON body. It rejects with HttpError for a non-2xx answer, and with the
- * abort reason when signal is aborted or timeout (ms) passes. onBytes gets the body's size in bytes.
+ * abort reason when signal is aborted or timeout (ms) passes.
  */
-export async function fetchJSON(url, { signal, timeout = 0, onBytes } = {}) {
+export async function fetchJSON(url, { signal, timeout = 0 } = {}) {
   const ctrl = new AbortController();
   const abort = () => ctrl.abort(signal.reason);
   if (signal) {
@@ -118,7 +72,6 @@ export async function fetchJSON(url, { signal, timeout = 0, onBytes } = {}) {
   try {
     const res = await fetch(url, { signal: ctrl.signal, cache: 'no-store', headers: { Accept: 'application/json' } });
     const text = await res.text();
-    if (onBytes) onBytes(utf8Length(text));
     let body = null;
     if (text) {
       try { body = JSON.parse(text); } catch { body = null; }
@@ -133,16 +86,6 @@ export async function fetchJSON(url, { signal, timeout = 0, onBytes } = {}) {
     clearTimeout(timer);
     if (signal) signal.removeEventListener('abort', abort);
   }
-}
-
-/** errText says briefly what went wrong, for the connection indicator. */
-export function errText(err) {
-  if (!err) return 'error';
-  if (err instanceof HttpError) return `HTTP ${err.status}${err.code ? ' ' + err.code : ''}`;
-  if (err.name === 'TimeoutError') return 'timed out';
-  if (err.name === 'AbortError') return 'aborted';
-  if (err instanceof TypeError) return 'network error';
-  return String(err.message || err);
 }
 
 /** Samples keeps the last n numbers and answers percentiles over them. */
