@@ -137,58 +137,66 @@ func StartHAProxy(t testing.TB, upstreams ...string) *Proxy {
 }
 
 var (
-	nginxServer = regexp.MustCompile(`(?m)^([ \t]*)server[ \t]+\S+([^;\n]*);[^\n]*\n`)
+	nginxServer = regexp.MustCompile(`(?m)^([ \t]*)server[ \t]+(\S+)([^;\n]*);[^\n]*\n`)
 	nginxListen = regexp.MustCompile(`(?m)^([ \t]*)listen[ \t]+[^;\n]+;`)
 	haproxyBind = regexp.MustCompile(`(?m)^([ \t]*)bind[ \t]+\S+`)
-	haproxySrv  = regexp.MustCompile(`(?m)^([ \t]*)server[ \t]+\S+[ \t]+\S+([^\n]*)\n`)
+	haproxySrv  = regexp.MustCompile(`(?m)^([ \t]*)server[ \t]+(\S+)[ \t]+\S+([^\n]*)\n`)
 )
 
 // NginxSite rewrites an nginx site file to listen on listenAddr and proxy to upstreams: the server lines of its
 // upstream block become one per address, with the parameters of the first (max_fails, …).
 func NginxSite(conf, listenAddr string, upstreams []string) (string, error) {
-	if len(upstreams) == 0 {
-		return "", errors.New("no upstream")
-	}
 	if n := len(nginxListen.FindAllString(conf, -1)); n != 1 {
 		return "", fmt.Errorf("%d listen directives, want 1", n)
 	}
 	conf = nginxListen.ReplaceAllString(conf, "${1}listen "+listenAddr+";")
-	servers := nginxServer.FindAllStringSubmatchIndex(conf, -1)
-	if len(servers) == 0 {
-		return "", errors.New("no server line in the upstream block")
-	}
-	first := servers[0]
-	indent, params := conf[first[2]:first[3]], conf[first[4]:first[5]]
-	var lines strings.Builder
-	for _, u := range upstreams {
-		fmt.Fprintf(&lines, "%sserver %s%s;\n", indent, u, params)
-	}
-	last := servers[len(servers)-1]
-	return conf[:first[0]] + lines.String() + conf[last[1]:], nil
+	return replaceServers(conf, nginxServer, upstreams, func(indent, _, params string, _ int, addr string) string {
+		return fmt.Sprintf("%sserver %s%s;\n", indent, addr, params)
+	})
 }
 
-// HAProxyConfig rewrites an HAProxy configuration to bind bind and send to upstreams: the server lines of its
-// backend become one per address, with the parameters of the first (check, …).
+// HAProxyConfig rewrites an HAProxy configuration to bind bind and send to upstreams: the server lines of each
+// backend become one per address, named edge-1, edge-2, …, with the parameters of the first (check; a track
+// naming the first server names the same one's counterpart).
 func HAProxyConfig(conf, bind string, upstreams []string) (string, error) {
-	if len(upstreams) == 0 {
-		return "", errors.New("no upstream")
-	}
 	if n := len(haproxyBind.FindAllString(conf, -1)); n != 1 {
 		return "", fmt.Errorf("%d bind lines, want 1", n)
 	}
 	conf = haproxyBind.ReplaceAllString(conf, "${1}bind "+bind)
-	servers := haproxySrv.FindAllStringSubmatchIndex(conf, -1)
-	if len(servers) == 0 {
-		return "", errors.New("no server line in the backend")
+	return replaceServers(conf, haproxySrv, upstreams, func(indent, first, params string, i int, addr string) string {
+		name := fmt.Sprintf("edge-%d", i+1)
+		return fmt.Sprintf("%sserver %s %s%s\n", indent, name, addr, strings.ReplaceAll(params, "/"+first, "/"+name))
+	})
+}
+
+// replaceServers replaces each run of consecutive server lines matched by re (groups: indent, name, parameters)
+// with one line per upstream, made by line from the run's first line.
+func replaceServers(conf string, re *regexp.Regexp, upstreams []string,
+	line func(indent, firstName, params string, i int, addr string) string) (string, error) {
+	if len(upstreams) == 0 {
+		return "", errors.New("no upstream")
 	}
-	first := servers[0]
-	indent, params := conf[first[2]:first[3]], conf[first[4]:first[5]]
-	var lines strings.Builder
-	for i, u := range upstreams {
-		fmt.Fprintf(&lines, "%sserver edge-%d %s%s\n", indent, i+1, u, params)
+	matches := re.FindAllStringSubmatchIndex(conf, -1)
+	if len(matches) == 0 {
+		return "", errors.New("no server line")
 	}
-	last := servers[len(servers)-1]
-	return conf[:first[0]] + lines.String() + conf[last[1]:], nil
+	var out strings.Builder
+	done := 0
+	for i := 0; i < len(matches); {
+		first := matches[i]
+		end := first[1]
+		for i++; i < len(matches) && matches[i][0] == end; i++ {
+			end = matches[i][1]
+		}
+		out.WriteString(conf[done:first[0]])
+		indent, name, params := conf[first[2]:first[3]], conf[first[4]:first[5]], conf[first[6]:first[7]]
+		for j, addr := range upstreams {
+			out.WriteString(line(indent, name, params, j, addr))
+		}
+		done = end
+	}
+	out.WriteString(conf[done:])
+	return out.String(), nil
 }
 
 func binary(t testing.TB, name, install string) string {

@@ -94,12 +94,52 @@ func TestConfigRewrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"bind fd@3\n", "server edge-1 127.0.0.1:1 check\n"} {
+	for _, want := range []string{"bind fd@3\n", "server edge-1 127.0.0.1:1 check\n", "server edge-1 127.0.0.1:1 track edges/edge-1\n"} {
 		if !strings.Contains(cfg, want) {
 			t.Errorf("haproxy config lacks %q:\n%s", want, cfg)
 		}
 	}
 	if strings.Contains(cfg, "edge-2") || strings.Contains(cfg, ":8080") {
 		t.Errorf("haproxy config keeps the file's addresses:\n%s", cfg)
+	}
+	cfg, err = HAProxyConfig(haproxy, "fd@3", []string{"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(cfg, "server edge-3 127.0.0.1:3 check\n") || !strings.Contains(cfg, "server edge-3 127.0.0.1:3 track edges/edge-3\n") {
+		t.Errorf("haproxy config with three upstreams:\n%s", cfg)
+	}
+}
+
+// TestProxiesWithoutUpstream: with no edge reachable, a stream request gets an empty event stream asking the
+// browser to come back (EventSource gives up for good on any other answer), anything else the proxy's error.
+func TestProxiesWithoutUpstream(t *testing.T) {
+	const dead = "127.0.0.1:1" // nothing listens on port 1
+	for _, tc := range []struct {
+		start  func(testing.TB, ...string) *Proxy
+		status int
+	}{{StartNginx, http.StatusBadGateway}, {StartHAProxy, http.StatusServiceUnavailable}} {
+		p := tc.start(t, dead)
+		t.Run(p.Name, func(t *testing.T) {
+			resp, err := http.Get(p.URL + "/sse?topic=market.AAPL")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" ||
+				string(body) != "retry: 2000\n\n" {
+				t.Errorf("/sse with no edge: %s %q %q; want 200 text/event-stream \"retry: 2000\\n\\n\"",
+					resp.Status, resp.Header.Get("Content-Type"), body)
+			}
+			resp, err = http.Get(p.URL + "/api/snapshot?topic=market.AAPL")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.status {
+				t.Errorf("/api/snapshot with no edge: %s, want %d", resp.Status, tc.status)
+			}
+		})
 	}
 }
