@@ -5,6 +5,10 @@
 //
 // Each proxy gets its own directory for its pid file, logs and temporary files, so no root paths are touched. A
 // missing binary fails the test with how to install it.
+//
+// The proxy reaches the upstreams from 127.0.0.1: edges behind it should trust that address (push.Config
+// TrustedProxies, -trusted-proxies), as a deployment trusts its proxy. nginx passes Host without the port
+// ($host), so a browser page at Proxy.URL opens WebSockets only on an edge that trusts it.
 package proxytest
 
 import (
