@@ -948,29 +948,61 @@ func TestComposeClusterProfile(t *testing.T) {
 		}
 	}
 
-	lb, ok := p.Services["lb"]
-	if !ok {
-		t.Fatal("no load balancer in the cluster profile")
+	// The balancers run the repository's configurations, the files internal/proxytest starts in CI.
+	balancers := []struct{ service, image, file, target string }{
+		{"lb", "nginx:", "deploy/nginx/livepush.conf", "/etc/nginx/conf.d/default.conf"},
+		{"lb-haproxy", "haproxy:", "deploy/haproxy/haproxy.cfg", "/usr/local/etc/haproxy/haproxy.cfg"},
 	}
-	if !strings.HasPrefix(lb.Image, "nginx:") || lb.HealthCheck == nil || lb.Restart == "" {
-		t.Errorf("lb: image %q (want the official nginx), health check %v, restart %q", lb.Image, lb.HealthCheck != nil, lb.Restart)
-	}
-	if len(lb.Ports) != 1 || lb.Ports[0].Published != "8090" {
-		t.Errorf("lb: ports %+v, want 8090 published", lb.Ports)
-	}
-	for _, edge := range []string{"edge-1", "edge-2"} {
-		if d, ok := lb.DependsOn[edge]; !ok || d.Condition != types.ServiceConditionHealthy {
-			t.Errorf("lb does not wait for %s to be healthy", edge)
+	published := map[string]bool{}
+	for _, b := range balancers {
+		lb, ok := p.Services[b.service]
+		if !ok {
+			t.Fatalf("no %s load balancer in the cluster profile", b.service)
+		}
+		if !strings.HasPrefix(lb.Image, b.image) || lb.HealthCheck == nil || lb.Restart == "" {
+			t.Errorf("%s: image %q (want the official %s), health check %v, restart %q", b.service, lb.Image,
+				strings.TrimSuffix(b.image, ":"), lb.HealthCheck != nil, lb.Restart)
+		}
+		if len(lb.Ports) != 1 || lb.Ports[0].Target != 8080 || published[lb.Ports[0].Published] {
+			t.Errorf("%s: ports %+v, want one port of its own published to 8080", b.service, lb.Ports)
+		} else {
+			published[lb.Ports[0].Published] = true
+		}
+		for _, edge := range []string{"edge-1", "edge-2"} {
+			if d, ok := lb.DependsOn[edge]; !ok || d.Condition != types.ServiceConditionHealthy {
+				t.Errorf("%s does not wait for %s to be healthy", b.service, edge)
+			}
+		}
+		if len(lb.Configs) != 1 || lb.Configs[0].Target != b.target {
+			t.Errorf("%s: configs %+v, want one at %s", b.service, lb.Configs, b.target)
+			continue
+		}
+		cfg := p.Configs[lb.Configs[0].Source]
+		want, _ := filepath.Abs(b.file)
+		if cfg.File != want {
+			t.Errorf("%s: config from %q, want the repository's %s", b.service, cfg.File, b.file)
 		}
 	}
-	if len(lb.Configs) != 1 {
-		t.Fatalf("lb: configs %+v", lb.Configs)
+	if !published["8090"] {
+		t.Error("nginx is no longer at port 8090, where the comments and docs send people")
 	}
-	conf := p.Configs[lb.Configs[0].Source].Content
+	conf, err := os.ReadFile("deploy/nginx/livepush.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, want := range []string{"server edge-1:8080", "server edge-2:8080", "proxy_buffering off",
 		"proxy_set_header Upgrade $http_upgrade", "proxy_http_version 1.1", "proxy_next_upstream"} {
-		if !strings.Contains(conf, want) {
-			t.Errorf("lb config lacks %q:\n%s", want, conf)
+		if !strings.Contains(string(conf), want) {
+			t.Errorf("nginx config lacks %q:\n%s", want, conf)
+		}
+	}
+	conf, err = os.ReadFile("deploy/haproxy/haproxy.cfg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"server edge-1 edge-1:8080", "server edge-2 edge-2:8080", "uri /readyz", "option forwardfor"} {
+		if !strings.Contains(string(conf), want) {
+			t.Errorf("haproxy config lacks %q:\n%s", want, conf)
 		}
 	}
 }

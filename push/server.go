@@ -36,7 +36,8 @@ type Config struct {
 	Limits Limits
 	// Auth, when set, requires tokens for the topics it does not leave anonymous. Nil: everything is public.
 	Auth *Authenticator
-	// TrustedProxies are the addresses (IPs or CIDRs) of load balancers whose X-Forwarded-For names the client.
+	// TrustedProxies are the addresses (IPs or CIDRs) of load balancers whose X-Forwarded-For names the client,
+	// and whose Forwarded or X-Forwarded-Host and -Proto name the site a browser's page came from (see origin.go).
 	// Zero: the peer address is the client, as it is when clients connect directly.
 	TrustedProxies []string
 	// Hub tunes queues, timeouts and heartbeats.
@@ -80,13 +81,15 @@ type Server struct {
 	log       *slog.Logger
 	handler   http.Handler
 	admission admission
+	origins   originPolicy
 	draining  atomic.Bool
 }
 
 // NewServer returns an edge serving hub, with readiness taken from src.
 func NewServer(cfg Config, hub *Hub, src *Source) *Server {
 	cfg = cfg.withDefaults()
-	s := &Server{cfg: cfg, hub: hub, src: src, log: cfg.Log, admission: admission{limits: cfg.Limits}}
+	s := &Server{cfg: cfg, hub: hub, src: src, log: cfg.Log, admission: admission{limits: cfg.Limits},
+		origins: newOriginPolicy(cfg.AllowedOrigins, cfg.TrustedProxies)}
 	s.handler = s.routes()
 	return s
 }

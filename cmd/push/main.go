@@ -54,7 +54,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	maxConns := f.Int("max-conns", "PUSH_MAX_CONNS", 0, "most connections this process holds; more get 503 / close 1013 (0: no limit)")
 	maxConnsPerIP := f.Int("max-conns-per-ip", "PUSH_MAX_CONNS_PER_IP", 0, "most connections per client address; more get 429 / close 1013 (0: no limit)")
 	controlRate := f.Float64("control-rate", "PUSH_CONTROL_RATE", 20, "WebSocket control messages per second per connection (bursts of twice that); a flood closes with 1008")
-	trustedProxies := f.List("trusted-proxies", "PUSH_TRUSTED_PROXIES", "`addresses` or CIDRs of load balancers whose X-Forwarded-For names the client, comma-separated")
+	trustedProxies := f.List("trusted-proxies", "PUSH_TRUSTED_PROXIES", "`addresses` or CIDRs of load balancers whose X-Forwarded-For names the client and whose forwarded host counts for the WebSocket origin check, comma-separated")
 	readHeaderTimeout := f.Duration("read-header-timeout", "PUSH_READ_HEADER_TIMEOUT", 10*time.Second, "longest a client may take to send its request headers (slowloris, WebSocket handshakes)")
 	queueLimit := f.Int("queue-limit", "PUSH_QUEUE_LIMIT", 256, "updates waiting for one subscriber before they are conflated to the latest per topic")
 	queueBytes := f.Int("queue-bytes", "PUSH_QUEUE_BYTES", 4<<20, "bytes of updates waiting for one subscriber before they are conflated the same way")
