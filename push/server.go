@@ -101,13 +101,13 @@ func (s *Server) routes() http.Handler {
 	r.Use(s.recover)
 
 	// Streams manage their own connection: no middleware that buffers or times out the response.
-	r.GET("/sse", s.handleSSE)
+	r.GET("/sse", s.checkQuery, s.handleSSE)
 	r.OPTIONS("/sse", s.preflight)
-	r.GET("/ws", s.handleWS)
+	r.GET("/ws", s.checkQuery, s.handleWS)
 
 	// GET and HEAD alike: load balancers check health with HEAD.
 	getOrHead := []string{http.MethodGet, http.MethodHead}
-	api := r.Group("/api", s.countRequests, s.cors)
+	api := r.Group("/api", s.countRequests, s.cors, s.checkQuery)
 	api.Match(getOrHead, "/snapshot", s.handleSnapshot)
 	api.Match(getOrHead, "/poll", s.handlePoll)
 	api.Match(getOrHead, "/topics", s.handleTopics)
