@@ -20,7 +20,7 @@ func (h *Hub) unknownTopics(patterns []string) []string {
 	h.cacheMu.RLock()
 	defer h.cacheMu.RUnlock()
 	for _, p := range patterns {
-		if topic.IsLiteral(p) && h.latest[p] == nil && !slices.Contains(unknown, p) {
+		if topic.IsLiteral(p) && h.latest[p].load() == nil && !slices.Contains(unknown, p) {
 			unknown = append(unknown, p)
 		}
 	}
