@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -258,6 +259,17 @@ func TestUnreachableNATSIsNamed(t *testing.T) {
 	}
 	if strings.Contains(logs.String()+body, "s3cret") {
 		t.Errorf("the password shows:\n%s\n%s", logs, body)
+	}
+}
+
+// A password given as a flag works, with a warning: any user of the host can read it in the process list.
+func TestNATSSecretOnTheCommandLineIsWarnedAbout(t *testing.T) {
+	s := natsconntest.Start(t, natsconntest.Options{Auth: natsconntest.UserPassword})
+	_, logs := start(t, nil, "-nats", strings.Replace(s.URL, "nats://", "nats://"+s.User+":"+url.QueryEscape(s.Password)+"@", 1))
+	waitLog(t, logs, `msg="NATS secrets given as flags, which any user of this host can read in the process list: prefer NATS_URL, NATS_PASSWORD, NATS_TOKEN or a credentials file" flags=[-nats]`)
+	waitLog(t, logs, "open the ticker page")
+	if strings.Contains(logs.String(), url.QueryEscape(s.Password)) {
+		t.Errorf("the log shows the password:\n%s", logs)
 	}
 }
 

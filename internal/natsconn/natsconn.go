@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -41,6 +42,9 @@ type Config struct {
 	CAFile string
 	// CertFile and KeyFile are a PEM client certificate and its key, for a server that verifies clients.
 	CertFile, KeyFile string
+
+	// onCommandLine names the secrets RegisterFlags saw given as flags, for Connect to warn about.
+	onCommandLine []string
 }
 
 // RegisterFlags defines the NATS connection flags on f, the same for every command: -nats (NATS_URL, with the
@@ -59,6 +63,13 @@ func (c *Config) RegisterFlags(f *cli.Flags, defaultURL, urlUsage string) func()
 	return func() {
 		*c = Config{URL: *u, CredsFile: *creds, NKeyFile: *nkey, User: *user, Password: *password, Token: *token,
 			CAFile: *ca, CertFile: *cert, KeyFile: *key}
+		f.Visit(func(fl *flag.Flag) { // set on the command line, not from the environment
+			switch {
+			case fl.Name == "nats-password", fl.Name == "nats-token",
+				fl.Name == "nats" && Redact(*u) != *u:
+				c.onCommandLine = append(c.onCommandLine, "-"+fl.Name)
+			}
+		})
 	}
 }
 
@@ -196,6 +207,10 @@ func (cfg Config) Connect(name string, log *slog.Logger) (*nats.Conn, error) {
 	auth, err := cfg.AuthOptions()
 	if err != nil {
 		return nil, err
+	}
+	if len(cfg.onCommandLine) > 0 {
+		log.Warn("NATS secrets given as flags, which any user of this host can read in the process list: "+
+			"prefer NATS_URL, NATS_PASSWORD, NATS_TOKEN or a credentials file", "flags", cfg.onCommandLine)
 	}
 	w := newWatch(cfg, log)
 	closed := make(chan struct{})
