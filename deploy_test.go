@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"regexp"
@@ -973,14 +974,12 @@ func TestComposeClusterProfile(t *testing.T) {
 				t.Errorf("%s does not wait for %s to be healthy", b.service, edge)
 			}
 		}
-		if len(lb.Configs) != 1 || lb.Configs[0].Target != b.target {
-			t.Errorf("%s: configs %+v, want one at %s", b.service, lb.Configs, b.target)
-			continue
-		}
-		cfg := p.Configs[lb.Configs[0].Source]
+		// A bind mount of the repository's file: Compose 1.x ignores configs outside a swarm.
 		want, _ := filepath.Abs(b.file)
-		if cfg.File != want {
-			t.Errorf("%s: config from %q, want the repository's %s", b.service, cfg.File, b.file)
+		if len(lb.Configs) != 0 || len(lb.Volumes) != 1 || lb.Volumes[0].Type != types.VolumeTypeBind ||
+			lb.Volumes[0].Source != want || lb.Volumes[0].Target != b.target || !lb.Volumes[0].ReadOnly {
+			t.Errorf("%s: configs %+v, volumes %+v; want %s bound read-only at %s", b.service, lb.Configs, lb.Volumes,
+				b.file, b.target)
 		}
 	}
 	if !published["8090"] {
@@ -1003,6 +1002,43 @@ func TestComposeClusterProfile(t *testing.T) {
 	for _, want := range []string{"server edge-1 edge-1:8080", "server edge-2 edge-2:8080", "uri /readyz", "option forwardfor"} {
 		if !strings.Contains(string(conf), want) {
 			t.Errorf("haproxy config lacks %q:\n%s", want, conf)
+		}
+	}
+}
+
+// Debian's docker-compose package (Compose 1.29.2 on bookworm) runs compose.yaml too, as the README and the file's
+// comments promise: `docker-compose config` accepts it, with no part ignored, on every profile. (No Docker engine
+// is needed to validate.)
+func TestDebianDockerComposeAcceptsTheFile(t *testing.T) {
+	bin, err := exec.LookPath("docker-compose")
+	if err != nil {
+		t.Fatalf("docker-compose is needed to check compose.yaml with Compose 1.x: apt-get install docker-compose (.ci/run does): %v", err)
+	}
+	version, _ := exec.Command(bin, "version", "--short").Output()
+	t.Logf("docker-compose %s", strings.TrimSpace(string(version)))
+	services := map[string][]string{
+		"":        {"nats", "feeds", "push"},
+		"cluster": {"nats-1", "nats-2", "nats-3", "feeds-cluster", "edge-1", "edge-2", "lb", "lb-haproxy"},
+	}
+	for profile, want := range services {
+		args := []string{"-f", composeFile, "-p", projectName}
+		if profile != "" {
+			args = append(args, "--profile", profile)
+		}
+		var stdout, stderr strings.Builder
+		cmd := exec.Command(bin, append(args, "config")...)
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			t.Errorf("docker-compose %s config: %v\n%s", strings.Join(args, " "), err, stderr.String())
+			continue
+		}
+		if strings.Contains(stderr.String(), "ignored") || strings.Contains(stderr.String(), "WARNING") {
+			t.Errorf("docker-compose %s config warns:\n%s", strings.Join(args, " "), stderr.String())
+		}
+		for _, name := range want {
+			if !regexp.MustCompile(`(?m)^  ` + regexp.QuoteMeta(name) + `:$`).MatchString(stdout.String()) {
+				t.Errorf("docker-compose %s config has no service %s:\n%s", strings.Join(args, " "), name, stdout.String())
+			}
 		}
 	}
 }

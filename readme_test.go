@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -89,44 +88,36 @@ func readmeBlocks(t *testing.T) (blocks []struct{ lang, body string }) {
 	return blocks
 }
 
-func waitForCursor(t *testing.T, addr string, min int) {
-	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		resp, err := http.Get("http://" + addr + "/readyz")
-		if err != nil {
-			continue
-		}
-		var cursor int
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		fmt.Sscanf(regexp.MustCompile(`"cursor":"(\d+)"`).FindStringSubmatch(string(b) + `"cursor":"0"`)[1], "%d", &cursor)
-		if cursor > min {
-			return
-		}
-	}
-	t.Fatalf("stream did not pass cursor %d", min)
-}
-
 func TestReadmeExamples(t *testing.T) {
-	for _, tool := range []string{"curl", "wscat", "bash"} {
+	for _, tool := range []string{"curl", "wscat", "bash", "jq"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s is needed to run the README's examples: %v (.ci/run installs it)", tool, err)
 		}
 	}
 	bin := buildCommands(t)
-	// The README's run command, faster simulators so the examples' cursor 1234 exists quickly.
-	addr := startPush(t, bin, "-rate", "400")
-	waitForCursor(t, addr, 1300)
+	// The README's run command, and the examples at once: they must work on a fresh demo.
+	addr := startPush(t, bin)
 
 	var commands []string
 	var session []string // the interactive wscat session
+	assignment := regexp.MustCompile(`^[a-z_]+=\$\(`)
 	for _, b := range readmeBlocks(t) {
+		prelude := "" // a block's variables (cursor=$(…)), set before each of its later commands
 		for _, line := range strings.Split(b.body, "\n") {
 			line = strings.TrimSpace(line)
 			switch {
+			case b.lang == "sh" && assignment.MatchString(line):
+				prelude += line + "\n"
+				// The variable must get a value: an empty cursor would turn the resumes into plain subscribes.
+				name := line[:strings.Index(line, "=")]
+				check := strings.ReplaceAll(prelude, "localhost:8080", addr) + `printf %s "$` + name + `"`
+				if out, _ := runFor(t, check, 10*time.Second); !regexp.MustCompile(`^[0-9]+$`).MatchString(out) {
+					t.Errorf("%s\nsets %s to %q, want a cursor", line, name, out)
+				}
 			case b.lang == "sh" && (strings.HasPrefix(line, "curl ") || strings.HasPrefix(line, "wscat ") ||
+				strings.HasPrefix(line, "sleep ") && strings.Contains(line, "| wscat ") ||
 				strings.HasPrefix(line, "go run ./cmd/subscribe")):
-				commands = append(commands, line)
+				commands = append(commands, prelude+line)
 			case b.lang == "" && strings.HasPrefix(b.body, "wscat -c"):
 				session = append(session, line)
 			}
@@ -137,10 +128,18 @@ func TestReadmeExamples(t *testing.T) {
 	}
 
 	for _, c := range commands {
-		t.Run(c, func(t *testing.T) {
+		name := c[strings.LastIndex(c, "\n")+1:]
+		t.Run(name, func(t *testing.T) {
 			line := strings.ReplaceAll(c, "localhost:8080", addr)
 			line = strings.ReplaceAll(line, "go run ./cmd/subscribe", filepath.Join(bin, "subscribe")+" -url http://"+addr)
-			out, timedOut := runFor(t, line, 4*time.Second)
+			// Streams run until stopped: 4s shows them live. Everything else must end by itself.
+			limit := 4 * time.Second
+			if !strings.HasPrefix(name, "curl -N") && !strings.HasPrefix(name, "go run") || strings.Contains(name, "-count") {
+				limit = 30 * time.Second
+			}
+			began := time.Now()
+			out, timedOut := runFor(t, line, limit)
+			c := name
 			switch {
 			case strings.Contains(c, "$SYS"):
 				if !strings.Contains(out, "400") || !strings.Contains(out, "invalid_topic") {
@@ -151,12 +150,15 @@ func TestReadmeExamples(t *testing.T) {
 					t.Errorf("%s\nwant a live event stream, got:\n%.400s", c, out)
 				}
 			case strings.HasPrefix(c, "curl"):
-				if !strings.HasPrefix(out, "{") || !strings.Contains(out, `"cursor"`) || strings.Contains(out, `"error"`) {
+				if timedOut || !strings.HasPrefix(out, "{") || !strings.Contains(out, `"cursor"`) || strings.Contains(out, `"error"`) {
 					t.Errorf("%s\nwant a JSON answer with a cursor, got:\n%.400s", c, out)
 				}
-			case strings.HasPrefix(c, "wscat"):
-				if !strings.Contains(out, `"type":"update"`) && !strings.Contains(out, `"type":"subscribed"`) {
+			case strings.Contains(c, "wscat"):
+				if !strings.Contains(out, `"type":"update"`) || !strings.Contains(out, `"type":"subscribed"`) {
 					t.Errorf("%s\nwant subscribed and updates, got:\n%.400s", c, out)
+				}
+				if took := time.Since(began); timedOut || took > 8*time.Second {
+					t.Errorf("%s\nran %v: want it to end by itself, as its sleep says", c, took.Round(time.Second))
 				}
 			case strings.Contains(c, "-count"): // the subscribe CLI stops after that many updates
 				if timedOut || strings.Count(out, "\n") < 3 {
@@ -228,15 +230,14 @@ func expectLine(t *testing.T, lines <-chan string, want, readme string) {
 	}
 }
 
-// runFor runs a shell line for at most d, with an open standard input (wscat stops when its input closes), and
-// returns its standard output and whether it was still running at d.
+// runFor runs a shell line for at most d, as a script would (standard input empty), and returns its standard output
+// and whether it was still running at d.
 func runFor(t *testing.T, line string, d time.Duration) (string, bool) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), d)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", "-c", line)
-	stdin, _ := cmd.StdinPipe()
-	defer stdin.Close()
+	cmd.WaitDelay = time.Second // a pipeline's sleep may hold the output open after bash is killed
 	var out, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &stderr
 	err := cmd.Run()

@@ -1,11 +1,15 @@
 package push
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/gin-gonic/gin"
 
@@ -19,7 +23,57 @@ type apiError struct {
 }
 
 func writeError(c *gin.Context, status int, code, message string) {
-	c.AbortWithStatusJSON(status, apiError{Error: message, Code: code})
+	writeJSON(c, status, apiError{Error: message, Code: code})
+	c.Abort()
+}
+
+// writeJSON answers v as JSON. Unlike gin's c.JSON it writes <, > and & as they are: `sports.>` rather than
+// `sports.\u003e`. The HTML escaping protects JSON pasted into a page, which no answer of the edge is; nosniff keeps
+// browsers from reading it as anything but JSON.
+func writeJSON(c *gin.Context, status int, v any) {
+	c.Header("X-Content-Type-Options", "nosniff")
+	c.Data(status, "application/json; charset=utf-8", marshalJSON(v))
+}
+
+// marshalJSON encodes v without HTML escaping, newline-terminated. v is made of plain types and valid raw JSON.
+func marshalJSON(v any) []byte {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		panic("push: marshalJSON: " + err.Error()) // a programming error: the types are the edge's own
+	}
+	return b.Bytes()
+}
+
+// queryParams are the query parameters each route takes; token wherever a token may be sent.
+var queryParams = map[string][]string{
+	"/sse":          {"topic", "maxRate", "lastEventId", "token"},
+	"/ws":           {"topic", "since", "maxRate", "token"},
+	"/api/snapshot": {"topic", "token"},
+	"/api/poll":     {"topic", "cursor", "timeout", "limit", "maxRate", "token"},
+	"/api/topics":   {"token"},
+}
+
+// checkQuery answers 400 for a query parameter the route does not take: a misspelt one (maxrate=1, topics=, cursor
+// on /sse) would otherwise be ignored without a word, and the client would wonder why it has no effect.
+func (s *Server) checkQuery(c *gin.Context) {
+	if c.Request.Method == http.MethodOptions {
+		return // a CORS preflight carries the query of the request it asks about; that request is checked
+	}
+	allowed := queryParams[c.FullPath()]
+	for name := range c.Request.URL.Query() {
+		if slices.Contains(allowed, name) {
+			continue
+		}
+		msg := fmt.Sprintf("unknown query parameter %q: %s takes %s", truncate(name, 40), c.FullPath(),
+			strings.Join(allowed, ", "))
+		if i := slices.IndexFunc(allowed, func(a string) bool { return strings.EqualFold(a, name) }); i >= 0 {
+			msg += fmt.Sprintf(" (did you mean %s?)", allowed[i])
+		}
+		writeError(c, http.StatusBadRequest, "bad_request", msg)
+		return
+	}
 }
 
 // topicsFromQuery returns the validated topic patterns of the request, or answers 400 and returns false.
@@ -39,6 +93,7 @@ func (s *Server) topicsFromQuery(c *gin.Context) ([]string, bool) {
 			return nil, false
 		}
 	}
+	s.noteUnknown(c, patterns) // for the answer to say which topics have no update yet
 	return patterns, true
 }
 
@@ -133,6 +188,7 @@ func writeUpdates(c *gin.Context, cursor uint64, updates []*Update, extra string
 	}
 	w.Write(closeList)
 	w.WriteString(extra)
+	w.WriteString(unknownField(unknownOf(c)))
 	w.Write(closeObject)
 }
 
@@ -170,11 +226,11 @@ func (s *Server) handleTopics(c *gin.Context) {
 		topics = visible
 	}
 	c.Header("Cache-Control", "no-store")
-	c.JSON(http.StatusOK, gin.H{"cursor": strconv.FormatUint(head, 10), "topics": topics})
+	writeJSON(c, http.StatusOK, gin.H{"cursor": strconv.FormatUint(head, 10), "topics": topics})
 }
 
 func (s *Server) handleHealth(c *gin.Context) {
-	c.JSON(http.StatusOK, gin.H{"status": "ok"})
+	writeJSON(c, http.StatusOK, gin.H{"status": "ok"})
 }
 
 // handleReady answers 200 when this edge can serve current data, and 503 while NATS or the stream is away or the
@@ -187,10 +243,10 @@ func (s *Server) handleReady(c *gin.Context) {
 	st := s.hub.Stats()
 	if err != nil {
 		// target tells a client resuming here which updates are catch-up, before the edge is current.
-		c.JSON(http.StatusServiceUnavailable, gin.H{"status": "not ready", "reason": err.Error(),
+		writeJSON(c, http.StatusServiceUnavailable, gin.H{"status": "not ready", "reason": err.Error(),
 			"cursor": strconv.FormatUint(st.Head, 10), "target": strconv.FormatUint(s.src.CatchingUpTo(), 10)})
 		return
 	}
-	c.JSON(http.StatusOK, gin.H{"status": "ready", "cursor": strconv.FormatUint(st.Head, 10),
+	writeJSON(c, http.StatusOK, gin.H{"status": "ready", "cursor": strconv.FormatUint(st.Head, 10),
 		"topics": st.Topics, "connections": st.Subscribers})
 }

@@ -105,13 +105,13 @@ func (s *Server) routes() http.Handler {
 
 	// Streams manage their own connection: no middleware that buffers or times out the response. CORS headers on
 	// /sse reach only its refusals (a stream writes its own), so that a page on another origin can read why.
-	r.GET("/sse", s.cors, s.handleSSE)
+	r.GET("/sse", s.cors, s.checkQuery, s.handleSSE)
 	r.OPTIONS("/sse", s.preflight)
-	r.GET("/ws", s.handleWS)
+	r.GET("/ws", s.checkQuery, s.handleWS)
 
 	// GET and HEAD alike: load balancers check health with HEAD.
 	getOrHead := []string{http.MethodGet, http.MethodHead}
-	api := r.Group("/api", s.countRequests, s.cors)
+	api := r.Group("/api", s.countRequests, s.cors, s.checkQuery)
 	api.Match(getOrHead, "/snapshot", s.handleSnapshot)
 	api.Match(getOrHead, "/poll", s.handlePoll)
 	api.Match(getOrHead, "/topics", s.handleTopics)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/livepush/livepush/internal/natsconn"
 	"github.com/livepush/livepush/internal/stream"
 	"github.com/livepush/livepush/internal/topic"
 )
@@ -341,9 +342,10 @@ func (s *Source) CatchingUpTo() uint64 { return s.target.Load() }
 // Ready reports whether the edge can serve current data: NATS connected, the consumer running and caught up.
 // The error says what is missing.
 func (s *Source) Ready() error {
+	if err := natsconn.Problem(s.js.Conn()); err != nil {
+		return err // which server, and why: refused, unreachable, TLS
+	}
 	switch {
-	case !s.js.Conn().IsConnected():
-		return errors.New("NATS not connected")
 	case !s.running.Load():
 		return errors.New("stream not reachable")
 	case !s.caughtUp.Load():

@@ -109,14 +109,15 @@ func (s *Server) handleSSE(c *gin.Context) {
 	// The response starts with the first write of the subscriber's writer, which comes after the subscription is
 	// registered: a client that has the headers is subscribed.
 	if !resume {
-		s.hub.Subscribe(subscriber, sub, sseHello)
+		s.hub.Subscribe(subscriber, sub, sseHelloFor(unknownOf(c)))
 		go s.sseReadLoop(subscriber, conn)
 		return
 	}
+	hello := sseHelloFor(unknownOf(c))
 	go func() {
 		// The replay may read the stream for a while. The connection's watcher starts after it, on a goroutine of
 		// its own, so that it keeps a small stack for the connection's life.
-		if _, err := s.hub.resume(context.Background(), subscriber, sub, since, sseHello, checked); err != nil {
+		if _, err := s.hub.resume(context.Background(), subscriber, sub, since, hello, checked); err != nil {
 			s.log.Info("resume failed", "conn", subscriber.id, "err", err)
 			switch {
 			case errors.Is(err, ErrCursorAhead):

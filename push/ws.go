@@ -76,11 +76,11 @@ type wsReply struct {
 	Topics  []string        `json:"topics,omitempty"`
 	Code    string          `json:"code,omitempty"`
 	Message string          `json:"message,omitempty"`
+	Unknown []string        `json:"unknown,omitempty"` // in subscribed: topics named in full that have no update yet
 }
 
 func (r wsReply) update() *Update {
-	b, _ := json.Marshal(r) // plain strings and valid raw JSON: cannot fail
-	return newControl(append(b, '\n'), nil)
+	return newControl(marshalJSON(r), nil) // sports.> as it is, not sports.\u003e
 }
 
 func wsError(id json.RawMessage, code, format string, args ...any) *Update {
@@ -289,7 +289,7 @@ func (s *Server) wsSubscribe(sub *Subscriber, req wsRequest) {
 		}
 		subscription.MaxRate = rate
 	}
-	reply := wsReply{Type: "subscribed", ID: req.ID, Topics: patterns}.update()
+	reply := wsReply{Type: "subscribed", ID: req.ID, Topics: patterns, Unknown: s.unknownTopics(patterns)}.update()
 	if len(req.Since) == 0 {
 		s.hub.Subscribe(sub, subscription, reply)
 		return

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -31,7 +30,8 @@ func main() {
 
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
 	f := cli.New("feeds", "feeds: simulated market quotes and sports scores, published to NATS JetStream", getenv, stderr)
-	natsURL := f.String("nats", "NATS_URL", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
+	var natsCfg natsconn.Config
+	applyNATS := natsCfg.RegisterFlags(f, "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
 	healthAddr := f.String("health-addr", "FEEDS_HEALTH_ADDR", "", "serve /healthz (publisher counters) on this address, e.g. :8081")
 	retryFor := f.Duration("retry-for", "FEEDS_RETRY_FOR", 30*time.Second, "keep retrying one failed publish this long before counting it lost")
 	logLevel := f.String("log-level", "FEEDS_LOG_LEVEL", "info", "log level: debug, info, warn or error")
@@ -44,6 +44,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err := f.Parse(args); err != nil {
 		return err
 	}
+	applyNATS()
 	applyStream()
 	applyFeeds()
 	if *healthcheck != "" {
@@ -54,15 +55,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return cli.UsageError{Err: err}
 	}
 	// Refuse a bad configuration before connecting anywhere.
+	if err := natsCfg.Check(); err != nil {
+		return cli.UsageError{Err: err}
+	}
 	if !cfg.NoMarket {
 		if _, err := feeds.NewMarket(cfg.Market); err != nil {
 			return cli.UsageError{Err: err}
 		}
 	}
 
-	nc, err := natsconn.Connect(*natsURL, "feeds", log)
+	nc, err := natsCfg.Connect("feeds", log)
 	if err != nil {
-		return fmt.Errorf("NATS %s: %w", *natsURL, err)
+		return err
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)

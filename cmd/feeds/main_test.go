@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/livepush/livepush/internal/cli"
 	"github.com/livepush/livepush/internal/natsconn"
+	"github.com/livepush/livepush/internal/natsconn/natsconntest"
 )
 
 func TestPublishesToNATSAndReportsHealth(t *testing.T) {
@@ -70,8 +72,45 @@ func TestPublishesToNATSAndReportsHealth(t *testing.T) {
 	}
 }
 
+// Feeds publish to a NATS secured as operators run it: a credentials file and TLS with a client certificate, all
+// given by the environment.
+func TestPublishesToSecuredNATS(t *testing.T) {
+	s := natsconntest.Start(t, natsconntest.Options{Auth: natsconntest.Creds, TLS: true, VerifyClients: true})
+	env := map[string]string{"NATS_URL": s.URL, "NATS_CREDS": s.CredsFile, "NATS_CA": s.CAFile,
+		"NATS_CERT": s.CertFile, "NATS_KEY": s.KeyFile}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"-rate", "100", "-symbols", "AAA"}, func(k string) string { return env[k] }, io.Discard)
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("feeds exited with %v", err)
+		}
+	}()
+
+	nc, err := natsconn.Config{URL: s.URL, CredsFile: s.CredsFile, CAFile: s.CAFile,
+		CertFile: s.CertFile, KeyFile: s.KeyFile}.Connect("test", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		str, err := js.Stream(t.Context(), "LIVEPUSH")
+		if err == nil && str.CachedInfo().State.Msgs > 10 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("feeds did not publish through the secured NATS: %v", err)
+		}
+	}
+}
+
 func TestBadConfigurationExitsWithAMessage(t *testing.T) {
-	for _, args := range [][]string{{"-symbols", "aapl"}, {"-rate", "-5"}, {"-rate", "fast"}, {"stray"}} {
+	for _, args := range [][]string{{"-symbols", "aapl"}, {"-rate", "-5"}, {"-rate", "fast"}, {"stray"},
+		{"-nats-cert", "/some/cert.pem"}, {"-nats-creds", "/nonexistent.creds"}} {
 		err := run(t.Context(), args, func(string) string { return "" }, io.Discard)
 		var usage cli.UsageError
 		if !errors.As(err, &usage) {

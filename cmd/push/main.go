@@ -44,7 +44,8 @@ func main() {
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer, listening func(net.Addr)) error {
 	f := cli.New("push", "push: the Livepush edge (SSE, WebSocket, polling) and the ticker page", getenv, stderr)
 	addr := f.String("addr", "PUSH_ADDR", ":8080", "address to serve HTTP on")
-	natsURL := f.String("nats", "NATS_URL", "", "NATS server URL(s), comma-separated; empty: run an embedded nats-server and the feeds in this process")
+	var natsCfg natsconn.Config
+	applyNATS := natsCfg.RegisterFlags(f, "", "NATS server URL(s), comma-separated; empty: run an embedded nats-server and the feeds in this process")
 	dataDir := f.String("data", "PUSH_DATA_DIR", defaultDataDir(), "directory for the embedded nats-server's JetStream files")
 	natsListen := f.String("nats-listen", "PUSH_NATS_LISTEN", "", "let TCP clients reach the embedded nats-server here too, e.g. 127.0.0.1:4222")
 	withFeeds := f.Bool("feeds", "PUSH_FEEDS", false, "run the feed simulators in this process even with NATS_URL set")
@@ -73,7 +74,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	drainTimeout := f.Duration("drain-timeout", "PUSH_DRAIN_TIMEOUT", 10*time.Second, "on SIGTERM, how long clients get to move to another edge")
 	logLevel := f.String("log-level", "PUSH_LOG_LEVEL", "info", "log level: debug, info, warn or error")
 	logFormat := f.String("log-format", "PUSH_LOG_FORMAT", "text", "log format: text or json")
-	jwtSecret := f.String("jwt-secret", "PUSH_JWT_SECRET", "", "require tokens: verify HS256 tokens with this secret (prefer PUSH_JWT_SECRET or -jwt-secret-file: a flag shows in process listings)")
+	jwtSecret := f.Secret("jwt-secret", "PUSH_JWT_SECRET", "require tokens: verify HS256 tokens with this secret (or one in -jwt-secret-file)")
 	jwtSecretFile := f.String("jwt-secret-file", "PUSH_JWT_SECRET_FILE", "", "require tokens: verify HS256 tokens with the secret in this `file`")
 	jwtRequireExp := f.Bool("jwt-require-exp", "PUSH_JWT_REQUIRE_EXP", false, "with tokens: refuse tokens without an expiry (exp)")
 	jwtKeyFile := f.String("jwt-public-key", "PUSH_JWT_PUBLIC_KEY", "", "require tokens: verify RS256/ES256 tokens with the PEM public key in this `file`")
@@ -92,6 +93,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err := f.Parse(args); err != nil {
 		return err
 	}
+	applyNATS()
 	applyStream()
 	applyFeeds()
 	if *healthcheck != "" {
@@ -132,8 +134,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	defer ln.Close()
 
 	var nc *nats.Conn
+	if natsCfg.URL == "" && natsCfg.HasAuthOrTLS() {
+		return cli.UsageError{Err: errors.New("NATS credentials and TLS settings need -nats or NATS_URL: the embedded nats-server takes none")}
+	}
+	if natsCfg.URL != "" {
+		if err := natsCfg.Check(); err != nil {
+			return cli.UsageError{Err: err}
+		}
+	}
 	natsClientURL := "" // where TCP clients reach the embedded server, if they can
-	if *natsURL == "" {
+	if natsCfg.URL == "" {
 		if err := os.MkdirAll(*dataDir, 0o755); err != nil {
 			return fmt.Errorf("data directory: %w", err)
 		}
@@ -150,8 +160,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 			return err
 		}
 		*withFeeds = true
-	} else if nc, err = natsconn.Connect(*natsURL, "push", log); err != nil {
-		return fmt.Errorf("NATS %s: %w", *natsURL, err)
+	} else if nc, err = natsCfg.Connect("push", log); err != nil {
+		return err
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
@@ -199,7 +209,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 			}
 		})
 	}
-	log.Info("open the ticker page", "url", pageURL(ln.Addr()))
+	go announce(feedsCtx, src.Ready, log, pageURL(ln.Addr()))
 	if listening != nil {
 		listening(ln.Addr())
 	}
@@ -219,6 +229,31 @@ func flagGiven(f *cli.Flags, name string) bool {
 	given := false
 	f.Visit(func(fl *flag.Flag) { given = given || fl.Name == name })
 	return given
+}
+
+// announce tells where to open the page once the edge can serve it, and until then, after a short grace, what it
+// waits for (NATS named, with the reason it cannot be reached).
+func announce(ctx context.Context, ready func() error, log *slog.Logger, url string) {
+	const grace = 2 * time.Second
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	began, said := time.Now(), ""
+	for {
+		err := ready()
+		if err == nil {
+			log.Info("ready: open the ticker page", "url", url)
+			return
+		}
+		if time.Since(began) >= grace && err.Error() != said {
+			log.Warn("not ready yet: the page waits until then", "reason", err.Error(), "url", url)
+			said = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // authenticator builds token verification from the flags, or returns nil when no way to verify tokens is given.

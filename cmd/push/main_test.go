@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/livepush/livepush/internal/cli"
 	"github.com/livepush/livepush/internal/natsconn"
+	"github.com/livepush/livepush/internal/natsconn/natsconntest"
 )
 
 // syncBuffer collects a command's log output from several goroutines.
@@ -101,9 +103,8 @@ func events(t *testing.T, url, kind string, n int, d time.Duration) []string {
 // The one-command demo: no NATS_URL, so an embedded nats-server and the simulators run in the process.
 func TestOneCommandServesMovingPricesAndScores(t *testing.T) {
 	base, logs := start(t, nil, "-data", t.TempDir(), "-rate", "200", "-sports-speed", "300")
-	if !strings.Contains(logs.String(), "http://localhost:") {
-		t.Errorf("the log does not say which address to open:\n%s", logs)
-	}
+	waitReady(t, base)
+	waitLog(t, logs, `msg="ready: open the ticker page" url=http://localhost:`)
 	page, status := getBody(t, base+"/")
 	if status != 200 || !strings.Contains(page, "<title>") || !strings.Contains(page, "Livepush") {
 		t.Errorf("GET / = %d, want the ticker page", status)
@@ -214,6 +215,129 @@ func TestHealthcheckFlag(t *testing.T) {
 	}
 	if err := run(t.Context(), []string{"-healthcheck", base + "/nope"}, func(string) string { return "" }, io.Discard, nil); err == nil {
 		t.Error("-healthcheck on a 404 succeeded")
+	}
+}
+
+// waitLog waits until the log has a line containing want.
+func waitLog(t *testing.T, logs *syncBuffer, want string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if strings.Contains(logs.String(), want) {
+			return
+		}
+	}
+	t.Fatalf("the log never said %s:\n%s", want, logs)
+}
+
+// A NATS_URL nothing answers at is named, with the reason, in the log and in /readyz; the log does not send anyone
+// to a page that cannot show anything.
+func TestUnreachableNATSIsNamed(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close() // nothing listens there now: connections are refused
+	base, logs := start(t, map[string]string{"NATS_URL": "nats://livepush:s3cret@" + dead})
+
+	want := "NATS nats://" + dead + " unreachable: connection refused"
+	var body string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		var status int
+		if body, status = getBody(t, base+"/readyz"); status == 503 && strings.Contains(body, want) {
+			break
+		}
+	}
+	var ready struct{ Status, Reason string }
+	if err := json.Unmarshal([]byte(body), &ready); err != nil || ready.Status != "not ready" || ready.Reason != want {
+		t.Errorf("/readyz = %s\nwant status \"not ready\", reason %q", body, want)
+	}
+	waitLog(t, logs, `msg="NATS unreachable" url=nats://`+dead+` reason="connection refused"`)
+	waitLog(t, logs, `msg="not ready yet: the page waits until then" reason="`+want+`"`)
+	if strings.Contains(logs.String(), "open the ticker page") {
+		t.Errorf("the log sends people to the page while NATS is away:\n%s", logs)
+	}
+	if strings.Contains(logs.String()+body, "s3cret") {
+		t.Errorf("the password shows:\n%s\n%s", logs, body)
+	}
+}
+
+// A password given as a flag works, with a warning: any user of the host can read it in the process list.
+func TestNATSSecretOnTheCommandLineIsWarnedAbout(t *testing.T) {
+	s := natsconntest.Start(t, natsconntest.Options{Auth: natsconntest.UserPassword})
+	_, logs := start(t, nil, "-nats", strings.Replace(s.URL, "nats://", "nats://"+s.User+":"+url.QueryEscape(s.Password)+"@", 1))
+	waitLog(t, logs, `msg="NATS secrets given as flags, which any user of this host can read in the process list: prefer NATS_URL, NATS_PASSWORD, NATS_TOKEN or a credentials file" flags=[-nats]`)
+	waitLog(t, logs, "open the ticker page")
+	if strings.Contains(logs.String(), url.QueryEscape(s.Password)) {
+		t.Errorf("the log shows the password:\n%s", logs)
+	}
+}
+
+// The edge joins NATS however its operators secure it, with the secrets in the environment as the README advises.
+func TestJoinsSecuredNATS(t *testing.T) {
+	cases := []struct {
+		name   string
+		server natsconntest.Options
+		env    func(s *natsconntest.Server) map[string]string
+	}{
+		{"user and password", natsconntest.Options{Auth: natsconntest.UserPassword}, func(s *natsconntest.Server) map[string]string {
+			return map[string]string{"NATS_URL": s.URL, "NATS_USER": s.User, "NATS_PASSWORD": s.Password}
+		}},
+		{"token", natsconntest.Options{Auth: natsconntest.Token}, func(s *natsconntest.Server) map[string]string {
+			return map[string]string{"NATS_URL": s.URL, "NATS_TOKEN": s.Token}
+		}},
+		{"nkey", natsconntest.Options{Auth: natsconntest.NKey}, func(s *natsconntest.Server) map[string]string {
+			return map[string]string{"NATS_URL": s.URL, "NATS_NKEY": s.NKeyFile}
+		}},
+		{"credentials and TLS with a client certificate", natsconntest.Options{Auth: natsconntest.Creds, TLS: true, VerifyClients: true},
+			func(s *natsconntest.Server) map[string]string {
+				return map[string]string{"NATS_URL": s.URL, "NATS_CREDS": s.CredsFile, "NATS_CA": s.CAFile,
+					"NATS_CERT": s.CertFile, "NATS_KEY": s.KeyFile}
+			}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := natsconntest.Start(t, c.server)
+			base, logs := start(t, c.env(s), "-feeds", "-symbols", "AAA,BBB", "-no-sports")
+			waitReady(t, base)
+			events(t, base+"/sse?topic=market.*", "quote", 3, 10*time.Second)
+			waitLog(t, logs, "open the ticker page")
+		})
+	}
+
+	t.Run("wrong password", func(t *testing.T) {
+		s := natsconntest.Start(t, natsconntest.Options{Auth: natsconntest.UserPassword})
+		base, logs := start(t, map[string]string{"NATS_URL": s.URL, "NATS_USER": s.User, "NATS_PASSWORD": "not-it"})
+		want := "NATS " + s.URL + " refused the credentials: authorization violation"
+		waitLog(t, logs, want)
+		if body, status := getBody(t, base+"/readyz"); status != 503 || !strings.Contains(body, want) {
+			t.Errorf("/readyz = %d %s, want 503 saying %q", status, body, want)
+		}
+	})
+
+	t.Run("untrusted CA", func(t *testing.T) {
+		s := natsconntest.Start(t, natsconntest.Options{TLS: true})
+		base, logs := start(t, map[string]string{"NATS_URL": s.URL, "NATS_CA": s.OtherCAFile})
+		want := "NATS " + s.URL + " TLS handshake failed: x509: certificate signed by unknown authority"
+		waitLog(t, logs, want)
+		if body, status := getBody(t, base+"/readyz"); status != 503 || !strings.Contains(body, want) {
+			t.Errorf("/readyz = %d %s, want 503 saying %q", status, body, want)
+		}
+	})
+}
+
+// Settings that cannot work stop the edge at once with a usage error.
+func TestNATSSettingsThatCannotWork(t *testing.T) {
+	for _, env := range []map[string]string{
+		{"NATS_CREDS": "/nonexistent.creds"},                                       // credentials without NATS_URL
+		{"NATS_URL": "nats://127.0.0.1:4222", "NATS_CREDS": "/nonexistent.creds"},  // a file that is not there
+		{"NATS_URL": "nats://127.0.0.1:4222", "NATS_USER": "u", "NATS_TOKEN": "t"}, // two ways at once
+	} {
+		err := run(t.Context(), nil, func(k string) string { return env[k] }, io.Discard, nil)
+		var usage cli.UsageError
+		if !errors.As(err, &usage) {
+			t.Errorf("%v: %v, want a usage error", env, err)
+		}
 	}
 }
 

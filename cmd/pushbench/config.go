@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/livepush/livepush/internal/cli"
+	"github.com/livepush/livepush/internal/natsconn"
 	"github.com/livepush/livepush/internal/topic"
 )
 
@@ -67,7 +68,8 @@ type Config struct {
 	CPUProfile      string        `json:"cpuprofile,omitempty"`
 	MemProfile      string        `json:"memprofile,omitempty"`
 
-	sources []net.IP // resolved SourceIPs: connection i dials from sources[i/ConnsPerIP % len]
+	sources  []net.IP        // resolved SourceIPs: connection i dials from sources[i/ConnsPerIP % len]
+	natsConn natsconn.Config // NATS with its credentials; NATS, in the report, is its URL without them
 }
 
 const summary = `pushbench: load generator for Livepush edges
@@ -97,7 +99,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	patterns := f.List("topic", "PUSHBENCH_TOPICS", "topic pattern(s) every connection follows instead of drawn symbols, e.g. 'market.*'")
 	seed := f.Int64("seed", "PUSHBENCH_SEED", 1, "seed of the topic draw: the same seed gives every connection the same topics")
 	pubRate := f.Float64("publish-rate", "PUSHBENCH_PUBLISH_RATE", 0, "updates per second to publish into NATS, round robin over the symbols (0: publish nothing; measure what others publish)")
-	natsURL := f.String("nats", "NATS_URL", "", "NATS URL for -publish-rate and -catchup, e.g. nats://127.0.0.1:4222")
+	var natsCfg natsconn.Config
+	applyNATS := natsCfg.RegisterFlags(f, "", "NATS URL for -publish-rate and -catchup, e.g. nats://127.0.0.1:4222")
 	streamName := f.String("stream", "LIVEPUSH_STREAM", "LIVEPUSH", "JetStream stream the edge serves (it must exist: start the edge first)")
 	payload := f.Int("payload-bytes", "PUSHBENCH_PAYLOAD_BYTES", 0, "pad each published payload to at least this many bytes (0: a plain quote, ~200 bytes)")
 	pattern := f.String("publish-pattern", "PUSHBENCH_PUBLISH_PATTERN", "roundrobin", "which symbol each update goes to: roundrobin (each gets exactly rate/symbols per second, evenly spaced) or random (seeded; irregular, as real feeds are)")
@@ -131,9 +134,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	if err := f.Parse(args); err != nil {
 		return nil, err
 	}
-	c := &Config{CPUProfile: *cpuProfile, MemProfile: *memProfile,
+	applyNATS()
+	c := &Config{natsConn: natsCfg, CPUProfile: *cpuProfile, MemProfile: *memProfile,
 		URLs: *urls, Conns: *conns, Transport: *transport, TopicsPerConn: *perConn, Symbols: *symbols,
-		Patterns: *patterns, Seed: *seed, PublishRate: *pubRate, NATS: *natsURL, Stream: *streamName,
+		Patterns: *patterns, Seed: *seed, PublishRate: *pubRate, NATS: natsCfg.Redacted(), Stream: *streamName,
 		PayloadBytes: *payload, PublishWindow: *window, PublishPattern: *pattern, Workers: *workers, ConnsPerWorker: *perWorker,
 		InProcess: *inProcess, SourceIPs: *sources, ConnsPerIP: *perIP, ConnectRate: *connectRate,
 		ConnectTimeout: *connectTimeout, RampTimeout: *rampTimeout, Warmup: *warmup, Duration: *duration,

@@ -32,8 +32,15 @@ func newRunID() string { return fmt.Sprintf("%08x", rand.Uint32()) }
 
 // dialPublisher connects to NATS and checks that the stream exists.
 func dialPublisher(ctx context.Context, cfg *Config, run string) (*publisher, error) {
-	nc, err := nats.Connect(cfg.NATS, nats.Name("pushbench"), nats.Timeout(5*time.Second),
-		nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+	if err := cfg.natsConn.Check(); err != nil {
+		return nil, err
+	}
+	auth, err := cfg.natsConn.AuthOptions()
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(cfg.natsConn.URL, append(auth, nats.Name("pushbench"), nats.Timeout(5*time.Second),
+		nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))...)
 	if err != nil {
 		return nil, fmt.Errorf("NATS %s: %w", cfg.NATS, err)
 	}

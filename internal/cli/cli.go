@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -20,17 +21,45 @@ type Flags struct {
 	*flag.FlagSet
 	getenv func(string) string
 	errs   []error
+	output io.Writer // where -help prints the usage
+	usage  func()
 }
 
 // New returns a flag set for the command name. getenv is os.Getenv in main, a map lookup in tests.
 func New(name, summary string, getenv func(string) string, output io.Writer) *Flags {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(output)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "%s\n\nUsage: %s [flags]\n\nFlags (environment variable in brackets):\n", summary, name)
-		fs.PrintDefaults()
+	// The flag package prints its error and the whole usage on a bad flag: a screenful that hides the one line that
+	// matters. Parse prints the usage for -help only, and Exit the error in one line.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {} // called on every error too: Parse prints the usage for -help itself
+	f := &Flags{FlagSet: fs, getenv: getenv, output: output}
+	f.usage = func() {
+		fmt.Fprintf(output, "%s\n\nUsage: %s [flags]\n\nFlags (environment variable in brackets):\n", summary, name)
+		f.printDefaults()
 	}
-	return &Flags{FlagSet: fs, getenv: getenv}
+	return f
+}
+
+// printDefaults lists the flags as flag.PrintDefaults does, with the type names of this package's values.
+func (f *Flags) printDefaults() {
+	f.VisitAll(func(fl *flag.Flag) {
+		kind, usage := flag.UnquoteUsage(fl)
+		if t, ok := fl.Value.(interface{ typeName() string }); ok && kind == "value" {
+			kind = t.typeName()
+		}
+		line := "  -" + fl.Name
+		if kind != "" {
+			line += " " + kind
+		}
+		line += "\n    \t" + strings.ReplaceAll(usage, "\n", "\n    \t")
+		if def := fl.DefValue; def != "" && def != "0" && def != "0s" && def != "false" {
+			if kind == "string" {
+				def = strconv.Quote(def)
+			}
+			line += " (default " + def + ")"
+		}
+		fmt.Fprintln(f.output, line)
+	})
 }
 
 func (f *Flags) env(name, usage string) (string, string) {
@@ -51,42 +80,121 @@ func (f *Flags) String(name, env, def, usage string) *string {
 
 // Int defines an int flag with an environment fallback.
 func (f *Flags) Int(name, env string, def int, usage string) *int {
-	v, usage := f.env(env, usage)
-	p := f.FlagSet.Int(name, def, usage)
-	f.setFromEnv(name, env, v)
-	return p
+	return define(f, name, env, def, usage, "a whole number, such as 64", func(s string) (int, error) {
+		return strconv.Atoi(s)
+	}, strconv.Itoa)
 }
 
 // Int64 defines an int64 flag with an environment fallback.
 func (f *Flags) Int64(name, env string, def int64, usage string) *int64 {
-	v, usage := f.env(env, usage)
-	p := f.FlagSet.Int64(name, def, usage)
-	f.setFromEnv(name, env, v)
-	return p
+	return define(f, name, env, def, usage, "a whole number, such as 100000", func(s string) (int64, error) {
+		return strconv.ParseInt(s, 10, 64)
+	}, func(v int64) string { return strconv.FormatInt(v, 10) })
 }
 
 // Float64 defines a float64 flag with an environment fallback.
 func (f *Flags) Float64(name, env string, def float64, usage string) *float64 {
-	v, usage := f.env(env, usage)
-	p := f.FlagSet.Float64(name, def, usage)
-	f.setFromEnv(name, env, v)
-	return p
+	return define(f, name, env, def, usage, "a number, such as 20 or 0.5", func(s string) (float64, error) {
+		return strconv.ParseFloat(s, 64)
+	}, func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) })
 }
 
 // Bool defines a bool flag with an environment fallback ("1", "true", …).
 func (f *Flags) Bool(name, env string, def bool, usage string) *bool {
-	v, usage := f.env(env, usage)
-	p := f.FlagSet.Bool(name, def, usage)
-	f.setFromEnv(name, env, v)
-	return p
+	return define(f, name, env, def, usage, "true or false", strconv.ParseBool, strconv.FormatBool)
 }
 
 // Duration defines a duration flag with an environment fallback ("1h30m", "250ms").
 func (f *Flags) Duration(name, env string, def time.Duration, usage string) *time.Duration {
+	return define(f, name, env, def, usage, "a duration with a unit, such as 5s or 250ms", time.ParseDuration,
+		time.Duration.String)
+}
+
+// Secret defines a string flag for a password or token, with an environment fallback. -help never shows its value,
+// and its usage says to prefer the variable: a flag's value shows in process listings.
+func (f *Flags) Secret(name, env, usage string) *string {
+	return f.Sensitive(name, env, "", usage+" (prefer "+env+": flags show in process listings)",
+		func(string) string { return "" })
+}
+
+// Sensitive defines a string flag with an environment fallback whose value -help shows only through redact, as a
+// URL without its password.
+func (f *Flags) Sensitive(name, env, def, usage string, redact func(string) string) *string {
 	v, usage := f.env(env, usage)
-	p := f.FlagSet.Duration(name, def, usage)
+	if v != "" {
+		def = v
+	}
+	s := &sensitiveValue{value: def, redact: redact}
+	f.FlagSet.Var(s, name, usage)
+	return &s.value
+}
+
+type sensitiveValue struct {
+	value  string
+	redact func(string) string
+}
+
+func (s *sensitiveValue) Set(v string) error { s.value = v; return nil }
+func (s *sensitiveValue) typeName() string   { return "string" }
+
+func (s *sensitiveValue) String() string {
+	if s == nil || s.redact == nil { // the flag package calls String on a zero value to find the default
+		return ""
+	}
+	return s.redact(s.value)
+}
+
+// define adds a flag of type T whose parse error says what a valid value looks like (the flag package says only
+// "parse error").
+func define[T any](f *Flags, name, env string, def T, usage, want string, parse func(string) (T, error),
+	format func(T) string) *T {
+	v, usage := f.env(env, usage)
+	p := &parsedValue[T]{value: def, parse: parse, format: format, want: want}
+	f.FlagSet.Var(p, name, usage)
 	f.setFromEnv(name, env, v)
-	return p
+	return &p.value
+}
+
+type parsedValue[T any] struct {
+	value  T
+	parse  func(string) (T, error)
+	format func(T) string
+	want   string
+}
+
+func (p *parsedValue[T]) Set(s string) error {
+	v, err := p.parse(strings.TrimSpace(s))
+	if err != nil {
+		return errors.New(p.want)
+	}
+	p.value = v
+	return nil
+}
+
+func (p *parsedValue[T]) String() string {
+	if p == nil || p.format == nil {
+		var zero T
+		return fmt.Sprint(zero)
+	}
+	return p.format(p.value)
+}
+
+func (p *parsedValue[T]) typeName() string {
+	switch any(p.value).(type) {
+	case bool:
+		return ""
+	case time.Duration:
+		return "duration"
+	case float64:
+		return "float"
+	}
+	return "int"
+}
+
+// IsBoolFlag lets a bool flag stand alone (-feeds rather than -feeds=true).
+func (p *parsedValue[T]) IsBoolFlag() bool {
+	_, ok := any(p.value).(bool)
+	return ok
 }
 
 // List defines a comma-separated list flag with an environment fallback; repeating the flag adds to the list.
@@ -120,17 +228,19 @@ func (f *Flags) setFromEnv(name, env, v string) {
 		f.errs = append(f.errs, fmt.Errorf("%s=%q: %w", env, v, err))
 		return
 	}
-	fl.DefValue = v
+	fl.DefValue = fl.Value.String() // as the value shows itself: a secret stays hidden in -help
 }
 
-// Parse parses args. It returns flag.ErrHelp after printing usage for -help, and an error naming the variable for
-// an environment value that does not parse.
+// Parse parses args. It returns flag.ErrHelp after printing usage for -help, a UsageError naming the flag for a
+// bad one (without printing it: Exit does, in one line), and one naming the variable for an environment value that
+// does not parse.
 func (f *Flags) Parse(args []string) error {
 	if err := f.FlagSet.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			f.usage()
 			return err
 		}
-		return UsageError{Err: err, printed: true} // the flag package has printed it, with the usage
+		return UsageError{Err: err}
 	}
 	if len(f.errs) > 0 {
 		return UsageError{Err: errors.Join(f.errs...)}
@@ -199,9 +309,7 @@ func Exit(name string, err error) int {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.As(err, &usage):
-		if !usage.printed {
-			fmt.Fprintf(os.Stderr, "%s: %v\nRun '%s -help' for usage.\n", name, err, name)
-		}
+		fmt.Fprintf(os.Stderr, "%s: %v\nRun '%s -help' for usage.\n", name, err, name)
 		return 2
 	default:
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
@@ -211,8 +319,7 @@ func Exit(name string, err error) int {
 
 // UsageError marks an error in how a command was called.
 type UsageError struct {
-	Err     error
-	printed bool
+	Err error
 }
 
 func (e UsageError) Error() string { return e.Err.Error() }

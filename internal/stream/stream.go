@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/livepush/livepush/internal/cli"
+	"github.com/livepush/livepush/internal/natsconn"
 )
 
 // Subjects are the NATS subjects stored in the stream: exactly the public topic roots.
@@ -80,6 +81,7 @@ func (c Config) jetstream() jetstream.StreamConfig {
 func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Logger) (jetstream.Stream, error) {
 	want := cfg.jetstream()
 	backoff := 100 * time.Millisecond
+	said := ""
 	for {
 		s, err := createOrUpdate(ctx, js, want)
 		if err == nil {
@@ -88,7 +90,15 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.L
 		if !retryable(err) {
 			return nil, fmt.Errorf("stream: ensure %s: %w", want.Name, err)
 		}
-		log.Warn("stream not ready, retrying", "stream", want.Name, "err", err, "in", backoff)
+		if p := natsconn.Problem(js.Conn()); p != nil {
+			err = p // a timeout would say nothing: say which server cannot be reached, and why
+		}
+		// Said once per cause: every retry would flood the log while NATS is away.
+		level := slog.LevelDebug
+		if err.Error() != said {
+			level, said = slog.LevelWarn, err.Error()
+		}
+		log.Log(ctx, level, "stream not ready, retrying", "stream", want.Name, "err", err, "in", backoff)
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("stream: ensure %s: %w (last error: %v)", want.Name, ctx.Err(), err)
