@@ -160,12 +160,21 @@ func (s *Server) streamSSE(c *gin.Context, st *sseStart) {
 	ss := &sseStream{w: w, rc: http.NewResponseController(w), timeout: s.hub.opts.WriteTimeout,
 		done: make(chan struct{})}
 
-	subscriber, ok := s.openSSE(c, ss, st)
-	if !ok {
+	ctx := c.Request.Context()
+	// Registering and subscribing (a snapshot, a replay, logging) need a deep stack; done on the handler's goroutine,
+	// they would leave it 8 KiB for the stream's life instead of 4. A short-lived goroutine does them.
+	opened := make(chan *Subscriber, 1)
+	go func() {
+		subscriber, ok := s.openSSE(c, ss, st)
+		if ok {
+			s.subscribeSSE(ctx, subscriber, st)
+		}
+		opened <- subscriber
+	}()
+	subscriber := <-opened
+	if subscriber == nil {
 		return
 	}
-	ctx := c.Request.Context()
-	s.subscribeSSE(ctx, subscriber, st)
 	select {
 	case <-ss.done:
 	case <-ctx.Done():
