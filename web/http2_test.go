@@ -25,19 +25,19 @@ import (
 	"github.com/livepush/livepush/web"
 )
 
-// lockedBuffer collects an edge's log lines from its goroutines.
-type lockedBuffer struct {
+// tlsEdgeLog collects an edge's log lines from its goroutines.
+type tlsEdgeLog struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
+func (l *tlsEdgeLog) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
 }
 
-func (l *lockedBuffer) String() string {
+func (l *tlsEdgeLog) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
@@ -45,8 +45,8 @@ func (l *lockedBuffer) String() string {
 
 // tlsEdge is an edge serving HTTPS on a loopback port, following the system's stream.
 type tlsEdge struct {
-	url  string        // https://127.0.0.1:port
-	log  *lockedBuffer // what the edge logged
+	url  string      // https://127.0.0.1:port
+	log  *tlsEdgeLog // what the edge logged
 	mu   sync.Mutex
 	alpn map[string]int // TLS connections by negotiated protocol ("h2", "http/1.1")
 }
@@ -62,7 +62,7 @@ func (s *system) startTLSEdge() *tlsEdge {
 	t := s.t
 	t.Helper()
 	pair := tlscerttest.New(t, "livepush test edge")
-	e := &tlsEdge{log: &lockedBuffer{}, alpn: map[string]int{}}
+	e := &tlsEdge{log: &tlsEdgeLog{}, alpn: map[string]int{}}
 	cfg := &tls.Config{
 		Certificates: []tls.Certificate{pair.TLSCertificate(t)},
 		VerifyConnection: func(cs tls.ConnectionState) error {
