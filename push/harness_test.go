@@ -2,6 +2,7 @@ package push
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -88,9 +89,10 @@ func score(league, match string, home, away int) string {
 }
 
 type testEdge struct {
-	url  string // http://127.0.0.1:port
-	hub  *Hub
-	stop func()
+	url    string // http://127.0.0.1:port, or https:// with cfg.TLS
+	hub    *Hub
+	stop   func()
+	client *http.Client // for waitReady; nil: http.DefaultClient
 }
 
 // startEdge runs an edge on a loopback port against n and waits until it is ready.
@@ -143,6 +145,10 @@ func startEdgeOn(t testing.TB, n *testNATS, ln net.Listener, cfg Config, hubOpts
 	}
 	t.Cleanup(stop)
 	e := &testEdge{url: "http://" + ln.Addr().String(), hub: hub, stop: stop}
+	if cfg.TLS != nil {
+		e.url = "https://" + ln.Addr().String()
+		e.client = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	}
 	e.waitReady(t)
 	return e
 }
@@ -151,7 +157,11 @@ func (e *testEdge) waitReady(t testing.TB) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		resp, err := http.Get(e.url + "/readyz")
+		client := e.client
+		if client == nil {
+			client = http.DefaultClient
+		}
+		resp, err := client.Get(e.url + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

@@ -4,13 +4,16 @@ package push
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,6 +50,13 @@ type Config struct {
 	DrainTimeout time.Duration
 	// ReadHeaderTimeout bounds how long a client may take to send its request headers. Zero: 10s.
 	ReadHeaderTimeout time.Duration
+	// TLS, when set, makes the edge serve HTTPS with it: HTTP/2 to clients that offer it (ALPN h2), HTTP/1.1 to
+	// the others. Its certificate comes from Certificates or GetCertificate (a tlscert.Reloader's, say). Nil: plain
+	// HTTP.
+	TLS *tls.Config
+	// H2C accepts HTTP/2 without TLS (prior knowledge, no Upgrade), for a proxy in front that speaks it to the
+	// edge; HTTP/1.1 is still served on the same port. Ignored with TLS, which offers HTTP/2 anyway.
+	H2C bool
 	// Page holds the ticker page's files, served at /. Nil: no page.
 	Page fs.FS
 	// Log receives the edge's logs. Nil: slog.Default().
@@ -107,7 +117,7 @@ func (s *Server) routes() http.Handler {
 	// /sse reach only its refusals (a stream writes its own), so that a page on another origin can read why.
 	r.GET("/sse", s.cors, s.checkQuery, s.handleSSE)
 	r.OPTIONS("/sse", s.preflight)
-	r.GET("/ws", s.checkQuery, s.handleWS)
+	r.GET("/ws", s.requireHTTP1, s.checkQuery, s.handleWS)
 
 	// GET and HEAD alike: load balancers check health with HEAD.
 	getOrHead := []string{http.MethodGet, http.MethodHead}
@@ -149,6 +159,20 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		Protocols:         s.protocols(),
+		HTTP2: &http.HTTP2Config{
+			// A client that stops reading holds its streams' writes, each of which has its own deadline, but also
+			// the connection's writer, which has none: close the connection when nothing gets through for as long
+			// as one write may take.
+			WriteByteTimeout: s.hub.opts.WriteTimeout,
+		},
+	}
+	if s.cfg.TLS != nil {
+		srv.TLSConfig = s.cfg.TLS.Clone()
+	}
+	if (s.cfg.TLS != nil || s.cfg.H2C) && strings.Contains(os.Getenv("GODEBUG"), "http2xconnect=1") {
+		s.log.Warn("GODEBUG=http2xconnect=1 tells browsers they may open WebSockets over HTTP/2, which /ws does " +
+			"not serve: they will fail instead of opening an HTTP/1.1 connection for them")
 	}
 	bg, stop := context.WithCancel(context.WithoutCancel(ctx))
 	defer stop()
@@ -157,8 +181,15 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	wg.Go(func() { s.src.Run(bg) })
 
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	s.log.Info("edge listening", "addr", ln.Addr().String())
+	s.log.Info("edge listening", "addr", ln.Addr().String(), "tls", srv.TLSConfig != nil,
+		"protocols", srv.Protocols.String())
+	go func() {
+		if srv.TLSConfig != nil {
+			served <- srv.ServeTLS(ln, "", "") // the certificate is in the configuration
+			return
+		}
+		served <- srv.Serve(ln)
+	}()
 
 	select {
 	case err := <-served:
@@ -191,6 +222,25 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		return err
 	}
 	return nil
+}
+
+// protocols returns what the edge speaks: HTTP/1.1 always (WebSockets need it), HTTP/2 over TLS, and HTTP/2 in
+// clear text with H2C.
+func (s *Server) protocols() *http.Protocols {
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetHTTP2(s.cfg.TLS != nil)
+	p.SetUnencryptedHTTP2(s.cfg.H2C && s.cfg.TLS == nil)
+	return &p
+}
+
+// requireHTTP1 refuses a WebSocket handshake over HTTP/2: coder/websocket upgrades HTTP/1.1 connections only, and
+// the edge does not offer WebSockets over HTTP/2 (RFC 8441), so browsers open an HTTP/1.1 connection for them.
+func (s *Server) requireHTTP1(c *gin.Context) {
+	if c.Request.ProtoMajor != 1 {
+		writeError(c, http.StatusHTTPVersionNotSupported, "http_version_not_supported",
+			"WebSockets are served over HTTP/1.1 only: connect to /ws with HTTP/1.1 (browsers do), or use /sse over HTTP/2")
+	}
 }
 
 // corsOrigin returns the value for Access-Control-Allow-Origin, or "" when the request's origin is not allowed.

@@ -22,12 +22,18 @@ type sseClient struct {
 
 func openSSE(t testing.TB, base string, query url.Values, header http.Header) *sseClient {
 	t.Helper()
+	return openSSEWith(t, http.DefaultClient, base, query, header)
+}
+
+// openSSEWith opens a stream with client: over HTTP/2, say.
+func openSSEWith(t testing.TB, client *http.Client, base string, query url.Values, header http.Header) *sseClient {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/sse?"+query.Encode(), nil)
 	for k, v := range header {
 		req.Header[k] = v
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		cancel()
 		t.Fatal(err)

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -30,6 +31,7 @@ import (
 	"github.com/livepush/livepush/internal/listen"
 	"github.com/livepush/livepush/internal/natsconn"
 	"github.com/livepush/livepush/internal/stream"
+	"github.com/livepush/livepush/internal/tlscert"
 	"github.com/livepush/livepush/push"
 	"github.com/livepush/livepush/web"
 )
@@ -82,6 +84,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	jwtIssuer := f.String("jwt-issuer", "PUSH_JWT_ISSUER", "", "with tokens: the issuer (iss) they must have")
 	jwtAudience := f.String("jwt-audience", "PUSH_JWT_AUDIENCE", "", "with tokens: the audience (aud) they must have")
 	anonymous := f.List("anonymous", "PUSH_ANONYMOUS", "with tokens: `patterns` anyone may subscribe to without one, e.g. market.>")
+	tlsCert := f.String("tls-cert", "PUSH_TLS_CERT", "", "serve HTTPS and HTTP/2 with the PEM certificate (chain) in this `file`; a changed file is picked up without a restart")
+	tlsKey := f.String("tls-key", "PUSH_TLS_KEY", "", "the PEM private key of -tls-cert, in this `file`")
+	h2c := f.Bool("h2c", "PUSH_H2C", false, "also accept HTTP/2 in clear text (prior knowledge), for a proxy in front that speaks it to the edge")
 	reusePort := f.Bool("reuseport", "PUSH_REUSEPORT", false, "share -addr with other edge processes on this host (SO_REUSEPORT)")
 	pprofAddr := f.String("pprof", "PUSH_PPROF", "", "serve /debug/pprof on this separate address, e.g. 127.0.0.1:6060")
 	healthcheck := f.String("healthcheck", "", "", "get this URL, exit 0 if it answers 200 (container health checks)")
@@ -102,6 +107,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	log, err := cli.Logger(stderr, *logLevel, *logFormat)
 	if err != nil {
 		return cli.UsageError{Err: err}
+	}
+
+	tlsConfig, err := serverTLS(*tlsCert, *tlsKey, *h2c, log)
+	if err != nil {
+		return err
 	}
 
 	if *jwtSecretFile != "" {
@@ -191,8 +201,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		Auth:              auth,
 		ReadHeaderTimeout: *readHeaderTimeout,
 		DrainTimeout:      *drainTimeout,
+		H2C:               *h2c,
 		Page:              web.FS,
 		Log:               log,
+		TLS:               tlsConfig,
 	}, hub, src)
 
 	feedsCtx, stopFeeds := context.WithCancel(ctx)
@@ -209,7 +221,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 			}
 		})
 	}
-	go announce(feedsCtx, src.Ready, log, pageURL(ln.Addr()))
+	go announce(feedsCtx, src.Ready, log, pageURL(ln.Addr(), tlsConfig != nil))
 	if listening != nil {
 		listening(ln.Addr())
 	}
@@ -254,6 +266,24 @@ func announce(ctx context.Context, ready func() error, log *slog.Logger, url str
 		case <-t.C:
 		}
 	}
+}
+
+// serverTLS returns the edge's TLS configuration from the flags, with the certificate reloaded when its files
+// change, or nil for plain HTTP.
+func serverTLS(certFile, keyFile string, h2c bool, log *slog.Logger) (*tls.Config, error) {
+	switch {
+	case certFile == "" && keyFile == "":
+		return nil, nil
+	case certFile == "" || keyFile == "":
+		return nil, cli.UsageError{Err: errors.New("-tls-cert and -tls-key go together: give both files, or neither for plain HTTP")}
+	case h2c:
+		return nil, cli.UsageError{Err: errors.New("-h2c is HTTP/2 in clear text: with -tls-cert the edge speaks HTTP/2 over TLS already")}
+	}
+	certs, err := tlscert.New(tlscert.Config{CertFile: certFile, KeyFile: keyFile, Log: log})
+	if err != nil {
+		return nil, fmt.Errorf("-tls-cert/-tls-key: %w", err)
+	}
+	return certs.TLSConfig(), nil
 }
 
 // authenticator builds token verification from the flags, or returns nil when no way to verify tokens is given.
@@ -320,12 +350,16 @@ func writeReadyFile(path string, addr net.Addr, natsURL string) error {
 }
 
 // pageURL is the address a person on this machine opens.
-func pageURL(a net.Addr) string {
+func pageURL(a net.Addr, secure bool) string {
+	scheme := "http"
+	if secure {
+		scheme = "https"
+	}
 	tcp, ok := a.(*net.TCPAddr)
 	if ok && (tcp.IP.IsUnspecified() || tcp.IP.IsLoopback()) {
-		return fmt.Sprintf("http://localhost:%d", tcp.Port)
+		return fmt.Sprintf("%s://localhost:%d", scheme, tcp.Port)
 	}
-	return "http://" + a.String()
+	return scheme + "://" + a.String()
 }
 
 func defaultDataDir() string {

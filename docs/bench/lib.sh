@@ -29,7 +29,8 @@ start_nats() {
 }
 
 # start_edges N [push flags…]: N edges on one free port (sharing it with -reuseport when N > 1) against NATS_URL;
-# sets EDGES (pids, space-separated) and EDGE_URL, and waits until they answer /readyz.
+# sets EDGES (pids, space-separated) and EDGE_URL, and waits until they answer /readyz. With SCHEME=https (edges
+# given -tls-cert), EDGE_URL is https.
 start_edges() {
   local n=$1; shift
   local extra=() addr=127.0.0.1:0
@@ -47,8 +48,8 @@ start_edges() {
     done
     addr=$(sed -n 's/^addr=//p' "edge-$i.ready") # the others share the first one's port
   done
-  EDGE_URL=http://$addr
-  for _ in $(seq 100); do curl -sf "$EDGE_URL/readyz" > /dev/null && break; sleep 0.2; done
+  EDGE_URL=${SCHEME:-http}://$addr
+  for _ in $(seq 100); do curl -skf "$EDGE_URL/readyz" > /dev/null && break; sleep 0.2; done
 }
 
 # check_alive: fails the run if an edge or the nats-server it started has died meanwhile.
