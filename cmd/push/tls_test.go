@@ -38,8 +38,11 @@ func TestServesHTTP2OverTLSAndReloadsItsCertificate(t *testing.T) {
 	base, logs := start(t, map[string]string{"PUSH_TLS_CERT": certFile, "PUSH_TLS_KEY": keyFile},
 		"-data", t.TempDir(), "-rate", "200")
 	secure := "https" + strings.TrimPrefix(base, "http")
-	if !strings.Contains(logs.String(), "https://localhost:") {
-		t.Errorf("the log does not give the https address to open:\n%s", logs)
+	for deadline := time.Now().Add(15 * time.Second); !strings.Contains(logs.String(), "https://localhost:"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) { // the address to open is logged once the edge is ready
+			t.Errorf("the log does not give the https address to open:\n%s", logs)
+			break
+		}
 	}
 	client := trustingClient(t, func(p *http.Protocols) { p.SetHTTP2(true) }, first, second)
 	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
