@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -34,24 +33,22 @@ func buildCommands(t *testing.T) string {
 // startPush runs the push binary on a free loopback port, with the README's run command otherwise.
 func startPush(t *testing.T, bin string, args ...string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	cmd := exec.Command(filepath.Join(bin, "push"), append([]string{"-addr", addr, "-data", t.TempDir()}, args...)...)
-	logs, _ := os.Create(filepath.Join(t.TempDir(), "push.log"))
+	// The edge takes a free port itself and says which in its ready file: nothing else can be answering there.
+	ready := filepath.Join(t.TempDir(), "ready")
+	cmd := exec.Command(filepath.Join(bin, "push"), append([]string{"-addr", "127.0.0.1:0", "-ready-file", ready,
+		"-data", t.TempDir()}, args...)...)
+	logPath := filepath.Join(t.TempDir(), "push.log")
+	logs, _ := os.Create(logPath)
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
 	t.Cleanup(func() {
 		cmd.Process.Signal(os.Interrupt)
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
 		select {
-		case err := <-done:
+		case err := <-exited:
 			if err != nil {
 				t.Errorf("push exited with %v after Ctrl-C", err)
 			}
@@ -60,16 +57,35 @@ func startPush(t *testing.T, bin string, args ...string) string {
 			t.Error("push did not stop within 15s of Ctrl-C")
 		}
 	})
+	died := func() {
+		select {
+		case err := <-exited:
+			exited <- err
+			b, _ := os.ReadFile(logPath)
+			t.Fatalf("push exited at start (%v):\n%s", err, b)
+		default:
+		}
+	}
+	var addr string
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		resp, err := http.Get("http://" + addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return addr
+		died()
+		if b, err := os.ReadFile(ready); err == nil {
+			for line := range strings.SplitSeq(string(b), "\n") {
+				if a, ok := strings.CutPrefix(line, "addr="); ok {
+					addr = a
+				}
+			}
+		}
+		if addr != "" {
+			if resp, err := http.Get("http://" + addr + "/readyz"); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == 200 {
+					return addr
+				}
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("push not ready on %s", addr)
+			t.Fatalf("push not ready (address %q)", addr)
 		}
 	}
 }

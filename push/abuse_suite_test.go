@@ -39,32 +39,6 @@ func abuseScale(t testing.TB) int {
 	return 1
 }
 
-// publishMany publishes count messages, message(i) giving each one's subject and payload, acknowledged in windows
-// so that the client never has too many unacknowledged at once.
-func (n *testNATS) publishMany(t testing.TB, count int, message func(i int) (subject, payload string)) {
-	t.Helper()
-	for i := range count {
-		subject, payload := message(i)
-		if _, err := n.js.PublishAsync(subject, []byte(payload)); err != nil {
-			t.Fatal(err)
-		}
-		if i%1000 == 999 {
-			<-n.js.PublishAsyncComplete()
-		}
-	}
-	<-n.js.PublishAsyncComplete()
-}
-
-// consumers returns how many consumers the stream has.
-func (n *testNATS) consumers(t testing.TB) int {
-	t.Helper()
-	str, err := n.js.Stream(context.Background(), n.cfg.StreamName())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return str.CachedInfo().State.Consumers
-}
-
 // clientsFrom returns k HTTP clients whose connections come from the loopback addresses 127.0.0.2 and on, so that
 // per-address limits see k clients. They close their idle connections at the end of the test.
 func clientsFrom(t testing.TB, k int) []*http.Client {
@@ -89,7 +63,7 @@ func TestAbuseOldCursorResumesLeaveNoServerState(t *testing.T) {
 		last = n.publish(t, fmt.Sprintf("market.OLD%d", i%8), quote(fmt.Sprintf("OLD%d", i%8)))
 	}
 	e.waitHead(t, last)
-	if c := n.consumers(t); c != 1 {
+	if c := n.Consumers(t); c != 1 {
 		t.Fatalf("the stream has %d consumers before the test, want the edge's own", c)
 	}
 	goroutinesBefore := runtime.NumGoroutine()
@@ -101,7 +75,7 @@ func TestAbuseOldCursorResumesLeaveNoServerState(t *testing.T) {
 	go func() {
 		defer close(sampled)
 		for {
-			if c := int64(n.consumers(t)); c > most.Load() {
+			if c := int64(n.Consumers(t)); c > most.Load() {
 				most.Store(c)
 			}
 			select {
@@ -219,7 +193,7 @@ func TestAbuseOldCursorResumesLeaveNoServerState(t *testing.T) {
 	if answered.Load() == 0 || failed.Load() > 0 {
 		t.Errorf("%d of %d resumes answered, %d failed", answered.Load(), polls+2*streams, failed.Load())
 	}
-	if c := n.consumers(t); c != 1 {
+	if c := n.Consumers(t); c != 1 {
 		t.Errorf("the stream has %d consumers after the resumes, want 1", c)
 	}
 	// The edge lets go of what the resumes held.
@@ -404,7 +378,7 @@ func TestAbuseTopicFlood(t *testing.T) {
 	e := startEdge(t, n, Config{}, HubOptions{MaxTopics: maxTopics})
 	n.publish(t, "market.KEEP", quote("KEEP"))
 	flood := 3000 * abuseScale(t)
-	n.publishMany(t, flood, func(i int) (string, string) {
+	n.PublishMany(t, flood, func(i int) (string, string) {
 		return fmt.Sprintf("market.F%d", i), quote(fmt.Sprintf("F%d", i))
 	})
 	keep := n.publish(t, "market.KEEP", quote("KEEP"))
@@ -434,7 +408,7 @@ func TestAbuseSubscribeChurnDoesNotStallOthers(t *testing.T) {
 	n := startNATS(t)
 	topics := 10_000 * scale
 	e := startEdge(t, n, Config{Limits: Limits{ControlRate: 50}}, HubOptions{MaxTopics: topics + 10})
-	n.publishMany(t, topics, func(i int) (string, string) {
+	n.PublishMany(t, topics, func(i int) (string, string) {
 		return fmt.Sprintf("market.C%d", i), quote(fmt.Sprintf("C%d", i))
 	})
 	e.waitHeadWithin(t, n.publish(t, "market.AAPL", quote("AAPL")), 60*time.Second)

@@ -1,7 +1,6 @@
 package push
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -11,32 +10,16 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/livepush/livepush/internal/testlog"
 
 	"github.com/coder/websocket"
 )
 
 // An edge with -h2c behind a real HAProxy that speaks HTTP/2 in clear text to it (`proto h2`), as its manual
 // configures a backend: streams reach the edge over HTTP/2, WebSockets over HTTP/1.1 through a backend of their own.
-
-type lockedLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // startHAProxy runs haproxy with config, its frontend bound to a listener the test opened and hands over (fd@3).
 // It returns the frontend's address. haproxy ends with the test; if it dies before, the test fails.
@@ -65,7 +48,7 @@ func startHAProxy(t *testing.T, config string) string {
 	if out, err := check.CombinedOutput(); err != nil {
 		t.Fatalf("haproxy refuses the configuration: %v\n%s", err, out)
 	}
-	var out lockedLog
+	var out testlog.Buffer
 	cmd := exec.Command(bin, "-db", "-f", cfgFile)
 	cmd.ExtraFiles = []*os.File{f}
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -93,7 +76,7 @@ func startHAProxy(t *testing.T, config string) string {
 
 func TestH2CBehindHAProxy(t *testing.T) {
 	n := startNATS(t)
-	var logs lockedLog
+	var logs testlog.Buffer
 	e := startEdge(t, n, Config{H2C: true, Log: slog.New(slog.NewTextHandler(&logs, nil))}, HubOptions{})
 	edge := strings.TrimPrefix(e.url, "http://")
 	front := startHAProxy(t, fmt.Sprintf(`

@@ -5,72 +5,38 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/livepush/livepush/internal/natsconn"
+	"github.com/livepush/livepush/internal/natstest"
 	"github.com/livepush/livepush/internal/stream"
 )
 
 // The tests run real parts: an embedded nats-server with JetStream, edges serving on loopback ports, and real SSE
 // and WebSocket clients.
 
-func testLogger(t testing.TB) *slog.Logger {
-	if os.Getenv("PUSH_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
+func testLogger(testing.TB) *slog.Logger { return natstest.Logger() }
 
+// testNATS is an embedded nats-server with the stream (natstest), as every edge here follows it.
 type testNATS struct {
-	srv *natsconn.Embedded
-	nc  *nats.Conn
-	js  jetstream.JetStream
-	cfg stream.Config
+	*natstest.NATS
 }
 
 func startNATS(t testing.TB) *testNATS {
 	t.Helper()
-	srv, err := natsconn.StartEmbedded(natsconn.EmbeddedOptions{StoreDir: t.TempDir(), Listen: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	nc, err := srv.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := stream.Config{Name: "LIVEPUSH"}
-	if _, err := stream.Ensure(t.Context(), js, cfg, testLogger(t)); err != nil {
-		t.Fatal(err)
-	}
-	return &testNATS{srv: srv, nc: nc, js: js, cfg: cfg}
+	return &testNATS{natstest.Start(t, stream.Config{Name: "LIVEPUSH"})}
 }
 
 // publish stores payload under topic through JetStream and returns its cursor.
 func (n *testNATS) publish(t testing.TB, topic string, payload string) uint64 {
 	t.Helper()
-	ack, err := n.js.Publish(t.Context(), topic, []byte(payload))
-	if err != nil {
-		t.Fatalf("publish %s: %v", topic, err)
-	}
-	return ack.Sequence
+	return n.Publish(t, topic, payload)
 }
 
 var quoteSeq atomic.Int64
@@ -126,7 +92,7 @@ func startEdgeOn(t testing.TB, n *testNATS, ln net.Listener, cfg Config, hubOpts
 		cfg.DrainTimeout = 2 * time.Second
 	}
 	hub := NewHub(hubOpts)
-	src := NewSource(n.js, n.cfg, hub, cfg.Log)
+	src := NewSource(n.JS, n.Stream, hub, cfg.Log)
 	for _, f := range tune {
 		f(src)
 	}

@@ -17,7 +17,7 @@ func TestOutsideProducerReachesSubscribersUnchanged(t *testing.T) {
 	w.expect(t, "subscribed")
 
 	payload := `{"topic":"market.EXT","kind":"quote","symbol":"EXT","price":1.5,"note":"unicode ✓ \u00e9 \"quoted\"","ts":"2026-11-25T10:00:00Z"}`
-	if err := n.nc.Publish("market.EXT", []byte(payload)); err != nil {
+	if err := n.NC.Publish("market.EXT", []byte(payload)); err != nil {
 		t.Fatal(err)
 	}
 	got := s.next(t)
@@ -36,9 +36,9 @@ func TestUndeliverablePayloadsSkipped(t *testing.T) {
 	e := startEdge(t, n, Config{}, HubOptions{})
 	w := dialWS(t, e.url, "?topic=market.EXT", nil)
 	w.expect(t, "subscribed")
-	n.nc.Publish("market.EXT", []byte("not json"))
-	n.nc.Publish("market.EXT", []byte(`["an","array"]`))
-	n.nc.Publish("market.ext", []byte(`{"kind":"quote"}`)) // stored by the stream, but not a valid topic
+	n.NC.Publish("market.EXT", []byte("not json"))
+	n.NC.Publish("market.EXT", []byte(`["an","array"]`))
+	n.NC.Publish("market.ext", []byte(`{"kind":"quote"}`)) // stored by the stream, but not a valid topic
 	pretty := n.publish(t, "market.EXT", "{\n  \"kind\": \"quote\",\n  \"price\": 2\n}\n")
 	m := w.expect(t, "update")
 	if mustCursor(t, m.Cursor) != pretty || string(m.Data) != `{"topic":"market.EXT","kind":"quote","price":2}` {
@@ -50,21 +50,21 @@ func TestUndeliverablePayloadsSkipped(t *testing.T) {
 func TestOneStreamConsumerPerEdge(t *testing.T) {
 	n := startNATS(t)
 	e := startEdge(t, n, Config{}, HubOptions{})
-	before := n.srv.NumSubscriptions()
+	before := n.Server.NumSubscriptions()
 	for i := range 20 {
 		openSSE(t, e.url, url.Values{"topic": {"market.*"}}, nil)
 		w := dialWS(t, e.url, "?topic=sports.>&topic=market.A"+string(rune('A'+i)), nil)
 		w.expect(t, "subscribed")
 	}
 	e.waitSubscribers(t, 40)
-	str, err := n.js.Stream(t.Context(), n.cfg.StreamName())
+	str, err := n.JS.Stream(t.Context(), n.Stream.StreamName())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c := str.CachedInfo().State.Consumers; c != 1 {
 		t.Fatalf("stream has %d consumers with 40 clients on one edge, want 1", c)
 	}
-	if after := n.srv.NumSubscriptions(); after != before {
+	if after := n.Server.NumSubscriptions(); after != before {
 		t.Errorf("NATS subscriptions went from %d to %d with 40 clients, want no change", before, after)
 	}
 }
@@ -99,7 +99,7 @@ func TestProducerContractOnEveryTransport(t *testing.T) {
 		`{"topic":"market.EVIL","kind":"quote","pad":"` + strings.Repeat("x", 5000) + `"}`,
 		`[1,2,3]`,
 	} {
-		if err := n.nc.Publish("market.EVIL", []byte(bad)); err != nil {
+		if err := n.NC.Publish("market.EVIL", []byte(bad)); err != nil {
 			t.Fatal(err)
 		}
 	}

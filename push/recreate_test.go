@@ -35,10 +35,10 @@ func TestStreamRecreatedUnderARunningEdge(t *testing.T) {
 		t.Fatalf("SSE snapshot at cursor %d, want %d", r.Cursor, old)
 	}
 
-	if err := n.js.DeleteStream(t.Context(), n.cfg.StreamName()); err != nil {
+	if err := n.JS.DeleteStream(t.Context(), n.Stream.StreamName()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := stream.Ensure(t.Context(), n.js, n.cfg, testLogger(t)); err != nil {
+	if _, err := stream.Ensure(t.Context(), n.JS, n.Stream, testLogger(t)); err != nil {
 		t.Fatal(err)
 	}
 	fresh := n.publish(t, "market.AAPL", `{"kind":"quote","price":1000}`)
@@ -100,16 +100,16 @@ func TestBusyStreamIsNotTakenForRecreated(t *testing.T) {
 	var last uint64
 	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
 		for range 50 {
-			if _, err := n.js.PublishAsync("market.BUSY", []byte(`{"kind":"quote"}`)); err != nil {
+			if _, err := n.JS.PublishAsync("market.BUSY", []byte(`{"kind":"quote"}`)); err != nil {
 				t.Fatal(err)
 			}
 		}
 		select {
-		case <-n.js.PublishAsyncComplete():
+		case <-n.JS.PublishAsyncComplete():
 		case <-time.After(5 * time.Second):
 			t.Fatal("publishing timed out")
 		}
-		info, err := n.js.Stream(t.Context(), n.cfg.StreamName())
+		info, err := n.JS.Stream(t.Context(), n.Stream.StreamName())
 		if err != nil {
 			t.Fatal(err)
 		}

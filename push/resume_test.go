@@ -239,7 +239,7 @@ func TestExpiredCursorResetsThenSnapshot(t *testing.T) {
 	publishMix(t, n, 9)
 	latestAAPL := n.publish(t, "market.AAPL", quote("AAPL"))
 	latestNBA := n.publish(t, "sports.nba.g-0001", score("nba", "g-0001", 1, 1))
-	str, err := n.js.Stream(t.Context(), n.cfg.StreamName())
+	str, err := n.JS.Stream(t.Context(), n.Stream.StreamName())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -480,7 +480,7 @@ func TestLongPollAtItsDeadlineSkipsNothing(t *testing.T) {
 	go func() {
 		var sent []uint64
 		for ctx.Err() == nil {
-			ack, err := n.js.Publish(ctx, "market.RACE", []byte(quote("RACE")))
+			ack, err := n.JS.Publish(ctx, "market.RACE", []byte(quote("RACE")))
 			if err == nil {
 				sent = append(sent, ack.Sequence)
 			}

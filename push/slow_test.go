@@ -384,7 +384,7 @@ func TestWritesCoalesced(t *testing.T) {
 	for range 4 {
 		wg.Go(func() {
 			for i := range 250 {
-				if _, err := n.js.PublishAsync(fmt.Sprintf("market.C%d", i%10), []byte(quote(fmt.Sprintf("C%d", i%10)))); err != nil {
+				if _, err := n.JS.PublishAsync(fmt.Sprintf("market.C%d", i%10), []byte(quote(fmt.Sprintf("C%d", i%10)))); err != nil {
 					t.Error(err)
 					return
 				}
@@ -392,7 +392,7 @@ func TestWritesCoalesced(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	<-n.js.PublishAsyncComplete()
+	<-n.JS.PublishAsyncComplete()
 	messages, frames := 0, 0
 	for messages < 1000 {
 		select {

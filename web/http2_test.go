@@ -5,7 +5,6 @@ package web_test
 // started with --ignore-certificate-errors.
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -18,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/livepush/livepush/internal/testlog"
+
 	"github.com/chromedp/chromedp"
 
 	"github.com/livepush/livepush/internal/tlscert/tlscerttest"
@@ -25,28 +26,10 @@ import (
 	"github.com/livepush/livepush/web"
 )
 
-// tlsEdgeLog collects an edge's log lines from its goroutines.
-type tlsEdgeLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *tlsEdgeLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *tlsEdgeLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // tlsEdge is an edge serving HTTPS on a loopback port, following the system's stream.
 type tlsEdge struct {
-	url  string      // https://127.0.0.1:port
-	log  *tlsEdgeLog // what the edge logged
+	url  string          // https://127.0.0.1:port
+	log  *testlog.Buffer // what the edge logged
 	mu   sync.Mutex
 	alpn map[string]int // TLS connections by negotiated protocol ("h2", "http/1.1")
 }
@@ -62,7 +45,7 @@ func (s *system) startTLSEdge() *tlsEdge {
 	t := s.t
 	t.Helper()
 	pair := tlscerttest.New(t, "livepush test edge")
-	e := &tlsEdge{log: &tlsEdgeLog{}, alpn: map[string]int{}}
+	e := &tlsEdge{log: &testlog.Buffer{}, alpn: map[string]int{}}
 	cfg := &tls.Config{
 		Certificates: []tls.Certificate{pair.TLSCertificate(t)},
 		VerifyConnection: func(cs tls.ConnectionState) error {

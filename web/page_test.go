@@ -66,10 +66,7 @@ type system struct {
 // stops when the test ends.
 func startSystem(t *testing.T) *system {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if os.Getenv("PUSH_TEST_LOG") != "" {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
+	log := subscribertest.Logger()
 	n := subscribertest.StartNATS(t, stream.Config{})
 	s := &system{t: t, js: n.JS, cfg: n.Stream, log: log}
 

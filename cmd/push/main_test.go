@@ -12,9 +12,10 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/livepush/livepush/internal/testlog"
 
 	sse "github.com/tmaxmax/go-sse"
 
@@ -23,30 +24,12 @@ import (
 	"github.com/livepush/livepush/internal/natsconn/natsconntest"
 )
 
-// syncBuffer collects a command's log output from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // start runs the push command as `go run ./cmd/push` would, with env as its environment, and returns its base URL.
-func start(t *testing.T, env map[string]string, args ...string) (string, *syncBuffer) {
+func start(t *testing.T, env map[string]string, args ...string) (string, *testlog.Buffer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	addr := make(chan net.Addr, 1)
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	done := make(chan error, 1)
 	args = append([]string{"-addr", "127.0.0.1:0", "-drain-timeout", "2s"}, args...)
 	go func() {
@@ -219,7 +202,7 @@ func TestHealthcheckFlag(t *testing.T) {
 }
 
 // waitLog waits until the log has a line containing want.
-func waitLog(t *testing.T, logs *syncBuffer, want string) {
+func waitLog(t *testing.T, logs *testlog.Buffer, want string) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		if strings.Contains(logs.String(), want) {

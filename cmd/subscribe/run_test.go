@@ -10,9 +10,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/livepush/livepush/internal/testlog"
 
 	"github.com/livepush/livepush/internal/cli"
 	"github.com/livepush/livepush/internal/stream"
@@ -22,28 +23,10 @@ import (
 
 func noEnv(string) string { return "" }
 
-// syncBuffer is a bytes.Buffer that run and the test may use at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // runFor runs the command with args and returns its error and output, failing if it takes longer than 10s.
 func runFor(t *testing.T, ctx context.Context, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
-	var out, errs syncBuffer
+	var out, errs testlog.Buffer
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	err = run(ctx, args, noEnv, &out, &errs)
@@ -179,7 +162,7 @@ func TestUnreachableAtStartKeepsTrying(t *testing.T) {
 	n := subscribertest.StartNATS(t, stream.Config{})
 	seq := n.Publish(t, "market.AAPL", subscribertest.Quote("AAPL", 1))
 
-	var out, errs syncBuffer
+	var out, errs testlog.Buffer
 	done := make(chan error, 1)
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()

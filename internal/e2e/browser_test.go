@@ -162,7 +162,7 @@ const jsOpenStreams = `(() => {
 // name alone); a page of another site is refused its WebSocket, and the edge says why, in its log and in the 403.
 // A plain HTTP client reads SSE through the proxy as it streams.
 func TestBrowserThroughProxy(t *testing.T) {
-	n := startNATS(t, freePort(t), t.TempDir())
+	n := startNATS(t, 0, t.TempDir())
 	e := startEdge(t, n.url, "-trusted-proxies", "127.0.0.1", "-feeds")
 	foreign := "http://evil.example:" + portOf(foreignSite(t))
 	b := openBrowser(t)
@@ -293,7 +293,7 @@ func TestBrowserEventSourceOutlivesEdgeRestart(t *testing.T) {
 	for _, kind := range proxyKinds {
 		t.Run(kind.name, func(t *testing.T) {
 			b.t = t
-			n := startNATS(t, freePort(t), t.TempDir())
+			n := startNATS(t, 0, t.TempDir())
 			e := startEdge(t, n.url, "-trusted-proxies", "127.0.0.1")
 			p := kind.start(t, e.addr())
 			ld := startLoad(t, n.url, topics, 50, 1)

@@ -42,8 +42,7 @@ func waitLive(t *testing.T, cls []*client) {
 // NATS is killed under load and restarted on the same storage: the edge stays up, says it is not ready meanwhile,
 // its clients stay connected, and every update published meanwhile arrives once.
 func TestNATSRestartUnderLoad(t *testing.T) {
-	port, dir := freePort(t), t.TempDir()
-	n := startNATS(t, port, dir)
+	n := startNATS(t, 0, t.TempDir())
 	e := startEdge(t, n.url)
 	ld := startLoad(t, n.url, topics, 100, 1)
 	cls := clientsOn(t, e.url)
@@ -193,7 +192,7 @@ func streamLeader(t *testing.T, url string) string {
 // Two edges; one is killed (SIGKILL) under load: its clients move to the other and resume from their cursor with
 // no gap and no duplicate.
 func TestEdgeLossUnderLoad(t *testing.T) {
-	n := startNATS(t, freePort(t), t.TempDir())
+	n := startNATS(t, 0, t.TempDir())
 	a := startEdge(t, n.url)
 	b := startEdge(t, n.url)
 	ld := startLoad(t, n.url, topics, 200, 1)
@@ -215,7 +214,7 @@ func TestEdgeLossUnderLoad(t *testing.T) {
 // SIGTERM drains an edge: it stops accepting, tells SSE clients to come back later and closes WebSockets with
 // 1012, exits within its drain timeout, and its clients resume on the other edge with nothing lost.
 func TestGracefulDrain(t *testing.T) {
-	n := startNATS(t, freePort(t), t.TempDir())
+	n := startNATS(t, 0, t.TempDir())
 	a := startEdge(t, n.url, "-drain-timeout", "3s")
 	b := startEdge(t, n.url)
 	ld := startLoad(t, n.url, topics, 200, 1)

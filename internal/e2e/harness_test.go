@@ -8,11 +8,13 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,6 +30,7 @@ import (
 
 	"github.com/livepush/livepush/feeds"
 	"github.com/livepush/livepush/internal/natsconn"
+	"github.com/livepush/livepush/internal/natstest"
 	"github.com/livepush/livepush/internal/stream"
 	"github.com/livepush/livepush/subscriber"
 )
@@ -51,13 +54,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func quiet() *slog.Logger {
-	if os.Getenv("E2E_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
+func quiet() *slog.Logger { return natstest.Logger() }
 
+// freePort finds a port nothing listens on, for the one case where a port must be known before its server starts:
+// a cluster's nodes are each given the others' route addresses. Everything else takes its port itself.
 func freePort(t *testing.T) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -132,6 +132,17 @@ func (p *proc) signal(sig syscall.Signal) (time.Duration, error) {
 	}
 }
 
+// failIfExited fails the test if the process has exited by itself.
+func (p *proc) failIfExited() {
+	p.t.Helper()
+	select {
+	case err := <-p.done:
+		p.done <- err
+		p.t.Fatalf("%s exited (%v):\n%s", p.name, err, p.logs())
+	default:
+	}
+}
+
 func (p *proc) logs() string {
 	b, _ := os.ReadFile(p.log)
 	if len(b) > 4000 {
@@ -146,13 +157,45 @@ type natsNode struct {
 	url string
 }
 
-// startNATS runs a nats-server on port with its storage in dir; extra adds cluster flags.
+// startNATS runs a nats-server with its storage in dir and waits until it accepts clients; extra adds cluster
+// flags. With port 0 the server takes a free port itself and says which in a ports file: a restart takes that port
+// again, as a real server's address stays the same.
 func startNATS(t *testing.T, port int, dir string, extra ...string) *natsNode {
 	t.Helper()
-	args := append([]string{"-js", "-sd", dir, "-a", "127.0.0.1", "-p", strconv.Itoa(port)}, extra...)
-	n := &natsNode{proc: startProc(t, natsServerBinary(t), args...), url: fmt.Sprintf("nats://127.0.0.1:%d", port)}
+	portArg := strconv.Itoa(port)
+	if port == 0 {
+		portArg = "-1"
+	}
+	args := append([]string{"-js", "-sd", dir, "-a", "127.0.0.1", "-p", portArg, "--ports_file_dir", dir}, extra...)
+	n := &natsNode{proc: startProc(t, natsServerBinary(t), args...)}
+	if port == 0 {
+		port = n.listeningPort(dir)
+		n.args[slices.Index(n.args, "-p")+1] = strconv.Itoa(port)
+	}
+	n.url = fmt.Sprintf("nats://127.0.0.1:%d", port)
 	waitTCP(t, fmt.Sprintf("127.0.0.1:%d", port))
 	return n
+}
+
+// listeningPort reads the client port from the ports file the server writes in dir.
+func (n *natsNode) listeningPort(dir string) int {
+	n.t.Helper()
+	path := filepath.Join(dir, fmt.Sprintf("nats-server_%d.ports", n.cmd.Process.Pid))
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var ports struct{ Nats []string }
+		if b, err := os.ReadFile(path); err == nil && json.Unmarshal(b, &ports) == nil && len(ports.Nats) > 0 {
+			u, err := url.Parse(ports.Nats[0])
+			if err != nil {
+				n.t.Fatalf("ports file %s: %v", path, err)
+			}
+			port, _ := strconv.Atoi(u.Port())
+			return port
+		}
+		n.failIfExited()
+		if time.Now().After(deadline) {
+			n.t.Fatalf("nats-server wrote no ports file in 20s:\n%s", n.logs())
+		}
+	}
 }
 
 func (n *natsNode) restart() {
@@ -181,12 +224,28 @@ type edge struct {
 	url string
 }
 
-// startEdge runs the push binary against natsURL (no simulators) and waits until it is ready.
+// startEdge runs the push binary against natsURL (no simulators) and waits until it is ready. It takes a free port
+// itself and says which in its ready file; a restart (edge.restart) takes that port again.
 func startEdge(t *testing.T, natsURL string, args ...string) *edge {
 	t.Helper()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	all := append([]string{"-addr", addr, "-nats", natsURL, "-log-format", "json", "-heartbeat", "2s"}, args...)
-	e := &edge{proc: startProc(t, filepath.Join(binDir, "push"), all...), url: "http://" + addr}
+	ready := filepath.Join(t.TempDir(), "ready")
+	all := append([]string{"-addr", "127.0.0.1:0", "-ready-file", ready, "-nats", natsURL, "-log-format", "json",
+		"-heartbeat", "2s"}, args...)
+	e := &edge{proc: startProc(t, filepath.Join(binDir, "push"), all...)}
+	for deadline := time.Now().Add(30 * time.Second); e.url == ""; time.Sleep(20 * time.Millisecond) {
+		if b, err := os.ReadFile(ready); err == nil {
+			for line := range strings.SplitSeq(string(b), "\n") {
+				if addr, ok := strings.CutPrefix(line, "addr="); ok {
+					e.url = "http://" + addr
+					e.args[1] = addr // -addr: a restart listens where this one did
+				}
+			}
+		}
+		e.failIfExited()
+		if time.Now().After(deadline) {
+			t.Fatalf("edge wrote no ready file in 30s:\n%s", e.logs())
+		}
+	}
 	e.waitReady(t)
 	return e
 }
@@ -207,6 +266,7 @@ func (e *edge) waitReady(t *testing.T) {
 		if ok, _ := e.ready(); ok {
 			return
 		}
+		e.failIfExited() // whatever answers on its address now is not this edge
 		if time.Now().After(deadline) {
 			_, why := e.ready()
 			t.Fatalf("edge %s not ready: %s\n%s", e.url, why, e.logs())

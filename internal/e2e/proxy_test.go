@@ -92,7 +92,7 @@ func statusOf(t *testing.T, url string) (int, string, string) {
 func TestEdgeRestartBehindSingleUpstreamProxy(t *testing.T) {
 	for _, kind := range proxyKinds {
 		t.Run(kind.name, func(t *testing.T) {
-			n := startNATS(t, freePort(t), t.TempDir())
+			n := startNATS(t, 0, t.TempDir())
 			e := startEdge(t, n.url, "-trusted-proxies", "127.0.0.1")
 			p := kind.start(t, e.addr())
 			ld := startLoad(t, n.url, topics, 100, 1)
@@ -136,7 +136,7 @@ func TestEdgeRestartBehindSingleUpstreamProxy(t *testing.T) {
 func TestEdgeLossBehindProxy(t *testing.T) {
 	for _, kind := range proxyKinds {
 		t.Run(kind.name, func(t *testing.T) {
-			n := startNATS(t, freePort(t), t.TempDir())
+			n := startNATS(t, 0, t.TempDir())
 			a := startEdge(t, n.url, "-trusted-proxies", "127.0.0.1")
 			b := startEdge(t, n.url, "-trusted-proxies", "127.0.0.1")
 			p := kind.start(t, a.addr(), b.addr())

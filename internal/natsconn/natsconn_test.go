@@ -1,7 +1,6 @@
 package natsconn_test
 
 import (
-	"bytes"
 	"errors"
 	"log/slog"
 	"net"
@@ -9,9 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/livepush/livepush/internal/testlog"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -20,27 +20,9 @@ import (
 	"github.com/livepush/livepush/internal/natsconn/natsconntest"
 )
 
-// logBuffer collects a connection's log from its callbacks' goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func connect(t *testing.T, cfg natsconn.Config) (*nats.Conn, *logBuffer) {
+func connect(t *testing.T, cfg natsconn.Config) (*nats.Conn, *testlog.Buffer) {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &testlog.Buffer{}
 	nc, err := cfg.Connect("natsconn-test", slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatalf("Connect(%s): %v", cfg.Redacted(), err)
@@ -129,7 +111,7 @@ func TestConnectsTheWaysOperatorsSecureNATS(t *testing.T) {
 }
 
 // waitProblem waits until Problem(nc) says want, and returns what the log said meanwhile.
-func waitProblem(t *testing.T, nc *nats.Conn, logs *logBuffer, want string) string {
+func waitProblem(t *testing.T, nc *nats.Conn, logs *testlog.Buffer, want string) string {
 	t.Helper()
 	var got error
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {

@@ -4,35 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"slices"
 	"testing"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/livepush/livepush/internal/natsconn"
+	"github.com/livepush/livepush/internal/natstest"
 	"github.com/livepush/livepush/internal/stream"
 )
 
 func startStream(t *testing.T) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	srv, err := natsconn.StartEmbedded(natsconn.EmbeddedOptions{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	nc, err := srv.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
-	if _, err := stream.Ensure(t.Context(), js, stream.Config{}, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
-		t.Fatal(err)
-	}
-	return nc, js
+	n := natstest.Start(t, stream.Config{})
+	return n.NC, n.JS
 }
 
 // Reading merges the filters' messages in sequence order, once each even where filters overlap, across batch

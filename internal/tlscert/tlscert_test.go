@@ -1,7 +1,6 @@
 package tlscert_test
 
 import (
-	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -10,9 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/livepush/livepush/internal/testlog"
 
 	"github.com/livepush/livepush/internal/tlscert"
 	"github.com/livepush/livepush/internal/tlscert/tlscerttest"
@@ -74,24 +74,6 @@ func waitServed(t *testing.T, addr string, want tlscerttest.Pair, trusted ...tls
 	}
 }
 
-// logBuffer collects log lines, safe for the handshakes' goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func TestNewConnectionsSeeReplacedCertificate(t *testing.T) {
 	first, second := tlscerttest.New(t, "first"), tlscerttest.New(t, "second")
 	certFile, keyFile := first.WriteFiles(t)
@@ -111,7 +93,7 @@ func TestNewConnectionsSeeReplacedCertificate(t *testing.T) {
 func TestBadNewPairKeepsTheOneInUse(t *testing.T) {
 	good, other, next := tlscerttest.New(t, "good"), tlscerttest.New(t, "other"), tlscerttest.New(t, "next")
 	certFile, keyFile := good.WriteFiles(t)
-	var log logBuffer
+	var log testlog.Buffer
 	r, err := tlscert.New(tlscert.Config{CertFile: certFile, KeyFile: keyFile, CheckEvery: 20 * time.Millisecond,
 		Log: slog.New(slog.NewTextHandler(&log, nil))})
 	if err != nil {

@@ -5,88 +5,41 @@ package subscribertest
 
 import (
 	"context"
-	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/livepush/livepush/internal/natsconn"
+	"github.com/livepush/livepush/internal/natstest"
 	"github.com/livepush/livepush/internal/stream"
 	"github.com/livepush/livepush/push"
 )
 
-// Logger returns the logger tests give edges and clients: silent unless SUBSCRIBER_TEST_LOG is set.
-func Logger() *slog.Logger {
-	if os.Getenv("SUBSCRIBER_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
+// Logger returns the logger tests give edges and clients: silent unless LIVEPUSH_TEST_LOG is set.
+func Logger() *slog.Logger { return natstest.Logger() }
 
-// NATS is an embedded nats-server holding the stream.
+// NATS is an embedded nats-server holding the stream: NC and JS connect to it in process, URL over TCP.
 type NATS struct {
-	NC     *nats.Conn
-	JS     jetstream.JetStream
-	Stream stream.Config
-	URL    string // where TCP clients (a publisher in another process, say) reach it, on a loopback port
+	*natstest.NATS
 }
 
 // StartNATS starts a nats-server with its own storage and creates the stream with cfg; it stops at the end of the
 // test.
 func StartNATS(t testing.TB, cfg stream.Config) *NATS {
 	t.Helper()
-	srv, err := natsconn.StartEmbedded(natsconn.EmbeddedOptions{StoreDir: t.TempDir(), Listen: "127.0.0.1:-1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	nc, err := srv.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := stream.Ensure(t.Context(), js, cfg, Logger()); err != nil {
-		t.Fatal(err)
-	}
-	return &NATS{NC: nc, JS: js, Stream: cfg, URL: srv.ClientURL()}
-}
-
-// Publish stores payload under topic and returns its cursor.
-func (n *NATS) Publish(t testing.TB, topic, payload string) uint64 {
-	t.Helper()
-	ack, err := n.JS.Publish(t.Context(), topic, []byte(payload))
-	if err != nil {
-		t.Fatalf("publish %s: %v", topic, err)
-	}
-	return ack.Sequence
+	return &NATS{natstest.Start(t, cfg)}
 }
 
 // Quote returns a quote payload in the feeds' format.
-func Quote(symbol string, price float64) string {
-	return fmt.Sprintf(`{"topic":"market.%s","kind":"quote","symbol":"%s","price":%g,"bid":%g,"ask":%g,"open":100,`+
-		`"change":%g,"changePct":1.5,"volume":1234567,"ts":"%s"}`, symbol, symbol, price, price-0.01, price+0.01,
-		price-100, time.Now().UTC().Format(time.RFC3339Nano))
-}
+func Quote(symbol string, price float64) string { return natstest.Quote(symbol, price) }
 
 // Score returns a score payload in the feeds' format.
 func Score(league, match string, home, away int) string {
-	return fmt.Sprintf(`{"topic":"sports.%s.%s","kind":"score","league":"%s","match":"%s","home":{"name":"Lakers",`+
-		`"score":%d},"away":{"name":"Celtics","score":%d},"period":"Q3","clock":"07:42","status":"live",`+
-		`"event":"3PT Curry","ts":"%s"}`, league, match, league, match, home, away,
-		time.Now().UTC().Format(time.RFC3339Nano))
+	return natstest.Score(league, match, home, away)
 }
 
 // Edge is an edge serving on a loopback port.
