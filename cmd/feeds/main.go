@@ -83,6 +83,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		srv := &http.Server{Handler: healthHandler(pub), ReadHeaderTimeout: 5 * time.Second}
 		go srv.Serve(ln)
 		defer srv.Close()
+		log.Info("health endpoint listening", "addr", ln.Addr().String()) // the port it got, for -health-addr :0
 	}
 	if _, err := stream.Ensure(ctx, js, streamCfg, log); err != nil {
 		if errors.Is(err, context.Canceled) {

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +16,7 @@ import (
 	"github.com/livepush/livepush/internal/cli"
 	"github.com/livepush/livepush/internal/natsconn"
 	"github.com/livepush/livepush/internal/natsconn/natsconntest"
+	"github.com/livepush/livepush/internal/testlog"
 )
 
 func TestPublishesToNATSAndReportsHealth(t *testing.T) {
@@ -24,15 +25,28 @@ func TestPublishesToNATSAndReportsHealth(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ns.Stop()
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	health := ln.Addr().String()
-	ln.Close()
-	env := map[string]string{"NATS_URL": ns.ClientURL(), "FEEDS_HEALTH_ADDR": health}
+	env := map[string]string{"NATS_URL": ns.ClientURL(), "FEEDS_HEALTH_ADDR": "127.0.0.1:0"}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
+	logs := &testlog.Buffer{}
 	go func() {
-		done <- run(ctx, []string{"-rate", "100", "-symbols", "AAA,BBB"}, func(k string) string { return env[k] }, io.Discard)
+		done <- run(ctx, []string{"-rate", "100", "-symbols", "AAA,BBB"}, func(k string) string { return env[k] }, logs)
 	}()
+	// The health endpoint takes a free port and logs which.
+	var health string
+	for deadline := time.Now().Add(15 * time.Second); health == ""; time.Sleep(20 * time.Millisecond) {
+		if m := regexp.MustCompile(`msg="health endpoint listening" addr=(\S+)`).FindStringSubmatch(logs.String()); m != nil {
+			health = m[1]
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("feeds exited: %v\n%s", err, logs)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no health endpoint logged:\n%s", logs)
+		}
+	}
 
 	nc, _ := ns.Connect()
 	defer nc.Close()
