@@ -1,7 +1,8 @@
 // Package proxytest runs the real reverse proxies users put in front of edges, Debian's nginx and HAProxy, with
-// the configuration files the repository ships (deploy/nginx/livepush.conf, deploy/haproxy/haproxy.cfg), so that
-// what the tests exercise is what users copy. Only the addresses change: the proxy listens on a loopback port the
-// test holds, and its upstreams are the addresses the test gives.
+// the configuration files the repository ships (deploy/nginx/livepush.conf, deploy/nginx/livepush-tls.conf,
+// deploy/haproxy/haproxy.cfg), so that what the tests exercise is what users copy. Only the addresses change (and,
+// over TLS, the certificate files): the proxy listens on loopback ports the test holds, and its upstreams are the
+// addresses the test gives.
 //
 // Each proxy gets its own directory for its pid file, logs and temporary files, so no root paths are touched. A
 // missing binary fails the test with how to install it.
@@ -12,6 +13,7 @@
 package proxytest
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -20,18 +22,30 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/livepush/livepush/internal/tlscert/tlscerttest"
 )
 
 // Proxy is a running nginx or HAProxy.
 type Proxy struct {
-	Name string // "nginx" or "haproxy"
-	Addr string // 127.0.0.1:port, where it listens
-	URL  string // http://127.0.0.1:port
+	Name string // "nginx", "nginx-tls" or "haproxy"
+	Addr string // 127.0.0.1:port, where it listens (for TLS, its HTTPS port)
+	URL  string // http://127.0.0.1:port, or https://127.0.0.1:port for a proxy that serves TLS
+	// Proto is what the proxy speaks to browsers on URL: "http/1.1", or "h2" (HTTP/2 over TLS, chosen by ALPN;
+	// clients that do not offer it, and every WebSocket of a browser, get HTTP/1.1 on the same port).
+	Proto string
+	// RedirectURL is the plain-HTTP port of a TLS proxy (http://127.0.0.1:port), which sends browsers to HTTPS;
+	// empty for the others.
+	RedirectURL string
+	// Cert is the self-signed certificate of a TLS proxy, for 127.0.0.1, ::1, localhost and *.example (the names
+	// browser tests map to loopback); nil for the others. Trust it with Client, or its Pool.
+	Cert *tlscerttest.Pair
 
 	t      testing.TB
 	dir    string
@@ -64,6 +78,17 @@ func (p *Proxy) Logs() string {
 	return b.String()
 }
 
+// Client returns an HTTP client for the proxy: over TLS it trusts Cert and offers HTTP/2, as browsers do.
+func (p *Proxy) Client() *http.Client {
+	if p.Cert == nil {
+		return &http.Client{Timeout: 10 * time.Second}
+	}
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig:   &tls.Config{RootCAs: p.Cert.Pool()},
+		ForceAttemptHTTP2: true, // a Transport with its own TLS config offers only HTTP/1.1 otherwise
+	}}
+}
+
 // Exited reports whether the proxy has stopped, and how.
 func (p *Proxy) Exited() (bool, error) {
 	select {
@@ -78,13 +103,45 @@ func (p *Proxy) Exited() (bool, error) {
 // /etc/nginx/nginx.conf includes a file of conf.d, and waits until it answers.
 func StartNginx(t testing.TB, upstreams ...string) *Proxy {
 	t.Helper()
-	bin := binary(t, "nginx", "apt-get install nginx")
 	file, conf := repoFile(t, "deploy/nginx/livepush.conf")
 	ln, p := listen(t, "nginx")
 	site, err := NginxSite(conf, ln.Addr().String(), upstreams)
 	if err != nil {
 		t.Fatalf("%s: %v", file, err)
 	}
+	p.runNginx(file, site, ln)
+	return p
+}
+
+// StartNginxTLS runs nginx with deploy/nginx/livepush-tls.conf in front of upstreams: HTTPS with HTTP/2 on
+// p.URL, with a self-signed certificate made for the test (p.Cert), and on p.RedirectURL the plain-HTTP server
+// that sends browsers to HTTPS. It waits until nginx answers over HTTPS.
+func StartNginxTLS(t testing.TB, upstreams ...string) *Proxy {
+	t.Helper()
+	file, conf := repoFile(t, "deploy/nginx/livepush-tls.conf")
+	ln, p := listen(t, "nginx-tls")
+	plain := listenLoopback(t)
+	cert := tlscerttest.New(t, "livepush test proxy", "127.0.0.1", "::1", "localhost", "*.example")
+	certFile, keyFile := filepath.Join(p.dir, "cert.pem"), filepath.Join(p.dir, "key.pem")
+	cert.Write(t, certFile, keyFile)
+	site, err := NginxTLSSite(conf, plain.Addr().String(), ln.Addr().String(), certFile, keyFile, upstreams)
+	if err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	p.URL = "https://" + p.Addr
+	p.Proto = "h2"
+	p.RedirectURL = "http://" + plain.Addr().String()
+	p.Cert = &cert
+	p.runNginx(file, site, ln, plain)
+	return p
+}
+
+// runNginx writes Debian's nginx.conf around site and starts nginx on the listeners, in the order of the site's
+// listen directives as NginxSite and NginxTLSSite wrote them.
+func (p *Proxy) runNginx(file, site string, lns ...*net.TCPListener) {
+	t := p.t
+	t.Helper()
+	bin := binary(t, "nginx", "apt-get install nginx")
 	user := ""
 	if os.Geteuid() == 0 {
 		user = "user root;" // workers keep the rights to the test's directories
@@ -103,6 +160,8 @@ http {
     tcp_nopush on;
     types_hash_max_size 2048;
     default_type application/octet-stream;
+    ssl_protocols TLSv1 TLSv1.1 TLSv1.2 TLSv1.3;
+    ssl_prefer_server_ciphers on;
     access_log %[3]s/access.log;
     gzip on;
     client_body_temp_path %[3]s/body;
@@ -116,10 +175,13 @@ http {
 `, file, user, p.dir, site)
 	cfg := filepath.Join(p.dir, "nginx.conf")
 	writeFile(t, cfg, p.config)
-	// nginx takes over a listening socket named in $NGINX (as in its binary upgrade): the test keeps the port it
-	// was given instead of releasing it for nginx to bind.
-	p.start(ln, exec.Command(bin, "-p", p.dir, "-c", cfg, "-e", filepath.Join(p.dir, "error.log")), "NGINX=3;")
-	return p
+	// nginx takes over the listening sockets named in $NGINX (as in its binary upgrade): the test keeps the ports
+	// it was given instead of releasing them for nginx to bind.
+	inherit := "NGINX="
+	for i := range lns {
+		inherit += fmt.Sprintf("%d;", 3+i)
+	}
+	p.start(lns, exec.Command(bin, "-p", p.dir, "-c", cfg, "-e", filepath.Join(p.dir, "error.log")), inherit)
 }
 
 // StartHAProxy runs HAProxy with deploy/haproxy/haproxy.cfg in front of upstreams (host:port each) and waits until
@@ -136,15 +198,17 @@ func StartHAProxy(t testing.TB, upstreams ...string) *Proxy {
 	p.config = "# generated by internal/proxytest from " + file + "\n" + cfg
 	path := filepath.Join(p.dir, "haproxy.cfg")
 	writeFile(t, path, p.config)
-	p.start(ln, exec.Command(bin, "-db", "-f", path))
+	p.start([]*net.TCPListener{ln}, exec.Command(bin, "-db", "-f", path))
 	return p
 }
 
 var (
-	nginxServer = regexp.MustCompile(`(?m)^([ \t]*)server[ \t]+(\S+)([^;\n]*);[^\n]*\n`)
-	nginxListen = regexp.MustCompile(`(?m)^([ \t]*)listen[ \t]+[^;\n]+;`)
-	haproxyBind = regexp.MustCompile(`(?m)^([ \t]*)bind[ \t]+\S+`)
-	haproxySrv  = regexp.MustCompile(`(?m)^([ \t]*)server[ \t]+(\S+)[ \t]+\S+([^\n]*)\n`)
+	nginxServer  = regexp.MustCompile(`(?m)^([ \t]*)server[ \t]+(\S+)([^;\n]*);[^\n]*\n`)
+	nginxListen  = regexp.MustCompile(`(?m)^([ \t]*)listen[ \t]+\S+?([ \t][^;\n]*)?;`)
+	nginxCert    = regexp.MustCompile(`(?m)^([ \t]*)ssl_certificate[ \t]+[^;\n]+;`)
+	nginxCertKey = regexp.MustCompile(`(?m)^([ \t]*)ssl_certificate_key[ \t]+[^;\n]+;`)
+	haproxyBind  = regexp.MustCompile(`(?m)^([ \t]*)bind[ \t]+\S+`)
+	haproxySrv   = regexp.MustCompile(`(?m)^([ \t]*)server[ \t]+(\S+)[ \t]+\S+([^\n]*)\n`)
 )
 
 // NginxSite rewrites an nginx site file to listen on listenAddr and proxy to upstreams: the server lines of its
@@ -154,6 +218,51 @@ func NginxSite(conf, listenAddr string, upstreams []string) (string, error) {
 		return "", fmt.Errorf("%d listen directives, want 1", n)
 	}
 	conf = nginxListen.ReplaceAllString(conf, "${1}listen "+listenAddr+";")
+	return nginxUpstreams(conf, upstreams)
+}
+
+// NginxTLSSite rewrites an nginx site file with a plain-HTTP server and a TLS one: the listen directive with ssl
+// moves to tlsAddr, keeping its parameters (ssl http2), the other to plainAddr; ssl_certificate and
+// ssl_certificate_key name certFile and keyFile; the upstream block is rewritten as NginxSite does.
+func NginxTLSSite(conf, plainAddr, tlsAddr, certFile, keyFile string, upstreams []string) (string, error) {
+	var plain, secure int
+	var rewriteErr error
+	conf = nginxListen.ReplaceAllStringFunc(conf, func(line string) string {
+		m := nginxListen.FindStringSubmatch(line)
+		indent, params := m[1], m[2]
+		if slices.Contains(strings.Fields(params), "ssl") {
+			secure++
+			return indent + "listen " + tlsAddr + params + ";"
+		}
+		if strings.TrimSpace(params) != "" {
+			rewriteErr = fmt.Errorf("plain listen directive with parameters: %q", line)
+		}
+		plain++
+		return indent + "listen " + plainAddr + ";"
+	})
+	if rewriteErr != nil {
+		return "", rewriteErr
+	}
+	if plain != 1 || secure != 1 {
+		return "", fmt.Errorf("%d listen directives with ssl and %d without, want 1 of each", secure, plain)
+	}
+	for _, d := range []struct {
+		re   *regexp.Regexp
+		name string
+		file string
+	}{{nginxCert, "ssl_certificate", certFile}, {nginxCertKey, "ssl_certificate_key", keyFile}} {
+		if n := len(d.re.FindAllString(conf, -1)); n != 1 {
+			return "", fmt.Errorf("%d %s directives, want 1", n, d.name)
+		}
+		conf = d.re.ReplaceAllStringFunc(conf, func(line string) string {
+			return d.re.FindStringSubmatch(line)[1] + d.name + " " + d.file + ";"
+		})
+	}
+	return nginxUpstreams(conf, upstreams)
+}
+
+// nginxUpstreams makes the server lines of the upstream block one per address, with the parameters of the first.
+func nginxUpstreams(conf string, upstreams []string) (string, error) {
 	return replaceServers(conf, nginxServer, upstreams, func(indent, _, params string, _ int, addr string) string {
 		return fmt.Sprintf("%sserver %s%s;\n", indent, addr, params)
 	})
@@ -250,37 +359,48 @@ func writeFile(t testing.TB, path, content string) {
 // listen takes a free loopback port for the proxy, held from now on.
 func listen(t testing.TB, name string) (*net.TCPListener, *Proxy) {
 	t.Helper()
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := listenLoopback(t)
 	dir, err := os.MkdirTemp("", "livepush-"+name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	addr := ln.Addr().String()
-	return ln, &Proxy{Name: name, Addr: addr, URL: "http://" + addr, t: t, dir: dir, done: make(chan struct{})}
+	return ln, &Proxy{Name: name, Addr: addr, URL: "http://" + addr, Proto: "http/1.1", t: t, dir: dir, done: make(chan struct{})}
 }
 
-// start runs cmd with ln as its fd 3, stops it when the test ends, fails the test if it dies before, and waits
-// until it answers HTTP.
-func (p *Proxy) start(ln *net.TCPListener, cmd *exec.Cmd, env ...string) {
-	t := p.t
+// listenLoopback takes a free loopback port.
+func listenLoopback(t testing.TB) *net.TCPListener {
 	t.Helper()
-	f, err := ln.File()
-	ln.Close() // the proxy holds the socket through f's descriptor
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	return ln
+}
+
+// start runs cmd with lns as its fds 3, 4, …, stops it when the test ends, fails the test if it dies before, and
+// waits until it answers on p.URL.
+func (p *Proxy) start(lns []*net.TCPListener, cmd *exec.Cmd, env ...string) {
+	t := p.t
+	t.Helper()
+	var files []*os.File
+	for _, ln := range lns {
+		f, err := ln.File()
+		ln.Close() // the proxy holds the socket through f's descriptor
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		files = append(files, f)
+	}
 	out, err := os.Create(filepath.Join(p.dir, "output.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd.Dir = p.dir
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.ExtraFiles = []*os.File{f}
+	cmd.ExtraFiles = files
 	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its workers go with it
 	if err := cmd.Start(); err != nil {
@@ -307,7 +427,9 @@ func (p *Proxy) start(ln *net.TCPListener, cmd *exec.Cmd, env ...string) {
 func (p *Proxy) waitServing() {
 	t := p.t
 	t.Helper()
-	client := &http.Client{Timeout: time.Second}
+	client := p.Client()
+	client.Timeout = time.Second
+	defer client.CloseIdleConnections()
 	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		resp, err := client.Get(p.URL + "/healthz")
 		if err == nil {
