@@ -45,7 +45,7 @@ type browser struct {
 	ctx context.Context
 }
 
-func openBrowser(t *testing.T) *browser {
+func openBrowser(t *testing.T, flags ...chromedp.ExecAllocatorOption) *browser {
 	t.Helper()
 	// Chromium's singleton lock is a unix socket in TMPDIR whose path must fit in 108 bytes.
 	tmp, err := os.MkdirTemp("", "chromium")
@@ -62,6 +62,7 @@ func openBrowser(t *testing.T) *browser {
 		chromedp.Flag("host-resolver-rules", "MAP *.example 127.0.0.1"),
 		chromedp.Env("TMPDIR="+tmp),
 	)
+	opts = append(opts, flags...)
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	t.Cleanup(cancelAlloc)
 	ctx, cancelTab := chromedp.NewContext(allocCtx)

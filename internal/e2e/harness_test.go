@@ -286,6 +286,15 @@ type load struct {
 
 func startLoad(t *testing.T, natsURL string, topics []string, rate float64, replicas int) *load {
 	t.Helper()
+	return startLoadOf(t, natsURL, topics, rate, replicas, func(topic string, i int) string {
+		return fmt.Sprintf(`{"topic":%q,"kind":"quote","n":%d,"ts":%q}`, topic, i, time.Now().UTC().Format(time.RFC3339Nano))
+	})
+}
+
+// startLoadOf is startLoad with the payloads payload makes: the i-th update, on topic.
+func startLoadOf(t *testing.T, natsURL string, topics []string, rate float64, replicas int,
+	payload func(topic string, i int) string) *load {
+	t.Helper()
 	nc, err := natsconn.Connect(natsURL, "e2e-load", quiet())
 	if err != nil {
 		t.Fatal(err)
@@ -307,9 +316,7 @@ func startLoad(t *testing.T, natsURL string, topics []string, rate float64, repl
 		for i := 0; runCtx.Err() == nil; i++ {
 			<-tick.C
 			topic := topics[i%len(topics)]
-			payload := fmt.Sprintf(`{"topic":%q,"kind":"quote","n":%d,"ts":%q}`, topic, i,
-				time.Now().UTC().Format(time.RFC3339Nano))
-			seq, err := pub.Publish(runCtx, topic, []byte(payload))
+			seq, err := pub.Publish(runCtx, topic, []byte(payload(topic, i)))
 			l.mu.Lock()
 			if err == nil {
 				l.acked[topic] = append(l.acked[topic], seq)

@@ -89,6 +89,14 @@ func (p *Proxy) Client() *http.Client {
 	}}
 }
 
+// AccessLog returns nginx's access log as it is now, whole: a line per finished request, in Debian's default
+// (combined) format, whose request field ends with the protocol the client spoke ("GET /sse?… HTTP/2.0"). Empty
+// for HAProxy, which logs to its output (Logs).
+func (p *Proxy) AccessLog() string {
+	data, _ := os.ReadFile(filepath.Join(p.dir, "access.log"))
+	return string(data)
+}
+
 // Exited reports whether the proxy has stopped, and how.
 func (p *Proxy) Exited() (bool, error) {
 	select {
