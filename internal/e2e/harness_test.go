@@ -1,9 +1,10 @@
 // Package e2e proves the failure promises with real processes: standalone nats-server binaries (killed with
 // SIGKILL, restarted on the same storage, clustered), edge processes built from cmd/push (killed, drained with
 // SIGTERM), load published through the feeds publisher, clients from the subscriber package, and headless Chromium,
-// in front of the repository's nginx and HAProxy configurations (internal/proxytest). It needs the nats-server
-// binary (`go install github.com/nats-io/nats-server/v2@v2.15.2`), nginx, haproxy and chromium (Debian packages of
-// those names); .ci/run installs them all. Without them the tests fail.
+// in front of the repository's nginx (plain, and HTTPS with HTTP/2) and HAProxy configurations
+// (internal/proxytest). It needs the nats-server binary (`go install github.com/nats-io/nats-server/v2@v2.15.2`),
+// nginx, haproxy and chromium (Debian packages of those names); .ci/run installs them all. Without them the tests
+// fail.
 package e2e
 
 import (
