@@ -11,11 +11,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/livepush/livepush/internal/browsertest"
 
 	"github.com/livepush/livepush/internal/testlog"
 
@@ -98,34 +99,7 @@ func (s *system) startTLSEdge() *tlsEdge {
 // browserTab starts headless Chromium, accepting the test's self-signed certificate, and returns a tab.
 func browserTab(t *testing.T) context.Context {
 	t.Helper()
-	tmp, err := os.MkdirTemp("", "chromium")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(tmp) })
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium(t)),
-		chromedp.NoSandbox,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("ignore-certificate-errors", true),
-		chromedp.Env("TMPDIR="+tmp),
-	)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	t.Cleanup(cancelAlloc)
-	ctx, cancelTab := chromedp.NewContext(allocCtx)
-	t.Cleanup(cancelTab)
-	started := make(chan error, 1)
-	go func() { started <- chromedp.Do(ctx) }()
-	select {
-	case err := <-started:
-		if err != nil {
-			t.Fatalf("starting Chromium: %v", err)
-		}
-	case <-time.After(waitLong):
-		t.Fatalf("Chromium did not start within %v", waitLong)
-	}
-	return ctx
+	return browsertest.Start(t, chromedp.Flag("ignore-certificate-errors", true))
 }
 
 func evalIn[T any](t *testing.T, tab context.Context, expr string, opts ...chromedp.EvaluateOption) T {

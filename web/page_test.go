@@ -21,13 +21,14 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/livepush/livepush/internal/browsertest"
 
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/device"
@@ -237,19 +238,6 @@ func (s *system) streamSeqs(topics []string, from, to uint64) map[string][]uint6
 
 // ---- the browser ----
 
-// chromium finds the browser. Missing, it fails the test: a browser test that skips proves nothing.
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
-		if path, err := exec.LookPath(name); err == nil {
-			return path
-		}
-	}
-	t.Fatal("Chromium not found (looked for /usr/bin/chromium, chromium, chromium-browser, google-chrome): " +
-		"the page tests need a real browser, install it (Debian: apt-get install chromium)")
-	return ""
-}
-
 // page is one browser tab showing the ticker page.
 type page struct {
 	t     *testing.T
@@ -273,38 +261,8 @@ func openPage(t *testing.T, url string, setup ...chromedp.Action[chromedp.Void])
 // test.
 func openTab(t *testing.T, url string, setup ...chromedp.Action[chromedp.Void]) *page {
 	t.Helper()
-	// Chromium leaves its singleton-lock directory in TMPDIR when it is stopped: give it one of its own, short
-	// because the lock is a unix socket whose path must fit in 108 bytes (t.TempDir's can be longer).
-	tmp, err := os.MkdirTemp("", "chromium")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(tmp) })
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium(t)),
-		chromedp.NoSandbox,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.WindowSize(1366, 900),
-		chromedp.Env("TMPDIR="+tmp),
-	)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	t.Cleanup(cancelAlloc) // waits for the browser to exit
-	ctx, cancelTab := chromedp.NewContext(allocCtx)
-	t.Cleanup(cancelTab)
-	p := &page{t: t, ctx: ctx, close: func() { cancelTab(); cancelAlloc() }}
-
-	// The first action starts the browser, bound to ctx: it gets no timeout of its own, so watch it from here.
-	started := make(chan error, 1)
-	go func() { started <- chromedp.Do(ctx) }()
-	select {
-	case err := <-started:
-		if err != nil {
-			t.Fatalf("starting Chromium: %v", err)
-		}
-	case <-time.After(waitLong):
-		t.Fatalf("Chromium did not start within %v", waitLong)
-	}
+	ctx := browsertest.Start(t, chromedp.WindowSize(1366, 900))
+	p := &page{t: t, ctx: ctx, close: func() { chromedp.Cancel(ctx) }}
 
 	messages := chromedp.Console(ctx) // subscribed now, before the page loads
 	go func() {

@@ -8,13 +8,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/livepush/livepush/internal/browsertest"
 
 	"github.com/chromedp/chromedp"
 	"github.com/coder/websocket"
@@ -26,19 +26,6 @@ import (
 
 const browserWait = 20 * time.Second // generous: a loaded 2-core machine under -race
 
-// chromium finds the browser or fails the test saying how to install it.
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome"} {
-		if path, err := exec.LookPath(name); err == nil {
-			return path
-		}
-	}
-	t.Fatal("Chromium not found (looked for /usr/bin/chromium, chromium, chromium-browser, google-chrome): " +
-		"install it (Debian: apt-get install chromium; .ci/run does)")
-	return ""
-}
-
 // browser is one headless Chromium tab.
 type browser struct {
 	t   *testing.T
@@ -47,36 +34,8 @@ type browser struct {
 
 func openBrowser(t *testing.T, flags ...chromedp.ExecAllocatorOption) *browser {
 	t.Helper()
-	// Chromium's singleton lock is a unix socket in TMPDIR whose path must fit in 108 bytes.
-	tmp, err := os.MkdirTemp("", "chromium")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(tmp) })
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium(t)),
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("host-resolver-rules", "MAP *.example 127.0.0.1"),
-		chromedp.Env("TMPDIR="+tmp),
-	)
-	opts = append(opts, flags...)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	t.Cleanup(cancelAlloc)
-	ctx, cancelTab := chromedp.NewContext(allocCtx)
-	t.Cleanup(cancelTab)
-	started := make(chan error, 1)
-	go func() { started <- chromedp.Do(ctx) }()
-	select {
-	case err := <-started:
-		if err != nil {
-			t.Fatalf("starting Chromium: %v", err)
-		}
-	case <-time.After(browserWait):
-		t.Fatalf("Chromium did not start within %v", browserWait)
-	}
+	ctx := browsertest.Start(t, append([]chromedp.ExecAllocatorOption{
+		chromedp.Flag("host-resolver-rules", "MAP *.example 127.0.0.1")}, flags...)...)
 	return &browser{t: t, ctx: ctx}
 }
 

@@ -1,0 +1,70 @@
+// Package browsertest starts headless Chromium for the tests that check what a browser does: the ticker page, the
+// browser client, HTTP/2 and proxies. A test that needs the browser fails when it is missing, with how to install
+// it: a browser test that skips proves nothing.
+package browsertest
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// Wait bounds starting the browser and each step a test waits for: generous, for a loaded 2-core machine under
+// -race.
+const Wait = 20 * time.Second
+
+// Path finds Chromium, or fails the test saying how to install it.
+func Path(t testing.TB) string {
+	t.Helper()
+	for _, name := range []string{"/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
+		if path, err := exec.LookPath(name); err == nil {
+			return path
+		}
+	}
+	t.Fatal("Chromium not found (looked for /usr/bin/chromium, chromium, chromium-browser, google-chrome): " +
+		"browser tests need a real browser, install it (Debian: apt-get install chromium; .ci/run does)")
+	return ""
+}
+
+// Start starts headless Chromium with the flags these machines need, plus opts, and returns the context of its
+// first tab. The browser ends with the test.
+func Start(t testing.TB, opts ...chromedp.ExecAllocatorOption) context.Context {
+	t.Helper()
+	// Chromium leaves its singleton-lock directory in TMPDIR when it is stopped: give it one of its own, short
+	// because the lock is a unix socket whose path must fit in 108 bytes (t.TempDir's can be longer).
+	tmp, err := os.MkdirTemp("", "chromium")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(tmp) })
+	all := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(Path(t)),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		// Without these, Chromium's calls home are refused by this machine's closed network, many at a time.
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Env("TMPDIR="+tmp),
+	)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), append(all, opts...)...)
+	t.Cleanup(cancelAlloc) // waits for the browser to exit
+	ctx, cancelTab := chromedp.NewContext(allocCtx)
+	t.Cleanup(cancelTab)
+
+	// The first action starts the browser, bound to ctx: it gets no timeout of its own, so watch it from here.
+	started := make(chan error, 1)
+	go func() { started <- chromedp.Do(ctx) }()
+	select {
+	case err := <-started:
+		if err != nil {
+			t.Fatalf("starting Chromium: %v", err)
+		}
+	case <-time.After(Wait):
+		t.Fatalf("Chromium did not start within %v", Wait)
+	}
+	return ctx
+}
