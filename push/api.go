@@ -2,6 +2,7 @@ package push
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -242,9 +244,18 @@ func (s *Server) handleReady(c *gin.Context) {
 	}
 	st := s.hub.Stats()
 	if err != nil {
-		// target tells a client resuming here which updates are catch-up, before the edge is current.
+		// target tells a client resuming here which updates are catch-up, before the edge is current: the stream's
+		// newest when the edge started following it, or, before it has, the stream's newest now.
+		target := s.src.CatchingUpTo()
+		if target == 0 {
+			ctx, cancel := context.WithTimeout(c.Request.Context(), time.Second)
+			if _, last, err := s.src.Bounds(ctx, 0); err == nil {
+				target = last
+			}
+			cancel()
+		}
 		writeJSON(c, http.StatusServiceUnavailable, gin.H{"status": "not ready", "reason": err.Error(),
-			"cursor": strconv.FormatUint(st.Head, 10), "target": strconv.FormatUint(s.src.CatchingUpTo(), 10)})
+			"cursor": strconv.FormatUint(st.Head, 10), "target": strconv.FormatUint(target, 10)})
 		return
 	}
 	writeJSON(c, http.StatusOK, gin.H{"status": "ready", "cursor": strconv.FormatUint(st.Head, 10),
