@@ -51,7 +51,7 @@ func marshalJSON(v any) []byte {
 // queryParams are the query parameters each route takes; token wherever a token may be sent.
 var queryParams = map[string][]string{
 	"/sse":          {"topic", "maxRate", "lastEventId", "token"},
-	"/ws":           {"topic", "since", "maxRate", "token"},
+	"/ws":           {"topic", "since", "maxRate", "frames", "token"},
 	"/api/snapshot": {"topic", "token"},
 	"/api/poll":     {"topic", "cursor", "timeout", "limit", "maxRate", "token"},
 	"/api/topics":   {"token"},

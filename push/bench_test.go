@@ -2,12 +2,12 @@ package push
 
 import (
 	"bufio"
-	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"strings"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -153,67 +153,88 @@ func BenchmarkSSEWrite(b *testing.B) {
 	}
 }
 
-// BenchmarkWSWrite is one WebSocket frame of 16 queued updates, through coder/websocket on a real loopback pair.
+// BenchmarkWSWrite is one write of 1, 16 and 256 queued updates (a quiet subscriber, a busy one, a burst) as one
+// WebSocket frame carrying them one per line (frames=lines), through coder/websocket on a real loopback pair.
 func BenchmarkWSWrite(b *testing.B) {
-	conn, raw, drain := wsPair(b)
-	defer drain()
-	wc := &wsConn{conn: conn, raw: raw, timeout: 10 * time.Second}
-	batch := benchBatch(16)
-	b.ReportAllocs()
-	b.SetBytes(int64(16 * len(batch[0].json)))
-	for b.Loop() {
-		if err := wc.write(batch); err != nil {
-			b.Fatal(err)
-		}
+	benchWSWrite(b, false)
+}
+
+// BenchmarkWSWriteSingle is the same batches as one frame per update (frames=single, the default), all frames of a
+// batch in one socket write: the cost of frames that any client reads as they are.
+func BenchmarkWSWriteSingle(b *testing.B) {
+	benchWSWrite(b, true)
+}
+
+func benchWSWrite(b *testing.B, single bool) {
+	for _, n := range []int{1, 16, 256} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			wc, drain := wsPair(b, single)
+			defer drain()
+			batch := benchBatch(n)
+			b.ReportAllocs()
+			b.SetBytes(int64(n * len(batch[0].json)))
+			for b.Loop() {
+				if err := wc.write(batch); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
-// rawHijack keeps the hijacked net.Conn, as leanHijack does for gin.
+// rawHijack gives coder/websocket the buffers leanHijack gives it under gin, and keeps the hijacked net.Conn. If
+// wrap is set, the buffers write to the connection it returns.
 type rawHijack struct {
 	http.ResponseWriter
-	conn net.Conn
+	single bool
+	wrap   func(net.Conn) net.Conn
+	conn   net.Conn
+	cork   *frameCork
 }
 
 func (h *rawHijack) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	conn, brw, err := h.ResponseWriter.(http.Hijacker).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	if h.wrap != nil {
+		conn = h.wrap(conn)
+	}
 	h.conn = conn
-	return conn, brw, err
+	brw, h.cork = wsBuffers(conn, brw.Reader, h.single)
+	return conn, brw, nil
 }
 
-// wsPair returns the server side of a real WebSocket on loopback whose client reads and discards everything.
-func wsPair(b *testing.B) (*websocket.Conn, net.Conn, func()) {
-	type accept struct {
-		c   *websocket.Conn
-		raw net.Conn
-	}
-	accepted := make(chan accept, 1)
+// wsPair returns the server side of a real WebSocket on loopback. Its client is a plain TCP connection that sends
+// the handshake and discards whatever arrives, so that the benchmark measures the edge's side alone.
+func wsPair(b *testing.B, single bool) (*wsConn, func()) {
+	accepted := make(chan *wsConn, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := &rawHijack{ResponseWriter: w}
+		h := &rawHijack{ResponseWriter: w, single: single}
 		c, err := websocket.Accept(h, r, nil)
 		if err != nil {
 			b.Error(err)
 			return
 		}
-		accepted <- accept{c, h.conn}
+		accepted <- &wsConn{conn: c, raw: h.conn, cork: h.cork, timeout: 10 * time.Second}
 	}))
-	client, _, err := websocket.Dial(context.Background(), "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	client, err := net.Dial("tcp", srv.Listener.Addr().String())
 	if err != nil {
 		b.Fatal(err)
 	}
-	client.SetReadLimit(-1)
+	fmt.Fprintf(client, "GET / HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", srv.Listener.Addr())
 	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			if _, _, err := client.Read(context.Background()); err != nil {
-				return
-			}
-		}
-	})
-	a := <-accepted
-	server := a.c
-	return server, a.raw, func() {
-		server.CloseNow()
-		client.CloseNow()
+	wg.Go(func() { io.Copy(io.Discard, client) })
+	var server *wsConn
+	select {
+	case server = <-accepted:
+	case <-time.After(10 * time.Second):
+		b.Fatal("no WebSocket handshake within 10s")
+	}
+	return server, func() {
+		server.conn.CloseNow()
+		client.Close()
 		wg.Wait()
 		srv.Close()
 	}

@@ -103,7 +103,7 @@ func TestUnknownQueryParametersAreRefused(t *testing.T) {
 		{"/sse?topic=market.AAPL&maxrate=1", "maxrate", "/sse takes topic, maxRate, lastEventId, token (did you mean maxRate?)"},
 		{"/sse?topic=market.AAPL&cursor=12", "cursor", "/sse takes topic, maxRate, lastEventId, token"},
 		{"/sse?topics=market.AAPL", "topics", "/sse takes topic, maxRate, lastEventId, token"},
-		{"/ws?topic=market.AAPL&sinse=12", "sinse", "/ws takes topic, since, maxRate, token"},
+		{"/ws?topic=market.AAPL&sinse=12", "sinse", "/ws takes topic, since, maxRate, frames, token"},
 		{"/api/snapshot?topic=market.AAPL&maxRate=1", "maxRate", "/api/snapshot takes topic, token"},
 		{"/api/poll?topic=market.AAPL&Cursor=1", "Cursor", "/api/poll takes topic, cursor, timeout, limit, maxRate, token (did you mean cursor?)"},
 		{"/api/topics?topic=market.AAPL", "topic", "/api/topics takes token"},
@@ -116,6 +116,12 @@ func TestUnknownQueryParametersAreRefused(t *testing.T) {
 		if status != 400 || got.Code != "bad_request" || got.Error != want {
 			t.Errorf("GET %s = %d %s\nwant 400 bad_request %q", c.query, status, body, want)
 		}
+	}
+
+	// A known parameter with a value it does not take says which it takes.
+	status, body, _ := getJSON(t, e.url+"/ws?topic=market.AAPL&frames=many")
+	if status != 400 || !strings.Contains(body, `"code":"bad_request"`) || !strings.Contains(body, "use single") {
+		t.Errorf("GET /ws?frames=many = %d %s, want 400 bad_request naming single and lines", status, body)
 	}
 
 	cursor := n.publish(t, "market.AAPL", quote("AAPL"))
@@ -132,7 +138,7 @@ func TestUnknownQueryParametersAreRefused(t *testing.T) {
 	}
 	sse := openSSE(t, e.url, url.Values{"topic": {"market.AAPL"}, "maxRate": {"2"}, "lastEventId": {c}, "token": {"x"}}, nil)
 	sse.close()
-	ws := dialWS(t, e.url, "?topic=market.AAPL&since="+c+"&maxRate=2&token=x", nil)
+	ws := dialWS(t, e.url, "?topic=market.AAPL&since="+c+"&maxRate=2&frames=lines&token=x", nil)
 	ws.expect(t, "subscribed")
 }
 

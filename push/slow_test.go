@@ -371,41 +371,57 @@ func TestMaxRateLimitsAndDeliversLatest(t *testing.T) {
 	}
 }
 
-// Updates waiting for a subscriber leave in one frame.
+// Updates waiting for a subscriber leave together: in one frame as lines with frames=lines, in frames of one
+// message each otherwise, several to a socket write either way.
 func TestWritesCoalesced(t *testing.T) {
-	n := startNATS(t)
-	e := startEdge(t, n, Config{}, HubOptions{QueueLimit: 4096}) // no conflation: every update must arrive
-	c := dialWS(t, e.url, "?topic=market.*", nil)
-	c.expect(t, "subscribed")
-	<-c.frames
-	var wg sync.WaitGroup
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	for range 4 {
-		wg.Go(func() {
-			for i := range 250 {
-				if _, err := n.JS.PublishAsync(fmt.Sprintf("market.C%d", i%10), []byte(quote(fmt.Sprintf("C%d", i%10)))); err != nil {
-					t.Error(err)
-					return
+	for _, frames := range []string{"lines", "single"} {
+		t.Run(frames, func(t *testing.T) {
+			n := startNATS(t)
+			e := startEdge(t, n, Config{}, HubOptions{QueueLimit: 4096}) // no conflation: every update must arrive
+			query := "?topic=market.*"
+			if frames == "lines" {
+				query += "&frames=lines"
+			}
+			c := dialWS(t, e.url, query, nil)
+			c.expect(t, "subscribed")
+			<-c.frames
+			var wg sync.WaitGroup
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			for range 4 {
+				wg.Go(func() {
+					for i := range 250 {
+						if _, err := n.JS.PublishAsync(fmt.Sprintf("market.C%d", i%10), []byte(quote(fmt.Sprintf("C%d", i%10)))); err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			<-n.JS.PublishAsyncComplete()
+			messages, frameCount := 0, 0
+			for messages < 1000 {
+				select {
+				case k := <-c.frames:
+					messages += k
+					frameCount++
+					if frames == "single" && k != 1 {
+						t.Fatalf("a frame of %d messages without frames=lines", k)
+					}
+				case <-ctx.Done():
+					t.Fatalf("got %d of 1000 updates", messages)
 				}
 			}
+			writes := scrape(t, e.url)[`livepush_writes_total{transport="ws"}`]
+			t.Logf("1000 updates in %d frames, %v socket writes", frameCount, writes)
+			if frames == "lines" && frameCount >= messages {
+				t.Errorf("1000 updates in %d frames: none coalesced", frameCount)
+			}
+			if writes >= float64(messages) {
+				t.Errorf("1000 updates in %v socket writes: none coalesced", writes)
+			}
 		})
-	}
-	wg.Wait()
-	<-n.JS.PublishAsyncComplete()
-	messages, frames := 0, 0
-	for messages < 1000 {
-		select {
-		case k := <-c.frames:
-			messages += k
-			frames++
-		case <-ctx.Done():
-			t.Fatalf("got %d of 1000 updates", messages)
-		}
-	}
-	t.Logf("1000 updates in %d frames", frames)
-	if frames >= messages {
-		t.Errorf("1000 updates in %d frames: none coalesced", frames)
 	}
 }
 

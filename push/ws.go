@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/coder/websocket"
@@ -28,10 +29,19 @@ import (
 // maxControlMessage is the largest control message accepted; a bigger frame closes the connection with 1009.
 const maxControlMessage = 16 << 10
 
+// The values of /ws's frames parameter.
+const (
+	framesSingle = "single" // one message per frame (the default): what json.loads(ws.recv()) and JSON.parse expect
+	framesLines  = "lines"  // one or more messages per frame, one per line: fewer frames for clients that split
+)
+
 type wsConn struct {
 	conn    *websocket.Conn
 	raw     net.Conn // under conn: write deadlines are set here, which costs no allocation per write
 	timeout time.Duration
+	// cork is under conn's write buffer when every message has a frame of its own (frames=single), so that a
+	// batch of frames leaves in one write; nil when a frame carries a batch as lines (frames=lines).
+	cork *frameCork
 	// What the connection's token allows, and when it ends; set before the read loop starts and changed only by
 	// it (an auth message), so control messages read them without a lock. expiry is nil without authentication.
 	grant  *grant
@@ -39,11 +49,14 @@ type wsConn struct {
 }
 
 // leanHijack hands coder/websocket the connection with small buffers instead of net/http's 4 KiB pair, which would
-// live as long as the connection, and keeps the net.Conn for write deadlines. A frame of one update still leaves in
-// one write; a larger batch in two.
+// live as long as the connection, and keeps the net.Conn for write deadlines. With frames=lines a frame of one update
+// still leaves in one write, a larger batch in two; with single set (frames=single), a frameCork goes under the
+// write buffer and a batch leaves in one.
 type leanHijack struct {
 	gin.ResponseWriter
-	conn net.Conn
+	single bool
+	conn   net.Conn
+	cork   *frameCork
 }
 
 func (h *leanHijack) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -52,11 +65,65 @@ func (h *leanHijack) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	h.conn = conn
-	r := brw.Reader
+	brw, h.cork = wsBuffers(conn, brw.Reader, h.single)
+	return conn, brw, nil
+}
+
+// wsBuffers returns the buffers coder/websocket gets for a hijacked connection: a small reader (unless r holds
+// bytes read ahead) and a small writer, over a frameCork if single.
+func wsBuffers(conn net.Conn, r *bufio.Reader, single bool) (*bufio.ReadWriter, *frameCork) {
 	if r.Buffered() == 0 { // nothing read ahead to keep: a client sends nothing before the handshake completes
 		r = bufio.NewReaderSize(conn, 512)
 	}
-	return conn, bufio.NewReadWriter(r, bufio.NewWriterSize(conn, 1024)), nil
+	if !single {
+		return bufio.NewReadWriter(r, bufio.NewWriterSize(conn, 1024)), nil
+	}
+	cork := &frameCork{conn: conn}
+	return bufio.NewReadWriter(r, bufio.NewWriterSize(cork, 1024)), cork
+}
+
+// frameCork sits between coder/websocket's write buffer and the connection. The library flushes its buffer at the
+// end of every message, so a batch of one-message frames would cost one write (one syscall) per message; while the
+// cork is held, those flushes collect in one buffer instead, and release sends them in one write. The library's own
+// frames (pongs, the close handshake) pass through it too: mu keeps any that come while it is held behind the
+// frames before them, as the library ordered them.
+type frameCork struct {
+	conn net.Conn
+	mu   sync.Mutex
+	held *[]byte // non-nil while held: a pooled buffer, one per write in flight rather than one per connection
+}
+
+func (c *frameCork) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.held != nil {
+		*c.held = append(*c.held, p...)
+		return len(p), nil
+	}
+	return c.conn.Write(p)
+}
+
+// hold starts collecting writes.
+func (c *frameCork) hold() {
+	bp := getBuf()
+	c.mu.Lock()
+	c.held = bp
+	c.mu.Unlock()
+}
+
+// release writes what was collected since hold in one write, or drops it if send is false (the batch failed, and
+// the connection is about to be closed), and lets later writes through.
+func (c *frameCork) release(send bool) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	bp := c.held
+	c.held = nil
+	defer putBuf(bp)
+	if !send || len(*bp) == 0 {
+		return nil
+	}
+	_, err := c.conn.Write(*bp)
+	return err
 }
 
 // wsRequest is a control message from a client.
@@ -96,7 +163,18 @@ func (s *Server) handleWS(c *gin.Context) {
 		writeError(c, http.StatusForbidden, "forbidden_origin", refusal.message)
 		return
 	}
-	hijack := &leanHijack{ResponseWriter: c.Writer}
+	single := true
+	switch v := c.Query("frames"); v {
+	case "", framesSingle:
+	case framesLines:
+		single = false
+	default:
+		writeError(c, http.StatusBadRequest, "bad_request",
+			fmt.Sprintf("frames=%q: use single (one message per frame, the default) or lines (one or more per frame, one per line)",
+				truncate(v, 32)))
+		return
+	}
+	hijack := &leanHijack{ResponseWriter: c.Writer, single: single}
 	conn, err := websocket.Accept(hijack, c.Request, &websocket.AcceptOptions{InsecureSkipVerify: true})
 	if err != nil {
 		// Accept has answered already (400 or 426 for a bad handshake).
@@ -118,7 +196,7 @@ func (s *Server) handleWS(c *gin.Context) {
 		return
 	}
 	conn.SetReadLimit(maxControlMessage)
-	wc := &wsConn{conn: conn, raw: hijack.conn, timeout: s.hub.opts.WriteTimeout, grant: g}
+	wc := &wsConn{conn: conn, raw: hijack.conn, cork: hijack.cork, timeout: s.hub.opts.WriteTimeout, grant: g}
 	wc.expiry, release = closeAtExpiry(s.cfg.Auth != nil, release) // a token may come later, with an expiry
 	sub, ok := s.hub.newSubscriber(wc, "ws", c.ClientIP(), release)
 	if !ok {
@@ -378,6 +456,13 @@ func truncate(s string, n int) string {
 }
 
 func (wc *wsConn) write(batch []*Update) error {
+	// The deadline is cleared afterwards: the library's own writes (pongs, the close handshake) share the socket.
+	wc.raw.SetWriteDeadline(time.Now().Add(wc.timeout))
+	defer wc.raw.SetWriteDeadline(time.Time{})
+	ctx := context.Background()
+	if wc.cork != nil {
+		return wc.writeFrames(ctx, batch)
+	}
 	bp := getBuf()
 	defer putBuf(bp)
 	b := *bp
@@ -385,12 +470,25 @@ func (wc *wsConn) write(batch []*Update) error {
 		b = append(b, u.json...)
 	}
 	*bp = b
-	// The deadline is cleared afterwards: the library's own writes (pongs, the close handshake) share the socket.
-	wc.raw.SetWriteDeadline(time.Now().Add(wc.timeout))
-	defer wc.raw.SetWriteDeadline(time.Time{})
 	// Messages are separated by newlines; the frame does not end with one, so a frame of one message is exactly
 	// that message.
-	return wc.conn.Write(context.Background(), websocket.MessageText, b[:len(b)-1])
+	return wc.conn.Write(ctx, websocket.MessageText, b[:len(b)-1])
+}
+
+// writeFrames writes each message of the batch as a frame of its own, all of them in one socket write. Each frame
+// is an update's shared line without its newline: nothing is copied but into the write buffer.
+func (wc *wsConn) writeFrames(ctx context.Context, batch []*Update) error {
+	if len(batch) == 1 {
+		return wc.conn.Write(ctx, websocket.MessageText, batch[0].json[:len(batch[0].json)-1])
+	}
+	wc.cork.hold()
+	for _, u := range batch {
+		if err := wc.conn.Write(ctx, websocket.MessageText, u.json[:len(u.json)-1]); err != nil {
+			wc.cork.release(false)
+			return err
+		}
+	}
+	return wc.cork.release(true)
 }
 
 func (wc *wsConn) heartbeat() error {

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -241,4 +244,87 @@ func TestWSForeignOriginRefused(t *testing.T) {
 		t.Fatalf("allowed origin refused: %v", err)
 	}
 	conn.CloseNow()
+}
+
+// countingConn counts the writes to a connection: each is one write system call.
+type countingConn struct {
+	net.Conn
+	writes atomic.Int64
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
+}
+
+// A batch leaves in one socket write with frames=single too: 16 updates and a reply as 17 frames, each of them
+// exactly one JSON message, as a client that parses a frame as JSON (json.loads(ws.recv())) needs. frames=lines
+// packs the same batch into one frame.
+func TestWSSingleFramesLeaveInOneWrite(t *testing.T) {
+	for _, single := range []bool{true, false} {
+		counter := &countingConn{}
+		accepted := make(chan *wsConn, 1)
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h := &rawHijack{ResponseWriter: w, single: single, wrap: func(c net.Conn) net.Conn {
+				counter.Conn = c
+				return counter
+			}}
+			c, err := websocket.Accept(h, r, nil)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			accepted <- &wsConn{conn: c, raw: h.conn, cork: h.cork, timeout: 5 * time.Second}
+		}))
+		t.Cleanup(srv.Close)
+		client, _, err := websocket.Dial(t.Context(), "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { client.CloseNow() })
+		client.SetReadLimit(1 << 20)
+		wc := <-accepted
+		t.Cleanup(func() { wc.conn.CloseNow() })
+
+		batch := append(benchBatch(16), wsReply{Type: "pong", ID: json.RawMessage(`"7"`)}.update())
+		before := counter.writes.Load()
+		if err := wc.write(batch); err != nil {
+			t.Fatal(err)
+		}
+		writes := counter.writes.Load() - before
+
+		var got []string
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		for frames := 0; len(got) < len(batch); frames++ {
+			typ, frame, err := client.Read(ctx)
+			if err != nil {
+				t.Fatalf("single=%v: after %d messages: %v", single, len(got), err)
+			}
+			if typ != websocket.MessageText {
+				t.Fatalf("single=%v: a %v frame", single, typ)
+			}
+			if single {
+				var m map[string]any
+				if err := json.Unmarshal(frame, &m); err != nil {
+					t.Fatalf("frame %d is not one JSON message: %v\n%.300s", frames, err, frame)
+				}
+				got = append(got, string(frame))
+			} else {
+				got = append(got, strings.Split(string(frame), "\n")...)
+			}
+			if !single && frames > 0 {
+				t.Errorf("frames=lines: the batch came in %d frames, want 1", frames+1)
+			}
+		}
+		for i, u := range batch {
+			if want := strings.TrimSuffix(string(u.JSON()), "\n"); got[i] != want {
+				t.Errorf("single=%v: message %d is %.100s, want %.100s", single, i, got[i], want)
+			}
+		}
+		t.Logf("single=%v: %d messages in %d socket writes", single, len(batch), writes)
+		if single && writes != 1 {
+			t.Errorf("frames=single: the batch took %d socket writes, want 1", writes)
+		}
+	}
 }
