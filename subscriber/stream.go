@@ -231,7 +231,9 @@ func (s *Stream) handshake(u *url.URL, topics []string, since uint64) error {
 	}
 	target := *u
 	target.Path += path
-	if !s.ws {
+	if s.ws {
+		target.RawQuery = "frames=lines" // a batch in one frame: one frame header to take off for all of it
+	} else {
 		target.RawQuery = q.Encode()
 	}
 	req, err := http.NewRequest(http.MethodGet, target.String(), nil)

@@ -885,6 +885,8 @@ class WebSocketTransport extends Transport {
   start() {
     const u = new URL('ws', this.url);
     u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
+    // A batch of updates as one frame of lines: one message event for all of them, not one each.
+    u.searchParams.set('frames', 'lines');
     this.client.stats.requests++;
     this.ids = 0;
     this.pending = new Map(); // request id -> {sub, timer}
@@ -996,7 +998,7 @@ class WebSocketTransport extends Transport {
       return;
     }
     this.client.stats.bytes += utf8Length(data);
-    // A frame carries one or more messages, one per line.
+    // A frame carries one or more messages, one per line (frames=lines).
     for (const line of data.split('\n')) {
       if (this.stopped) return;
       if (!line) continue;
