@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -257,9 +260,9 @@ func (c *countingConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-// A batch leaves in one socket write with frames=single too: 16 updates and a reply as 17 frames, each of them
-// exactly one JSON message, as a client that parses a frame as JSON (json.loads(ws.recv())) needs. frames=lines
-// packs the same batch into one frame.
+// A batch leaves in one socket write with frames=single too: a reply, 16 updates and a large one as 18 frames (of
+// each length encoding: under 126 bytes, under 64 KiB, over), each of them exactly one JSON message, as a client
+// that parses a frame as JSON (json.loads(ws.recv())) needs. frames=lines packs the same batch into one frame.
 func TestWSSingleFramesLeaveInOneWrite(t *testing.T) {
 	for _, single := range []bool{true, false} {
 		counter := &countingConn{}
@@ -274,7 +277,7 @@ func TestWSSingleFramesLeaveInOneWrite(t *testing.T) {
 				t.Error(err)
 				return
 			}
-			accepted <- &wsConn{conn: c, raw: h.conn, cork: h.cork, timeout: 5 * time.Second}
+			accepted <- &wsConn{conn: c, raw: h.conn, frames: h.frames, timeout: 5 * time.Second}
 		}))
 		t.Cleanup(srv.Close)
 		client, _, err := websocket.Dial(t.Context(), "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
@@ -286,7 +289,13 @@ func TestWSSingleFramesLeaveInOneWrite(t *testing.T) {
 		wc := <-accepted
 		t.Cleanup(func() { wc.conn.CloseNow() })
 
-		batch := append(benchBatch(16), wsReply{Type: "pong", ID: json.RawMessage(`"7"`)}.update())
+		large, err := Contract{MaxPayload: 1 << 20}.Update("market.BIG", 99,
+			[]byte(`{"kind":"quote","note":"`+strings.Repeat("x", 70_000)+`"}`), time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		batch := append([]*Update{wsReply{Type: "pong", ID: json.RawMessage(`"7"`)}.update()}, benchBatch(16)...)
+		batch = append(batch, large)
 		before := counter.writes.Load()
 		if err := wc.write(batch); err != nil {
 			t.Fatal(err)
@@ -326,5 +335,74 @@ func TestWSSingleFramesLeaveInOneWrite(t *testing.T) {
 		if single && writes != 1 {
 			t.Errorf("frames=single: the batch took %d socket writes, want 1", writes)
 		}
+	}
+}
+
+// Once coder/websocket has sent a close frame through a frameWriter, the edge's own frames stop: nothing may follow
+// a close frame.
+func TestFrameWriterStopsAfterClose(t *testing.T) {
+	conn := &countingDiscard{}
+	fw := &frameWriter{conn: conn}
+	if err := fw.writeFrames(appendTextFrame(nil, []byte(`{"type":"pong"}`))); err != nil {
+		t.Fatal(err)
+	}
+	fw.Write([]byte{0x8a, 0}) // a pong passes
+	if err := fw.writeFrames(appendTextFrame(nil, []byte(`{"type":"pong"}`))); err != nil {
+		t.Fatalf("after a pong: %v", err)
+	}
+	fw.Write([]byte{0x88, 2, 0x03, 0xe8}) // close, 1000
+	if err := fw.writeFrames(appendTextFrame(nil, []byte(`{"type":"pong"}`))); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("a data frame after the close frame: %v, want net.ErrClosed", err)
+	}
+	if conn.writes != 4 {
+		t.Errorf("%d writes reached the connection, want 4 (two batches, the pong, the close)", conn.writes)
+	}
+}
+
+// The edge's frames and the library's control frames share the socket: a client that pings all the while a burst
+// of updates arrives gets every pong and every update, intact and in order.
+func TestWSSingleFramesBesidePings(t *testing.T) {
+	n := startNATS(t)
+	e := startEdge(t, n, Config{}, HubOptions{QueueLimit: 4096})
+	c := dialWS(t, e.url, "?topic=market.*", nil)
+	c.expect(t, "subscribed")
+	const updates = 2000
+	var pings atomic.Int64
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	wg.Go(func() {
+		for ctx.Err() == nil {
+			pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
+			err := c.conn.Ping(pctx)
+			pcancel()
+			if err != nil {
+				if ctx.Err() == nil {
+					t.Errorf("ping %d: %v", pings.Load()+1, err)
+				}
+				return
+			}
+			pings.Add(1)
+		}
+	})
+	var last uint64
+	for i := range updates {
+		if _, err := n.JS.PublishAsync(fmt.Sprintf("market.P%d", i%10), []byte(quote(fmt.Sprintf("P%d", i%10)))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-n.JS.PublishAsyncComplete()
+	for range updates {
+		u := c.expect(t, "update").received(t)
+		if u.Cursor <= last {
+			t.Fatalf("update %d after %d", u.Cursor, last)
+		}
+		last = u.Cursor
+	}
+	cancel()
+	wg.Wait()
+	t.Logf("%d updates and %d pings answered", updates, pings.Load())
+	if pings.Load() == 0 {
+		t.Error("no ping was answered")
 	}
 }
