@@ -220,19 +220,18 @@ func wsOver(b *testing.B, conn net.Conn, single bool) *wsConn {
 	r.Header.Set("Upgrade", "websocket")
 	r.Header.Set("Sec-WebSocket-Version", "13")
 	r.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
-	h := &rawHijack{ResponseWriter: hijackTo{httptest.NewRecorder(), conn}, single: single}
+	h := &rawHijack{ResponseWriter: hijackTo{httptest.NewRecorder(), conn}}
 	c, err := websocket.Accept(h, r, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
-	return &wsConn{conn: c, raw: h.conn, frames: h.frames, timeout: 10 * time.Second}
+	return &wsConn{conn: c, raw: h.conn, frames: h.frames, single: single, timeout: 10 * time.Second}
 }
 
 // rawHijack gives coder/websocket the buffers leanHijack gives it under gin, and keeps the hijacked net.Conn. If
 // wrap is set, the buffers write to the connection it returns.
 type rawHijack struct {
 	http.ResponseWriter
-	single bool
 	wrap   func(net.Conn) net.Conn
 	conn   net.Conn
 	frames *frameWriter
@@ -247,7 +246,7 @@ func (h *rawHijack) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		conn = h.wrap(conn)
 	}
 	h.conn = conn
-	brw, h.frames = wsBuffers(conn, brw.Reader, h.single)
+	brw, h.frames = wsBuffers(conn, brw.Reader)
 	return conn, brw, nil
 }
 
@@ -256,13 +255,13 @@ func (h *rawHijack) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 func wsPair(b *testing.B, single bool) (*wsConn, func()) {
 	accepted := make(chan *wsConn, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := &rawHijack{ResponseWriter: w, single: single}
+		h := &rawHijack{ResponseWriter: w}
 		c, err := websocket.Accept(h, r, nil)
 		if err != nil {
 			b.Error(err)
 			return
 		}
-		accepted <- &wsConn{conn: c, raw: h.conn, frames: h.frames, timeout: 10 * time.Second}
+		accepted <- &wsConn{conn: c, raw: h.conn, frames: h.frames, single: single, timeout: 10 * time.Second}
 	}))
 	client, err := net.Dial("tcp", srv.Listener.Addr().String())
 	if err != nil {

@@ -40,9 +40,10 @@ type wsConn struct {
 	conn    *websocket.Conn
 	raw     net.Conn // under conn: write deadlines are set here, which costs no allocation per write
 	timeout time.Duration
-	// frames is under conn's write buffer when every message has a frame of its own (frames=single); nil when a
-	// frame carries a batch as lines (frames=lines).
+	// frames is under conn's write buffer: the edge writes its frames there itself, and the library its control
+	// frames.
 	frames *frameWriter
+	single bool // a frame per message (frames=single), else a frame per batch, one message per line (frames=lines)
 	// What the connection's token allows, and when it ends; set before the read loop starts and changed only by
 	// it (an auth message), so control messages read them without a lock. expiry is nil without authentication.
 	grant  *grant
@@ -50,12 +51,9 @@ type wsConn struct {
 }
 
 // leanHijack hands coder/websocket the connection with small buffers instead of net/http's 4 KiB pair, which would
-// live as long as the connection, and keeps the net.Conn for write deadlines. With frames=lines a frame of one update
-// still leaves in one write, a larger batch in two; with single set (frames=single), a frameWriter goes under the
-// write buffer, and a batch leaves in one.
+// live as long as the connection, with a frameWriter under the write buffer, and keeps both for the edge's writes.
 type leanHijack struct {
 	gin.ResponseWriter
-	single bool
 	conn   net.Conn
 	frames *frameWriter
 }
@@ -66,29 +64,28 @@ func (h *leanHijack) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	h.conn = conn
-	brw, h.frames = wsBuffers(conn, brw.Reader, h.single)
+	brw, h.frames = wsBuffers(conn, brw.Reader)
 	return conn, brw, nil
 }
 
 // wsBuffers returns the buffers coder/websocket gets for a hijacked connection: a small reader (unless r holds
-// bytes read ahead) and a small writer, over a frameWriter if single.
-func wsBuffers(conn net.Conn, r *bufio.Reader, single bool) (*bufio.ReadWriter, *frameWriter) {
+// bytes read ahead) and a small writer over a frameWriter. The library writes only control frames, so the writer
+// needs no more than their 127 bytes.
+func wsBuffers(conn net.Conn, r *bufio.Reader) (*bufio.ReadWriter, *frameWriter) {
 	if r.Buffered() == 0 { // nothing read ahead to keep: a client sends nothing before the handshake completes
 		r = bufio.NewReaderSize(conn, 512)
 	}
-	if !single {
-		return bufio.NewReadWriter(r, bufio.NewWriterSize(conn, 1024)), nil
-	}
 	fw := &frameWriter{conn: conn}
-	return bufio.NewReadWriter(r, bufio.NewWriterSize(fw, 1024)), fw
+	return bufio.NewReadWriter(r, bufio.NewWriterSize(fw, 256)), fw
 }
 
-// frameWriter is the connection under coder/websocket's write buffer when every message has a frame of its own
-// (frames=single). The edge builds those frames itself and writes a whole batch of them at once: through the
-// library each message would be a Write call of its own, with its own flush (one system call per message) and
-// about 200 ns of locking. The library still writes its control frames (pings, pongs, the close handshake) here;
-// each reaches Write whole in one call (at most 127 bytes, and the write buffer is empty between frames), so mu
-// keeps every frame whole, and once the library has sent a close frame, no data frame follows it.
+// frameWriter is the connection under coder/websocket's write buffer. The edge builds its data frames itself and
+// writes a whole batch of them in one write: through the library, each message of frames=single would be a Write
+// call of its own, with its own flush (a system call per message) and about 200 ns of locking, and a frame of
+// lines over the write buffer's size would leave in two writes. The library still writes its control frames
+// (pings, pongs, the close handshake) here; each reaches Write whole in one call (at most 127 bytes, and the write
+// buffer is empty between frames), so mu keeps every frame whole, and once the library has sent a close frame, no
+// data frame follows it.
 type frameWriter struct {
 	conn      net.Conn
 	mu        sync.Mutex
@@ -116,18 +113,37 @@ func (w *frameWriter) writeFrames(frames []byte) error {
 	return err
 }
 
-// appendTextFrame appends payload as one final, unmasked text frame, as a server sends it (RFC 6455, 5.2).
+// appendTextFrame appends payload as one text frame.
 func appendTextFrame(b, payload []byte) []byte {
-	const finText = 0x80 | 0x1
-	switch n := len(payload); {
-	case n <= 125:
-		b = append(b, finText, byte(n))
-	case n <= 0xffff:
-		b = binary.BigEndian.AppendUint16(append(b, finText, 126), uint16(n))
-	default:
-		b = binary.BigEndian.AppendUint64(append(b, finText, 127), uint64(n))
+	return append(appendTextHeader(b, len(payload)), payload...)
+}
+
+// appendLinesFrame appends one text frame carrying the batch's messages, one per line, with no newline after the
+// last.
+func appendLinesFrame(b []byte, batch []*Update) []byte {
+	n := -1
+	for _, u := range batch {
+		n += len(u.json)
 	}
-	return append(b, payload...)
+	b = appendTextHeader(b, n)
+	for _, u := range batch {
+		b = append(b, u.json...)
+	}
+	return b[:len(b)-1]
+}
+
+// appendTextHeader appends the header of a final, unmasked text frame of n bytes, as a server sends it (RFC 6455,
+// 5.2).
+func appendTextHeader(b []byte, n int) []byte {
+	const finText = 0x80 | 0x1
+	switch {
+	case n <= 125:
+		return append(b, finText, byte(n))
+	case n <= 0xffff:
+		return binary.BigEndian.AppendUint16(append(b, finText, 126), uint16(n))
+	default:
+		return binary.BigEndian.AppendUint64(append(b, finText, 127), uint64(n))
+	}
 }
 
 // wsRequest is a control message from a client.
@@ -178,7 +194,7 @@ func (s *Server) handleWS(c *gin.Context) {
 				truncate(v, 32)))
 		return
 	}
-	hijack := &leanHijack{ResponseWriter: c.Writer, single: single}
+	hijack := &leanHijack{ResponseWriter: c.Writer}
 	conn, err := websocket.Accept(hijack, c.Request, &websocket.AcceptOptions{InsecureSkipVerify: true})
 	if err != nil {
 		// Accept has answered already (400 or 426 for a bad handshake).
@@ -200,7 +216,7 @@ func (s *Server) handleWS(c *gin.Context) {
 		return
 	}
 	conn.SetReadLimit(maxControlMessage)
-	wc := &wsConn{conn: conn, raw: hijack.conn, frames: hijack.frames, timeout: s.hub.opts.WriteTimeout, grant: g}
+	wc := &wsConn{conn: conn, raw: hijack.conn, frames: hijack.frames, single: single, timeout: s.hub.opts.WriteTimeout, grant: g}
 	wc.expiry, release = closeAtExpiry(s.cfg.Auth != nil, release) // a token may come later, with an expiry
 	sub, ok := s.hub.newSubscriber(wc, "ws", c.ClientIP(), release)
 	if !ok {
@@ -463,26 +479,18 @@ func (wc *wsConn) write(batch []*Update) error {
 	bp := getBuf()
 	defer putBuf(bp)
 	b := *bp
-	if wc.frames != nil {
-		// A frame per message, each an update's shared line without its newline.
+	if wc.single {
 		for _, u := range batch {
-			b = appendTextFrame(b, u.json[:len(u.json)-1])
+			b = appendTextFrame(b, u.json[:len(u.json)-1]) // an update's shared line without its newline
 		}
 	} else {
-		for _, u := range batch {
-			b = append(b, u.json...)
-		}
+		b = appendLinesFrame(b, batch)
 	}
 	*bp = b
 	// The deadline is cleared afterwards: the library's own writes (pongs, the close handshake) share the socket.
 	wc.raw.SetWriteDeadline(time.Now().Add(wc.timeout))
 	defer wc.raw.SetWriteDeadline(time.Time{})
-	if wc.frames != nil {
-		return wc.frames.writeFrames(b)
-	}
-	// Messages are separated by newlines; the frame does not end with one, so a frame of one message is exactly
-	// that message.
-	return wc.conn.Write(context.Background(), websocket.MessageText, b[:len(b)-1])
+	return wc.frames.writeFrames(b)
 }
 
 func (wc *wsConn) heartbeat() error {
