@@ -16,7 +16,8 @@ var ErrClosed = errors.New("push: subscriber closed")
 // sink is what a transport gives the hub: the writes of one connection. Only the subscriber's writer calls write,
 // heartbeat and close, one at a time; abort may be called at any time to cut a connection that is stuck.
 type sink interface {
-	// write sends the batch in one flush (SSE) or one frame (WebSocket), within the hub's write timeout.
+	// write sends the batch in one socket write (SSE: one flush; WebSocket: one frame, or a frame per message),
+	// within the hub's write timeout.
 	write(batch []*Update) error
 	// heartbeat proves the connection is alive to proxies and to the edge.
 	heartbeat() error

@@ -25,7 +25,9 @@ import (
 // The WebSocket transport speaks the JSON control protocol of docs/protocol.md. After the upgrade the handler
 // returns; one goroutine reads control messages, and the subscriber's writer sends everything else. Every message
 // the edge sends, replies included, goes through the subscriber's queue, so a reply is never overtaken by an update
-// queued before it. A frame carries one or more messages, one JSON object per line, separated by "\n".
+// queued before it. Each message is a frame of its own, or with frames=lines each batch is one frame, one JSON
+// object per line, separated by "\n". The edge writes these frames itself (frameWriter); coder/websocket does the
+// handshake, the reading and the control frames.
 
 // maxControlMessage is the largest control message accepted; a bigger frame closes the connection with 1009.
 const maxControlMessage = 16 << 10
@@ -85,7 +87,8 @@ func wsBuffers(conn net.Conn, r *bufio.Reader) (*bufio.ReadWriter, *frameWriter)
 // lines over the write buffer's size would leave in two writes. The library still writes its control frames
 // (pings, pongs, the close handshake) here; each reaches Write whole in one call (at most 127 bytes, and the write
 // buffer is empty between frames), so mu keeps every frame whole, and once the library has sent a close frame, no
-// data frame follows it.
+// data frame follows it. mu is held while writing, like the library's own write lock, but it is this connection's
+// alone: no other connection waits on it.
 type frameWriter struct {
 	conn      net.Conn
 	mu        sync.Mutex
