@@ -239,15 +239,13 @@ func TestAbuseBigPayloadsBoundedByBytes(t *testing.T) {
 	go func() { // the stuck subscriber's queue, sampled while the payloads flow
 		defer close(sampled)
 		for {
-			e.hub.mu.RLock()
-			for s := range e.hub.subs {
+			for _, s := range e.hub.subscribers() {
 				s.mu.Lock()
 				if int64(s.queued) > queued.Load() {
 					queued.Store(int64(s.queued))
 				}
 				s.mu.Unlock()
 			}
-			e.hub.mu.RUnlock()
 			select {
 			case <-stop:
 				return
@@ -333,11 +331,9 @@ func TestAbuseTinyMaxRate(t *testing.T) {
 	w.expect(t, "subscribed")
 	e.waitSubscribers(t, 1)
 	var ref weak.Pointer[Subscriber]
-	e.hub.mu.RLock()
-	for s := range e.hub.subs {
+	for _, s := range e.hub.subscribers() {
 		ref = weak.Make(s)
 	}
-	e.hub.mu.RUnlock()
 	var last uint64
 	for round := range 2 { // the second update of each topic waits as pending, behind a timer
 		for i := range 20 {

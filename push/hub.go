@@ -3,6 +3,7 @@ package push
 import (
 	"cmp"
 	"context"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -52,6 +53,12 @@ type HubOptions struct {
 	// StreamReadWait is how long a read may wait for its turn before the client is told to come back later
 	// (ErrBusy). Zero: 10s.
 	StreamReadWait time.Duration
+	// LatencyBudget is how old an update may grow before the edge stops delivering every update and delivers the
+	// newest value of each topic instead: when fan-out falls this far behind what the edge has received (the machine
+	// is busy), it skips to the newest values. Zero: 100ms.
+	LatencyBudget time.Duration
+	// Shards is how many goroutines fan updates out, each to its share of the subscribers. Zero: GOMAXPROCS.
+	Shards int
 	// CloseGrace is how long the write in progress of a subscriber being closed (slow, draining, token expired) may
 	// still take before the connection is cut without a goodbye. Zero: 5s, or WriteTimeout if that is shorter.
 	CloseGrace time.Duration
@@ -94,6 +101,12 @@ func (o HubOptions) withDefaults() HubOptions {
 	if o.StreamReadWait <= 0 {
 		o.StreamReadWait = 10 * time.Second
 	}
+	if o.LatencyBudget <= 0 {
+		o.LatencyBudget = 100 * time.Millisecond
+	}
+	if o.Shards <= 0 {
+		o.Shards = runtime.GOMAXPROCS(0)
+	}
 	if o.MaxTopics <= 0 {
 		o.MaxTopics = 10_000
 	}
@@ -103,20 +116,18 @@ func (o HubOptions) withDefaults() HubOptions {
 	return o
 }
 
-// Hub routes updates to subscribers. It keeps the last update of every topic (the snapshot served on subscribe),
-// an index from subscription patterns to subscribers, and nothing else: each subscriber owns its queue and writes
-// its own socket, so publishing never waits for a client.
+// Hub routes updates to subscribers. It keeps the last update of every topic (the snapshot served on subscribe) and
+// the recent history, and hands what is published to its shards, which fan it out to their subscribers, each on
+// its own goroutine. Each subscriber owns its queue and writes its own socket: publishing never waits for fan-out,
+// and fan-out never waits for a client.
 type Hub struct {
 	opts HubOptions
 
-	// mu guards the subscription index. Publish holds it for reading while it fans out (enqueueing only, never
-	// writing to a socket); Subscribe and Unsubscribe hold it for writing.
-	mu       sync.RWMutex
-	patterns map[string]*patternSet   // distinct pattern → its subscribers
-	matches  map[string][]*patternSet // topic → the pattern sets matching it; kept up to date as patterns come and go
-	subs     map[*Subscriber]struct{}
+	shards []*shard
+	log    *fanOutLog // what is published, for the shards
 
-	// cacheMu guards the last-value cache and the recent history. Lock order: mu before cacheMu. Readers that scan
+	// cacheMu guards the last-value cache, the recent history and appends to the log. Lock order: a shard's mu
+	// before cacheMu. Readers that scan
 	// the whole cache (a wildcard snapshot, the catalog) take slots under it and scan after releasing it, so that
 	// a scan never holds up Publish.
 	cacheMu sync.RWMutex
@@ -136,23 +147,19 @@ type Hub struct {
 	closing atomic.Bool
 }
 
-type patternSet struct {
-	pattern string
-	subs    []*Subscriber
-}
-
 // NewHub returns an empty hub. Until a Source is attached, resumes older than the hub's memory get a reset.
 func NewHub(opts HubOptions) *Hub {
 	opts = opts.withDefaults()
 	h := &Hub{
-		opts:     opts,
-		metrics:  newMetrics(),
-		recent:   newRing(opts.ReplayBuffer, opts.ReplayBytes),
-		patterns: make(map[string]*patternSet),
-		matches:  make(map[string][]*patternSet),
-		subs:     make(map[*Subscriber]struct{}),
-		latest:   make(map[string]*topicSlot),
-		reads:    newReadGate(opts.MaxStreamReads, opts.MaxStreamReadsPerIP, opts.StreamReadWait),
+		opts:    opts,
+		metrics: newMetrics(),
+		recent:  newRing(opts.ReplayBuffer, opts.ReplayBytes),
+		log:     newFanOutLog(fanOutLogSize),
+		latest:  make(map[string]*topicSlot),
+		reads:   newReadGate(opts.MaxStreamReads, opts.MaxStreamReadsPerIP, opts.StreamReadWait),
+	}
+	for i := range opts.Shards {
+		h.shards = append(h.shards, newShard(h, i))
 	}
 	h.metrics.gauge("livepush_stream_cursor", "Cursor of the newest update the edge has seen.",
 		func() float64 { return float64(h.Head()) })
@@ -160,18 +167,63 @@ func NewHub(opts HubOptions) *Hub {
 		func() float64 { return float64(h.Stats().Topics) })
 	h.metrics.gauge("livepush_stream_reads", "Reads of the stream's history in progress for clients (old-cursor resumes and polls).",
 		func() float64 { return float64(h.reads.inUse()) })
+	h.metrics.gauge("livepush_fanout_lag_seconds", "How long ago the oldest update not yet fanned out was received: "+
+		"past the latency budget, the fan-out skips to the newest values.", func() float64 { return h.fanOutLag().Seconds() })
 	h.metrics.gauge("livepush_subscriptions", "Subscriptions: patterns held by subscribers, summed over subscribers.",
 		func() float64 { return float64(h.subscriptionCount()) })
 	return h
 }
 
+// fanOutLogSize is how many published updates the shards may fall behind before they must conflate.
+const fanOutLogSize = 1 << 16
+
 func (h *Hub) subscriptionCount() (n int) {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	for _, set := range h.patterns {
-		n += len(set.subs)
+	for _, sh := range h.shards {
+		sh.mu.RLock()
+		for _, set := range sh.patterns {
+			n += len(set.subs)
+		}
+		sh.mu.RUnlock()
 	}
 	return n
+}
+
+// fanOutLag returns how long ago the oldest update a shard has yet to fan out was received.
+func (h *Hub) fanOutLag() time.Duration {
+	var lag time.Duration
+	for _, sh := range h.shards {
+		lag = max(lag, h.log.age(sh.pos.Load()))
+	}
+	return lag
+}
+
+// releaseLog lets the log drop what every shard has fanned out.
+func (h *Hub) releaseLog() {
+	pos := h.shards[0].pos.Load()
+	for _, sh := range h.shards[1:] {
+		pos = min(pos, sh.pos.Load())
+	}
+	h.log.release(pos)
+}
+
+// fannedOut reports whether every shard has fanned out everything published.
+func (h *Hub) fannedOut() bool {
+	end := h.log.end()
+	for _, sh := range h.shards {
+		if sh.pos.Load() < end {
+			return false
+		}
+	}
+	return true
+}
+
+// subscribers returns every subscriber.
+func (h *Hub) subscribers() []*Subscriber {
+	var subs []*Subscriber
+	for _, sh := range h.shards {
+		subs = append(subs, sh.subscribers()...)
+	}
+	return subs
 }
 
 // Head returns the cursor of the newest update the hub has seen.
@@ -181,9 +233,10 @@ func (h *Hub) Head() uint64 {
 	return h.head
 }
 
-// Publish caches u as its topic's latest update and hands it to every subscriber whose patterns match. Updates must
-// come in cursor order; one at or below the head (a redelivery) is ignored. A new topic when the cache holds
-// MaxTopics is refused with a *RejectedError. Publish never blocks on a client.
+// Publish caches u as its topic's latest update and hands it to the shards, which offer it to every subscriber
+// whose patterns match. Updates must come in cursor order; one at or below the head (a redelivery) is ignored. A
+// new topic when the cache holds MaxTopics is refused with a *RejectedError. Publish never waits for fan-out, nor
+// for a client: the source's consumer only ever ingests.
 func (h *Hub) Publish(u *Update) error {
 	h.cacheMu.Lock()
 	if u.Cursor <= h.head {
@@ -206,24 +259,11 @@ func (h *Hub) Publish(u *Update) error {
 	h.cached += u.memSize()
 	h.head = u.Cursor
 	h.recent.push(u)
+	h.log.append(u)
 	h.cacheMu.Unlock()
-
-	h.mu.RLock()
-	sets, ok := h.matches[u.Topic]
-	for !ok {
-		h.mu.RUnlock()
-		h.mu.Lock()
-		h.matchLocked(u.Topic)
-		h.mu.Unlock()
-		h.mu.RLock()
-		sets, ok = h.matches[u.Topic] // read again: the index may have changed while it was not held
+	for _, sh := range h.shards {
+		sh.notify()
 	}
-	for _, set := range sets {
-		for _, s := range set.subs {
-			s.offer(u)
-		}
-	}
-	h.mu.RUnlock()
 	return nil
 }
 
@@ -254,36 +294,16 @@ func (h *Hub) cachesTopic(u *Update) bool {
 // are refused as ahead of the stream (bad_cursor), which they take as a reset. The source calls it while no
 // consumer feeds the hub.
 func (h *Hub) streamRecreated() {
-	h.mu.Lock()
-	subs := make([]*Subscriber, 0, len(h.subs))
-	for s := range h.subs {
-		subs = append(subs, s)
-	}
 	h.cacheMu.Lock()
 	h.epoch.Add(1)
 	h.head, h.cached, h.slots = 0, 0, nil
 	clear(h.latest)
 	h.recent.stop()
+	h.log.clear()
 	h.cacheMu.Unlock()
-	h.mu.Unlock()
-	for _, s := range subs {
+	for _, s := range h.subscribers() {
 		s.Close(reasonStreamRecreated)
 	}
-}
-
-// matchLocked returns (and caches) the pattern sets that match topic t. h.mu must be held for writing.
-func (h *Hub) matchLocked(t string) []*patternSet {
-	if sets, ok := h.matches[t]; ok {
-		return sets
-	}
-	var sets []*patternSet
-	for p, set := range h.patterns {
-		if topic.Match(p, t) {
-			sets = append(sets, set)
-		}
-	}
-	h.matches[t] = sets
-	return sets
 }
 
 // newSubscriber registers a connection with the hub. Its patterns start empty.
@@ -299,13 +319,14 @@ func (h *Hub) newSubscriber(sink sink, transport, remote string, onClose func())
 		limitBytes: h.opts.QueueBytes,
 		metrics:    h.metrics.forTransport(transport),
 	}
+	s.shard = h.shards[s.id%uint64(len(h.shards))]
 	s.lastWrite.Store(time.Now().UnixNano())
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.closing.Load() {
+	s.shard.mu.Lock()
+	defer s.shard.mu.Unlock()
+	if h.closing.Load() { // Shutdown sets it before it takes the shards' subscribers
 		return nil, false
 	}
-	h.subs[s] = struct{}{}
+	s.shard.subs[s] = struct{}{}
 	h.live.Add(1)
 	h.metrics.connections.WithLabelValues(transport).Inc()
 	h.metrics.connectionsTotal.WithLabelValues(transport).Inc()
@@ -341,14 +362,15 @@ func (h *Hub) Subscribe(s *Subscriber, sub Subscription, reply *Update) {
 		asOf, snapshot = h.latestAsOf(added, keep)
 	}
 
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	sh := s.shard
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
 	if s.removed {
 		return
 	}
-	h.addPatternsLocked(s, sub)
-	// Holding mu keeps Publish from fanning out until s is ready; the cursor check in offer drops what the snapshot
-	// already holds.
+	sh.addPatternsLocked(s, sub)
+	// Holding the shard's index keeps its fan-out from offering anything until s is ready: updates up to head are in
+	// the snapshot, and the cursor check in offer drops them when the fan-out gets to them.
 	h.cacheMu.RLock()
 	head := h.head
 	switch {
@@ -363,119 +385,32 @@ func (h *Hub) Subscribe(s *Subscriber, sub Subscription, reply *Update) {
 	s.enqueueLocked(reply, snapshot, head)
 }
 
-// addPatternsLocked registers the patterns of sub that s does not have yet and returns them; for those it has, it
-// sets the new rate. h.mu must be held for writing.
-func (h *Hub) addPatternsLocked(s *Subscriber, sub Subscription) (added []string) {
-	for _, p := range sub.Patterns {
-		if i := s.patternIndexLocked(p); i >= 0 {
-			s.patterns[i].maxRate = sub.MaxRate
-			continue
-		}
-		if slices.Contains(added, p) {
-			continue
-		}
-		added = append(added, p)
-		set := h.patterns[p]
-		if set == nil {
-			set = &patternSet{pattern: p}
-			h.patterns[p] = set
-			h.patternAddedLocked(set)
-		}
-		s.patterns = append(s.patterns, subscription{set: set, index: len(set.subs), maxRate: sub.MaxRate})
-		set.subs = append(set.subs, s)
-	}
-	s.ratesChangedLocked()
-	return added
-}
-
 // Unsubscribe removes patterns from s, drops the updates queued for s that no remaining pattern matches, and queues
 // reply (if not nil): after the reply, s receives nothing for the removed patterns.
 func (h *Hub) Unsubscribe(s *Subscriber, patterns []string, reply *Update) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	sh := s.shard
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
 	for _, p := range patterns {
-		h.removePatternLocked(s, p)
+		sh.removePatternLocked(s, p)
 	}
 	s.ratesChangedLocked()
 	s.purge(func(t string) bool { return s.matchesLocked(t, len(s.patterns)) }, reply)
 }
 
-func (h *Hub) removePatternLocked(s *Subscriber, p string) {
-	i := s.patternIndexLocked(p)
-	if i < 0 {
-		return
-	}
-	sub := s.patterns[i]
-	s.patterns = slices.Delete(s.patterns, i, i+1)
-	set := sub.set
-	last := len(set.subs) - 1
-	if sub.index != last {
-		moved := set.subs[last]
-		set.subs[sub.index] = moved
-		for j := range moved.patterns {
-			if moved.patterns[j].set == set {
-				moved.patterns[j].index = sub.index
-				break
-			}
-		}
-	}
-	set.subs[last] = nil
-	set.subs = set.subs[:last]
-	if len(set.subs) == 0 {
-		delete(h.patterns, p)
-		h.patternRemovedLocked(set)
-	}
-}
-
-// patternAddedLocked adds a new pattern's set to the topics it matches in the match cache: a literal pattern is
-// one lookup, a wildcard one match per cached topic. Clearing the cache instead would make every topic's next
-// publish take the index for writing and match it against every pattern. h.mu must be held for writing.
-func (h *Hub) patternAddedLocked(set *patternSet) {
-	if topic.IsLiteral(set.pattern) {
-		if sets, ok := h.matches[set.pattern]; ok {
-			h.matches[set.pattern] = append(sets, set)
-		}
-		return
-	}
-	for t, sets := range h.matches {
-		if topic.Match(set.pattern, t) {
-			h.matches[t] = append(sets, set)
-		}
-	}
-}
-
-// patternRemovedLocked takes a pattern's set, now empty, out of the match cache. h.mu must be held for writing.
-func (h *Hub) patternRemovedLocked(set *patternSet) {
-	drop := func(t string, sets []*patternSet) {
-		if i := slices.Index(sets, set); i >= 0 {
-			h.matches[t] = slices.Delete(sets, i, i+1)
-		}
-	}
-	if topic.IsLiteral(set.pattern) {
-		if sets, ok := h.matches[set.pattern]; ok {
-			drop(set.pattern, sets)
-		}
-		return
-	}
-	for t, sets := range h.matches {
-		if topic.Match(set.pattern, t) {
-			drop(t, sets)
-		}
-	}
-}
-
 // remove takes s out of the hub entirely. It reports false if s was already removed.
 func (h *Hub) remove(s *Subscriber) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	sh := s.shard
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
 	if s.removed {
 		return false
 	}
 	s.removed = true
 	for len(s.patterns) > 0 {
-		h.removePatternLocked(s, s.patterns[len(s.patterns)-1].set.pattern)
+		sh.removePatternLocked(s, s.patterns[len(s.patterns)-1].set.pattern)
 	}
-	delete(h.subs, s)
+	delete(sh.subs, s)
 	return true
 }
 
@@ -536,9 +471,16 @@ func (t *topicSlot) load() *Update {
 	return t.latest.Load()
 }
 
-// Run sends heartbeats to idle subscribers, disconnects stuck ones and expires old topics from the cache, until ctx
-// ends.
+// Run fans out what is published (on a goroutine per shard), sends heartbeats to idle subscribers, disconnects
+// stuck ones and expires old topics from the cache, until ctx ends. Nothing reaches subscribers while it does not
+// run.
 func (h *Hub) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for _, sh := range h.shards {
+		wg.Go(func() { sh.run(ctx) })
+		sh.notify() // what was published before Run
+	}
 	tick := time.NewTicker(min(h.opts.Heartbeat, h.opts.SlowTimeout) / 2)
 	defer tick.Stop()
 	for {
@@ -552,14 +494,8 @@ func (h *Hub) Run(ctx context.Context) {
 }
 
 func (h *Hub) sweep(now time.Time) {
-	h.mu.RLock()
-	subs := make([]*Subscriber, 0, len(h.subs))
-	for s := range h.subs {
-		subs = append(subs, s)
-	}
-	h.mu.RUnlock()
 	idle := now.Add(-h.opts.Heartbeat).UnixNano()
-	for _, s := range subs {
+	for _, s := range h.subscribers() {
 		s.check(now, idle)
 	}
 
@@ -580,26 +516,23 @@ func (h *Hub) sweep(now time.Time) {
 	topics := len(h.latest)
 	h.cacheMu.Unlock()
 
-	// The match cache gains an entry per topic ever published (every new match); start it afresh when it holds
-	// far more topics than are alive.
-	h.mu.Lock()
-	if len(h.matches) > 2*topics+1024 {
-		clear(h.matches)
+	// A match cache gains an entry per topic ever published (every new match); start it afresh when it holds far
+	// more topics than are alive.
+	for _, sh := range h.shards {
+		sh.mu.Lock()
+		if len(sh.matches) > 2*topics+1024 {
+			clear(sh.matches)
+		}
+		sh.mu.Unlock()
 	}
-	h.mu.Unlock()
 }
 
 // Shutdown closes every subscriber with reason (WebSocket clients get its close code, SSE clients a final event
 // telling them to reconnect) and refuses new ones. It waits until all have been told or ctx ends; then it cuts the
 // connections that are still stuck.
 func (h *Hub) Shutdown(ctx context.Context, reason closeReason) error {
-	h.mu.Lock()
-	h.closing.Store(true)
-	subs := make([]*Subscriber, 0, len(h.subs))
-	for s := range h.subs {
-		subs = append(subs, s)
-	}
-	h.mu.Unlock()
+	h.closing.Store(true) // before the subscribers are taken: newSubscriber checks it holding its shard
+	subs := h.subscribers()
 	for _, s := range subs {
 		s.Close(reason)
 	}
@@ -648,9 +581,13 @@ type Stats struct {
 
 // Stats returns current counts.
 func (h *Hub) Stats() Stats {
-	h.mu.RLock()
-	st := Stats{Subscribers: len(h.subs), Patterns: len(h.patterns)}
-	h.mu.RUnlock()
+	var st Stats
+	for _, sh := range h.shards {
+		sh.mu.RLock()
+		st.Subscribers += len(sh.subs)
+		st.Patterns += len(sh.patterns)
+		sh.mu.RUnlock()
+	}
 	h.cacheMu.RLock()
 	st.Topics, st.Head = len(h.latest), h.head
 	h.cacheMu.RUnlock()

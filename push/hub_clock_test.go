@@ -3,10 +3,14 @@ package push
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // The hub's timing rules (rate limits, stall detection, slow-consumer cut-off, heartbeats, topic expiry) checked on
@@ -99,6 +103,9 @@ func publishQuote(h *Hub, topic string, cursor uint64) {
 func TestClockMaxRate(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := NewHub(HubOptions{})
+		ctx, stop := context.WithCancel(context.Background())
+		defer stop()
+		go h.Run(ctx)
 		sink := &clockSink{}
 		s, _ := h.newSubscriber(sink, "test", "", nil)
 		h.Subscribe(s, Subscription{Patterns: []string{"market.FAST"}, MaxRate: 2}, nil)
@@ -131,6 +138,9 @@ func TestClockMaxRate(t *testing.T) {
 func TestClockBurstConflatesOnlyStalledWriters(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := NewHub(HubOptions{QueueLimit: 16})
+		ctx, stop := context.WithCancel(context.Background())
+		defer stop()
+		go h.Run(ctx)
 		steady := &pacedSink{delay: 20 * time.Millisecond} // each write completes well within stallAfter
 		stalled := &pacedSink{delay: time.Second}
 		sSteady, _ := h.newSubscriber(steady, "test", "", nil)
@@ -146,6 +156,7 @@ func TestClockBurstConflatesOnlyStalledWriters(t *testing.T) {
 		publish(1, 1)
 		time.Sleep(150 * time.Millisecond) // both writers are in a write now: 20 ms and 1 s long
 		publish(2, 200)                    // 12 times the limit, within 16
+		synctest.Wait()                    // fanned out
 		if c := sSteady.conflated; c != 0 {
 			t.Errorf("a subscriber whose writes complete was conflated by a burst (%d updates)", c)
 		}
@@ -153,6 +164,7 @@ func TestClockBurstConflatesOnlyStalledWriters(t *testing.T) {
 			t.Errorf("a subscriber stuck in a write was not conflated")
 		}
 		publish(202, 400) // past 16 times the limit: conflated whatever the writer does
+		synctest.Wait()
 		sSteady.mu.Lock()
 		if len(sSteady.queue) > 16*16 {
 			t.Errorf("queue of %d updates, past the hard bound of %d", len(sSteady.queue), 16*16)
@@ -258,4 +270,56 @@ func TestClockTopicsExpire(t *testing.T) {
 			t.Errorf("%d topics cached", got)
 		}
 	})
+}
+
+// A fan-out that has fallen further behind than the latency budget, with many updates waiting, skips to the newest
+// value of each topic instead of delivering every old one; a short backlog is delivered whole however old.
+func TestClockFanOutSkipsToTheNewestWhenBehind(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		published int
+		want      int // updates delivered
+	}{
+		{"a short backlog", 100, 100},
+		{"a long one", 5000, 10},
+		{"more than the log holds", fanOutLogSize + 100, 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				h := NewHub(HubOptions{LatencyBudget: 100 * time.Millisecond, QueueLimit: 1 << 20})
+				sink := &clockSink{}
+				s, _ := h.newSubscriber(sink, "test", "", nil)
+				h.Subscribe(s, Subscription{Patterns: []string{"market.*"}}, nil)
+				received := time.Now().Add(-time.Second) // received a second ago, and not fanned out since
+				newest := map[string]uint64{}
+				for i := range tc.published {
+					topic := fmt.Sprintf("market.S%d", i%10)
+					u, _ := NewUpdate(topic, uint64(i+1), []byte(`{"kind":"quote"}`), received)
+					h.Publish(u)
+					newest[topic] = uint64(i + 1)
+				}
+				ctx, stop := context.WithCancel(context.Background())
+				go h.Run(ctx)
+				synctest.Wait()
+				got, _ := sink.delivered()
+				if len(got) != tc.want {
+					t.Errorf("%d updates published while the fan-out was a second behind: %d delivered, want %d",
+						tc.published, len(got), tc.want)
+				}
+				for i := len(got) - 10; i < len(got); i++ { // the last one of each topic is its newest
+					if i >= 0 && !slices.Contains(slices.Collect(maps.Values(newest)), got[i]) {
+						t.Errorf("delivered %d, which is no topic's newest", got[i])
+					}
+				}
+				for _, sh := range h.shards {
+					if skipped := testutil.ToFloat64(sh.skipped); int(skipped) != tc.published-tc.want {
+						t.Errorf("skipped %v counted, want %d", skipped, tc.published-tc.want)
+					}
+				}
+				s.Close(reasonClientGone)
+				stop()
+				synctest.Wait()
+			})
+		})
+	}
 }

@@ -19,6 +19,7 @@ type metrics struct {
 	deliveries       *prometheus.CounterVec // updates written, by transport
 	writes           *prometheus.CounterVec // socket writes (flushes, frames), by transport
 	conflated        prometheus.Counter
+	fanOutConflated  *prometheus.CounterVec // updates a shard's fan-out skipped to catch up, by shard
 	replays          *prometheus.CounterVec // resumes, by source: memory, stream
 	resets           prometheus.Counter
 	latency          prometheus.Histogram
@@ -50,6 +51,10 @@ func newMetrics() *metrics {
 		conflated: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "livepush_conflated_total",
 			Help: "Updates dropped from slow subscribers' queues because a newer one of the same topic replaced them."}),
+		fanOutConflated: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "livepush_fanout_conflated_total",
+			Help: "Updates a shard's fan-out skipped, delivering the newest value of their topic instead, because it had fallen further behind than the latency budget (the edge was busy); each shard counts for its own subscribers."},
+			[]string{"shard"}),
 		replays: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "livepush_resumes_total", Help: "Resumes from a cursor, by where the catch-up came from."},
 			[]string{"source"}),
@@ -68,7 +73,7 @@ func newMetrics() *metrics {
 			[]string{"route", "code"}),
 	}
 	m.registry.MustRegister(m.connections, m.connectionsTotal, m.disconnects, m.refused, m.deliveries, m.writes,
-		m.conflated, m.replays, m.resets, m.latency, m.dropped, m.requests,
+		m.conflated, m.fanOutConflated, m.replays, m.resets, m.latency, m.dropped, m.requests,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -192,8 +192,9 @@ func (h *Hub) resumeFromMemory(s *Subscriber, sub Subscription, since *uint64, k
 	s.enqueueBatchLocked(batch)
 	*since = seen
 
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	sh := s.shard
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
 	if s.removed {
 		return true, ErrClosed
 	}
@@ -205,7 +206,7 @@ func (h *Hub) resumeFromMemory(s *Subscriber, sub Subscription, since *uint64, k
 	tail := h.recent.after(nil, seen, keep)
 	head := h.head
 	h.cacheMu.RUnlock()
-	h.addPatternsLocked(s, sub)
+	sh.addPatternsLocked(s, sub)
 	s.enqueueLocked(nil, tail, head)
 	return true, nil
 }
@@ -243,6 +244,7 @@ func (s *Subscriber) enqueueBatchLocked(updates []*Update) {
 		return
 	}
 	s.appendLocked(updates...)
+	s.catchUps.Add(int64(len(updates)))
 	s.raiseLimitsLocked()
 	s.startWriterLocked()
 }

@@ -38,9 +38,7 @@ func pump(t *testing.T, n *testNATS, topics, count, size int) (last uint64) {
 
 // queueStats returns the longest queue of any subscriber and the most updates conflated for one.
 func (h *Hub) queueStats() (longest, conflated int) {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	for s := range h.subs {
+	for _, s := range h.subscribers() {
 		s.mu.Lock()
 		longest, conflated = max(longest, len(s.queue)), max(conflated, int(s.conflated))
 		s.mu.Unlock()

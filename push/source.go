@@ -32,6 +32,8 @@ type Source struct {
 	caughtUp atomic.Bool   // the consumer has delivered everything the stream held when it started
 	running  atomic.Bool   // a consumer is consuming
 	lastMsg  atomic.Int64  // unix nanoseconds of the last message consumed
+	pending  atomic.Uint64 // messages the stream holds that the consumer has not delivered yet, as of the last one
+	lagNanos atomic.Int64  // how long the last message waited in the stream before the edge took it
 	target   atomic.Uint64 // the stream's last cursor when the consumer started: caught up once past it
 	started  atomic.Int64  // consumers started, the first included
 
@@ -75,6 +77,10 @@ func NewSource(js jetstream.JetStream, cfg stream.Config, hub *Hub, log *slog.Lo
 		}
 		return 0
 	})
+	hub.metrics.gauge("livepush_stream_pending", "Messages in the stream the edge has not taken yet: how far its ingest is behind.",
+		func() float64 { return float64(s.pending.Load()) })
+	hub.metrics.gauge("livepush_ingest_lag_seconds", "How long the last message the edge took had been in the stream (clocks of NATS and the edge compared).",
+		func() float64 { return time.Duration(s.lagNanos.Load()).Seconds() })
 	hub.metrics.gauge("livepush_ready", "1 while the edge follows the stream and has caught up.", func() float64 {
 		if s.Ready() == nil {
 			return 1
@@ -233,6 +239,8 @@ func (s *Source) handle(m jetstream.Msg) {
 		s.drop("bad_metadata", m.Subject(), 0, err)
 		return
 	}
+	s.pending.Store(md.NumPending)
+	s.lagNanos.Store(int64(time.Since(md.Timestamp)))
 	if u := s.update(m.Subject(), md.Sequence.Stream, m.Data()); u != nil {
 		if err := s.hub.Publish(u); err != nil {
 			s.drop(RejectTooManyTopics, u.Topic, u.Cursor, err)

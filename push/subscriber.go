@@ -57,6 +57,7 @@ var (
 // connection costs no goroutine beyond its transport's reader.
 type Subscriber struct {
 	hub       *Hub
+	shard     *shard // the share of the hub's subscribers s belongs to, for its life
 	id        uint64
 	sink      sink
 	transport string
@@ -64,7 +65,7 @@ type Subscriber struct {
 	metrics   subscriberMetrics
 	onClose   func() // releases the connection's admission slot
 
-	// Guarded by hub.mu.
+	// Guarded by shard.mu.
 	patterns []subscription
 	removed  bool
 	rated    bool // some subscription has a rate limit
@@ -86,6 +87,7 @@ type Subscriber struct {
 	room       chan struct{}        // signalled after each write while a replay waits for the queue to drain
 	endReplay  context.CancelFunc   // cancels a replay in progress when s closes
 	lastWrite  atomic.Int64         // unix nanoseconds of the last completed write
+	catchUps   atomic.Int64         // updates queued by subscribes and resumes (snapshots, replays from memory)
 	closedOnce sync.Once
 }
 
@@ -107,7 +109,7 @@ type throttle struct {
 // ID returns the connection's id, unique in this process, used in logs.
 func (s *Subscriber) ID() uint64 { return s.id }
 
-// patternIndexLocked returns the index of p in s.patterns, or -1. hub.mu must be held.
+// patternIndexLocked returns the index of p in s.patterns, or -1. shard.mu must be held.
 func (s *Subscriber) patternIndexLocked(p string) int {
 	for i, sub := range s.patterns {
 		if sub.set.pattern == p {
@@ -117,7 +119,7 @@ func (s *Subscriber) patternIndexLocked(p string) int {
 	return -1
 }
 
-// matchesLocked reports whether one of the first n patterns of s matches topic t. hub.mu must be held.
+// matchesLocked reports whether one of the first n patterns of s matches topic t. shard.mu must be held.
 func (s *Subscriber) matchesLocked(t string, n int) bool {
 	for _, sub := range s.patterns[:n] {
 		if topic.Match(sub.set.pattern, t) {
@@ -129,8 +131,8 @@ func (s *Subscriber) matchesLocked(t string, n int) bool {
 
 // Patterns returns the patterns s is subscribed to.
 func (s *Subscriber) Patterns() []string {
-	s.hub.mu.RLock()
-	defer s.hub.mu.RUnlock()
+	s.shard.mu.RLock()
+	defer s.shard.mu.RUnlock()
 	ps := make([]string, len(s.patterns))
 	for i, sub := range s.patterns {
 		ps[i] = sub.set.pattern
@@ -138,8 +140,8 @@ func (s *Subscriber) Patterns() []string {
 	return ps
 }
 
-// offer queues a live update. It runs on the publish path under hub.mu (read): it must never block, never write to
-// the socket, and never take hub.mu.
+// offer queues a live update. It runs on the publish path under the shard's mu (read): it must never block, never write to
+// the socket, and never take the shard's mu.
 func (s *Subscriber) offer(u *Update) {
 	s.mu.Lock()
 	if s.closing != nil || u.Cursor <= s.last {
@@ -154,7 +156,7 @@ func (s *Subscriber) offer(u *Update) {
 	s.appendLocked(u)
 	if s.overLimitLocked() && s.stalledLocked(u.Recv) && s.conflateLocked(u.Recv) {
 		s.mu.Unlock()
-		go s.Close(reasonSlow) // Close takes hub.mu: never on the publish path
+		go s.Close(reasonSlow) // Close takes the shard's mu: never on the fan-out path
 		return
 	}
 	s.startWriterLocked()
@@ -171,8 +173,8 @@ func (s *Subscriber) Send(ctrl *Update) {
 	s.mu.Unlock()
 }
 
-// enqueueLocked queues reply, then updates (a snapshot or a replay), and moves the live cursor to head. hub.mu must
-// be held for writing, so no live update can slip in between.
+// enqueueLocked queues reply, then updates (a snapshot or a replay), and moves the live cursor to head. shard.mu
+// must be held for writing, so no live update can slip in between.
 func (s *Subscriber) enqueueLocked(reply *Update, updates []*Update, head uint64) {
 	s.mu.Lock()
 	if s.closing != nil {
@@ -183,6 +185,7 @@ func (s *Subscriber) enqueueLocked(reply *Update, updates []*Update, head uint64
 		s.appendLocked(reply)
 	}
 	s.appendLocked(updates...)
+	s.catchUps.Add(int64(len(updates)))
 	s.last = max(s.last, head)
 	// A snapshot is one update per topic and a replay from memory is already in memory: let the queue hold them
 	// without calling the subscriber slow.
@@ -238,7 +241,7 @@ func (s *Subscriber) signalRoomLocked() {
 }
 
 // allowLocked applies the rate limit of u's topic: it reports true if u may be queued now; otherwise u waits as
-// the topic's pending update. Runs under hub.mu (read) and s.mu.
+// the topic's pending update. Runs under the shard's mu (read) and s.mu.
 func (s *Subscriber) allowLocked(u *Update) bool {
 	th, ok := s.throttles[u.Topic]
 	if !ok {
@@ -298,7 +301,7 @@ func (s *Subscriber) release(th *throttle) {
 }
 
 // ratesChangedLocked forgets the per-topic throttles after the subscriptions changed, queueing what they held so
-// no latest value is lost. hub.mu must be held for writing.
+// no latest value is lost. shard.mu must be held for writing.
 func (s *Subscriber) ratesChangedLocked() {
 	s.rated = false
 	for _, sub := range s.patterns {

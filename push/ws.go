@@ -280,14 +280,25 @@ func (s *Server) wsReadLoop(sub *Subscriber, conn *websocket.Conn) {
 		}
 		// Handled on a goroutine of its own, waited for so messages stay in order: decoding and subscribing need a
 		// deeper stack than reading, and a stack grown here would stay with the connection for its whole life.
+		before := sub.catchUps.Load()
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
 			s.wsHandle(sub, data)
 		}()
 		<-done
+		// A subscribe costs in proportion to the snapshot it queued: a client that subscribes and unsubscribes a
+		// wildcard over thousands of topics, within the message rate, would otherwise have the edge send it the whole
+		// catalog many times a second. Its next message waits for the rate to pay for it.
+		if cost := int(sub.catchUps.Load()-before) / catchUpsPerMessage; cost > 0 {
+			limiter.WaitN(ctx, min(cost, limiter.Burst()))
+		}
 	}
 }
+
+// catchUpsPerMessage is how many updates of snapshot or replay a subscribe may queue for the price of one control
+// message.
+const catchUpsPerMessage = 500
 
 // wsHandle handles one frame from a client: one control message, or several separated by newlines.
 func (s *Server) wsHandle(sub *Subscriber, data []byte) {
