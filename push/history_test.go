@@ -316,7 +316,8 @@ func TestHistoryStreamReadsAreBounded(t *testing.T) {
 	n := startNATS(t)
 	first := n.publish(t, "market.AAPL", quote("AAPL"))
 	e := startEdge(t, n, Config{}, HubOptions{MaxStreamReads: 1, StreamReadWait: 300 * time.Millisecond})
-	e.waitHead(t, first) // published before the edge started: its history is in the stream, not in the edge's memory
+	// Published before the edge started: its history is in the stream, not in the edge's memory.
+	e.waitHead(t, first)
 	release, err := e.hub.reads.acquire(t.Context(), "203.0.113.9") // someone else's long read
 	if err != nil {
 		t.Fatal(err)
