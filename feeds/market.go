@@ -128,11 +128,11 @@ type Market struct {
 type symbolState struct {
 	name   string
 	topic  string
-	open   float64 // the level prices revert to, unrounded
-	vol    float64 // annualised volatility
-	drift  float64 // annualised drift, near zero
-	spread float64 // full bid/ask spread in basis points
-	x      float64 // log(price/open)
+	open   float64       // the level prices revert to, unrounded
+	vol    float64       // annualised volatility
+	drift  float64       // annualised drift, near zero
+	spread float64       // full bid/ask spread in basis points
+	x      float64       // log(price/open)
 	last   time.Duration // simulated time of the previous tick
 
 	// The day, as published.
