@@ -49,6 +49,11 @@ var referencePrices = map[string]float64{
 // MarketConfig.Rate is zero.
 const DefaultRate = 50
 
+// DefaultDay is the trading day the feeds' flags default to: an hour, the
+// stream's default retention, so that a chart of the stream's history shows
+// one whole day.
+const DefaultDay = time.Hour
+
 // Model constants. Simulated time maps one to one onto trading time while
 // the market is open.
 const (
