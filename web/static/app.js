@@ -592,7 +592,13 @@ function openDetail(topic, focus = true) {
       });
   }
   if (location.hash !== `#${topic}`) replaceHash(`#${topic}`);
-  if (focus) document.getElementById('detail').focus({ preventScroll: window.innerWidth >= 900 });
+  // The focus stays where it was (the board's arrows keep working), and a screen reader hears what opened; on one
+  // column, the view comes into sight.
+  if (focus) {
+    const m = model.matches.get(topic);
+    ui.announceConn(detail.sym ? `Chart of ${detail.sym} shown` : `${teamName(m?.home, 'Home')} against ${teamName(m?.away, 'Away')} shown`);
+    if (window.innerWidth < 1000) document.getElementById('detail').scrollIntoView({ block: 'start' });
+  }
   redraw();
 }
 
