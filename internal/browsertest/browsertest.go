@@ -113,10 +113,10 @@ func Tab(t testing.TB, opts ...chromedp.ExecAllocatorOption) context.Context {
 		select {
 		case err := <-started:
 			if err != nil {
-				shared.err = fmt.Errorf("starting Chromium: %w", err)
+				shared.err = fmt.Errorf("browsertest: starting Chromium: %w", err)
 			}
 		case <-time.After(Wait):
-			shared.err = fmt.Errorf("Chromium did not start within %v", Wait)
+			shared.err = fmt.Errorf("browsertest: Chromium did not start within %v", Wait)
 		}
 	})
 	if shared.err != nil {
