@@ -175,10 +175,22 @@ const sleep = (ms, signal) =>
  */
 export async function fill(series, ask, signal) {
   for (let i = 0; series.firstLive == null && i < 20; i++) await sleep(50, signal);
-  series.load(await ask(null));
+  series.load(await retried(() => ask(null), signal));
   for (let i = 0; series.behind() && i < 40; i++) {
     await sleep(250, signal); // the edge that answered is behind the one streaming: give it a moment
-    series.extend(await ask(series.joinCursor));
+    series.extend(await retried(() => ask(series.joinCursor), signal));
   }
   series.ready();
+}
+
+/** retried asks again, a few times and a little later each time, while the edge says it is busy or unavailable. */
+async function retried(f, signal) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await f();
+    } catch (err) {
+      if (attempt >= 5 || !err || err.status !== 503) throw err;
+      await sleep(1000 * attempt, signal);
+    }
+  }
 }
