@@ -15,6 +15,7 @@ var (
 	ErrNoSymbols     = errors.New("feeds: no symbols")
 	ErrInvalidSymbol = errors.New("feeds: invalid symbol")
 	ErrInvalidRate   = errors.New("feeds: invalid rate")
+	ErrInvalidDay    = errors.New("feeds: invalid trading day")
 )
 
 // DefaultSymbols are the symbols a zero MarketConfig simulates: large US
@@ -48,8 +49,13 @@ var referencePrices = map[string]float64{
 // MarketConfig.Rate is zero.
 const DefaultRate = 50
 
-// Model constants. Simulated time maps one to one onto trading time, so a
-// process running for days covers many sessions without a close.
+// DefaultDay is the trading day the feeds' flags default to: an hour, the
+// stream's default retention, so that a chart of the stream's history shows
+// one whole day.
+const DefaultDay = time.Hour
+
+// Model constants. Simulated time maps one to one onto trading time while
+// the market is open.
 const (
 	tradingYear = 252 * 6.5 * 3600 // seconds of trading in a year
 	// reversion is the pull of the log price back to the open, per year.
@@ -69,7 +75,43 @@ type MarketConfig struct {
 	Rate float64
 	// Seed makes runs repeatable: the same config gives the same sequence.
 	Seed int64
+	// Day is the simulated time one trading day takes: pre-market, the
+	// regular session, after-hours and the overnight close (Sessions). The
+	// simulation starts at the open. Zero means no schedule: the market is
+	// always open, and the day never ends.
+	Day time.Duration
 }
+
+// Trading sessions, carried in Quote.Session.
+const (
+	SessionPreMarket  = "pre-market"
+	SessionOpen       = "open"
+	SessionAfterHours = "after-hours"
+	SessionClosed     = "closed"
+)
+
+// session is one part of a trading day.
+type session struct {
+	name  string
+	share float64 // of MarketConfig.Day
+	rate  float64 // quotes, as a share of the open's
+	vol   float64 // volatility, as a share of the open's
+	lots  int     // most lots of 100 shares a quote trades
+}
+
+// Sessions is the trading day, compressed: a day of a few minutes or an
+// hour shows each session, mostly the open. Out of hours quotes come less
+// often and move less; while closed, prices stand still and only a few
+// quotes repeat them, so a board can tell the market is closed.
+var Sessions = []session{
+	{SessionPreMarket, 0.10, 0.25, 0.5, 10},
+	{SessionOpen, 0.70, 1, 1, 50},
+	{SessionAfterHours, 0.10, 0.25, 0.5, 10},
+	{SessionClosed, 0.10, 0.05, 0, 0},
+}
+
+// openSession is the index of the regular session in Sessions.
+const openSession = 1
 
 // Market simulates quotes for a set of symbols. Next is not safe for
 // concurrent use; Symbols is.
@@ -80,24 +122,35 @@ type Market struct {
 	syms  []*symbolState
 	cumW  []float64 // cumulative liquidity weights, for picking a symbol
 	now   time.Duration
+
+	day     time.Duration // zero: always open
+	session int           // index in Sessions
+	ends    time.Duration // simulated time the session ends; with a schedule only
+	pending []int         // symbols whose quote tells a session change, in order
 }
 
 // symbolState is one symbol's model parameters and running state.
 type symbolState struct {
 	name   string
 	topic  string
-	open   float64 // session open, unrounded
-	openR  float64 // session open as published
-	vol    float64 // annualised volatility
-	drift  float64 // annualised drift, near zero
-	spread float64 // full bid/ask spread in basis points
-	x      float64 // log(price/open)
-	volume int64
+	open   float64       // the level prices revert to, unrounded
+	vol    float64       // annualised volatility
+	drift  float64       // annualised drift, near zero
+	spread float64       // full bid/ask spread in basis points
+	x      float64       // log(price/open)
 	last   time.Duration // simulated time of the previous tick
+
+	// The day, as published.
+	openR     float64 // the day's open; before the open, the previous close
+	prevClose float64
+	close     float64 // the regular session's close, once it closed
+	high, low float64
+	volume    int64 // shares traded since the day began
 }
 
 // NewMarket returns a market simulator for cfg. It returns ErrNoSymbols,
-// ErrInvalidSymbol or ErrInvalidRate, wrapped with the offending value.
+// ErrInvalidSymbol, ErrInvalidRate or ErrInvalidDay, wrapped with the
+// offending value.
 func NewMarket(cfg MarketConfig) (*Market, error) {
 	symbols := cfg.Symbols
 	if symbols == nil {
@@ -113,10 +166,18 @@ func NewMarket(cfg MarketConfig) (*Market, error) {
 	case rate < 0 || math.IsNaN(rate) || math.IsInf(rate, 0):
 		return nil, fmt.Errorf("%w %v: want a positive number of quotes per second", ErrInvalidRate, cfg.Rate)
 	}
+	if cfg.Day < 0 {
+		return nil, fmt.Errorf("%w %v: want a positive duration, or zero for no schedule", ErrInvalidDay, cfg.Day)
+	}
 	m := &Market{
-		rng:   rand.New(rand.NewPCG(uint64(cfg.Seed), 0x6d61726b6574)), // "market"
-		rate:  rate,
-		names: make([]string, 0, len(symbols)),
+		rng:     rand.New(rand.NewPCG(uint64(cfg.Seed), 0x6d61726b6574)), // "market"
+		rate:    rate,
+		names:   make([]string, 0, len(symbols)),
+		day:     cfg.Day,
+		session: openSession,
+	}
+	if m.day > 0 {
+		m.ends = m.sessionLength(openSession)
 	}
 	seen := make(map[string]bool, len(symbols))
 	total := 0.0
@@ -160,6 +221,9 @@ func newSymbol(name string, seed int64) (*symbolState, float64) {
 		drift:  0.04 * (r.Float64() - 0.5),
 		spread: 1 + 7*r.Float64(),
 	}
+	// Yesterday closed within a couple of percent of today's open.
+	s.prevClose = roundPrice(open * math.Exp(0.01*r.NormFloat64()))
+	s.high, s.low = s.openR, s.openR
 	return s, logUniform(0.3, 3)
 }
 
@@ -183,9 +247,24 @@ func (m *Market) Symbols() []string {
 
 // Next advances the simulation by one tick. wait is the simulated delay
 // since the previous tick (exponentially distributed, so ticks form a
-// Poisson process at the configured rate); q is the tick with TS left zero.
+// Poisson process at the configured rate, less out of hours); q is the tick
+// with TS left zero. When a session begins, every symbol's quote comes at
+// once, in configuration order, each with the new session.
 func (m *Market) Next() (wait time.Duration, q Quote) {
-	wait = time.Duration(m.rng.ExpFloat64() / m.rate * float64(time.Second))
+	if len(m.pending) > 0 {
+		s := m.syms[m.pending[0]]
+		m.pending = m.pending[1:]
+		return 0, s.quote(m.Session())
+	}
+	sess := Sessions[m.session]
+	wait = time.Duration(m.rng.ExpFloat64() / (m.rate * sess.rate) * float64(time.Second))
+	if m.day > 0 && m.now+wait >= m.ends {
+		wait = m.ends - m.now
+		m.now = m.ends
+		m.nextSession()
+		_, q = m.Next() // the first of the quotes telling the change, at the change
+		return wait, q
+	}
 	m.now += wait
 
 	i := sort.SearchFloat64s(m.cumW, m.rng.Float64()*m.cumW[len(m.cumW)-1])
@@ -194,22 +273,62 @@ func (m *Market) Next() (wait time.Duration, q Quote) {
 	}
 	s := m.syms[i]
 
-	// Exact Ornstein-Uhlenbeck step of the log price towards the open: a
-	// geometric random walk for short steps, stable for any step length.
-	dt := (m.now - s.last).Seconds() / tradingYear
+	if sess.vol > 0 {
+		// Exact Ornstein-Uhlenbeck step of the log price towards the open: a
+		// geometric random walk for short steps, stable for any step length.
+		dt := (m.now - s.last).Seconds() / tradingYear
+		decay := math.Exp(-reversion * dt)
+		mean := (s.drift - s.vol*s.vol/2) / reversion
+		sd := sess.vol * s.vol * math.Sqrt(-math.Expm1(-2*reversion*dt)/(2*reversion))
+		s.x = mean + (s.x-mean)*decay + sd*m.rng.NormFloat64()
+	}
 	s.last = m.now
-	decay := math.Exp(-reversion * dt)
-	mean := (s.drift - s.vol*s.vol/2) / reversion
-	sd := s.vol * math.Sqrt(-math.Expm1(-2*reversion*dt)/(2*reversion))
-	s.x = mean + (s.x-mean)*decay + sd*m.rng.NormFloat64()
-
-	s.volume += 100 * int64(1+m.rng.IntN(50))
-	return wait, s.quote()
+	if sess.lots > 0 {
+		s.volume += 100 * int64(1+m.rng.IntN(sess.lots))
+	}
+	return wait, s.quote(sess.name)
 }
 
-// quote renders the symbol's state, rounding in whole ticks so that
-// bid < ask and bid <= price <= ask hold exactly after rounding.
-func (s *symbolState) quote() Quote {
+// Session returns the trading session the simulation is in: always
+// SessionOpen without a schedule.
+func (m *Market) Session() string { return Sessions[m.session].name }
+
+func (m *Market) sessionLength(i int) time.Duration {
+	return time.Duration(Sessions[i].share * float64(m.day))
+}
+
+// nextSession moves to the next session of the day, or of the next day, and
+// queues every symbol's quote to tell it.
+func (m *Market) nextSession() {
+	m.session = (m.session + 1) % len(Sessions)
+	m.ends += m.sessionLength(m.session)
+	for i, s := range m.syms {
+		s.begin(Sessions[m.session].name)
+		m.pending = append(m.pending, i)
+	}
+}
+
+// begin changes the symbol's day for a session that begins: a new day at
+// the pre-market, the open's price at the open, the close after it.
+func (s *symbolState) begin(session string) {
+	p := s.quote(session).Price
+	switch session {
+	case SessionPreMarket:
+		if s.close > 0 {
+			s.prevClose = s.close
+		}
+		s.openR, s.high, s.low, s.volume, s.close = s.prevClose, p, p, 0, 0
+	case SessionOpen:
+		s.openR = p
+	case SessionAfterHours:
+		s.close = p
+	}
+}
+
+// quote renders the symbol's state in session, rounding in whole ticks so
+// that bid < ask and bid <= price <= ask hold exactly after rounding, and
+// widens the day's range to the price.
+func (s *symbolState) quote(session string) Quote {
 	p := s.open * math.Exp(s.x)
 	decimals := 2
 	if p < 1 {
@@ -223,6 +342,7 @@ func (s *symbolState) quote() Quote {
 	if decimals == 2 && s.openR >= 1 {
 		change = roundTo(change, 2)
 	}
+	s.high, s.low = max(s.high, price), min(s.low, price)
 	return Quote{
 		Topic:     s.topic,
 		Kind:      KindQuote,
@@ -234,6 +354,10 @@ func (s *symbolState) quote() Quote {
 		Change:    change,
 		ChangePct: roundTo(100*change/s.openR, 2),
 		Volume:    s.volume,
+		PrevClose: s.prevClose,
+		High:      s.high,
+		Low:       s.low,
+		Session:   session,
 	}
 }
 

@@ -3,6 +3,7 @@ package feeds
 import (
 	"errors"
 	"math"
+	"slices"
 	"testing"
 	"time"
 )
@@ -111,6 +112,14 @@ func checkQuote(t *testing.T, q Quote) {
 	if math.Abs(q.ChangePct-100*q.Change/q.Open) > 0.005+1e-9 || roundTo(q.ChangePct, 2) != q.ChangePct {
 		t.Fatalf("%s: changePct %v, want 100*change/open = %v to 2 decimals", q.Symbol, q.ChangePct, 100*q.Change/q.Open)
 	}
+	if !(q.PrevClose > 0) || q.Low > q.Price || q.Price > q.High || roundPrice(q.PrevClose) != q.PrevClose {
+		t.Fatalf("%s: want a previous close and low <= price <= high, got %+v", q.Symbol, q)
+	}
+	switch q.Session {
+	case SessionPreMarket, SessionOpen, SessionAfterHours, SessionClosed:
+	default:
+		t.Fatalf("%s: session %q", q.Symbol, q.Session)
+	}
 }
 
 func TestMarketRate(t *testing.T) {
@@ -156,12 +165,13 @@ func TestMarketDeterministic(t *testing.T) {
 // TestQuoteBelowDollar covers the sub-dollar tick, which the default band
 // rarely reaches.
 func TestQuoteBelowDollar(t *testing.T) {
-	s := &symbolState{name: "PENNY", topic: MarketSubject("PENNY"), open: 0.5, openR: 0.5, spread: 5}
+	s := &symbolState{name: "PENNY", topic: MarketSubject("PENNY"), open: 0.5, openR: 0.5, spread: 5,
+		prevClose: 0.5, high: 0.5, low: 0.5}
 	offCent := 0
 	for i := range 200 {
 		s.x = -0.5 + float64(i)/200
 		s.volume += 100
-		q := s.quote()
+		q := s.quote(SessionOpen)
 		checkQuote(t, q)
 		if q.Price < 1 && roundTo(q.Price, 2) != q.Price {
 			offCent++
@@ -187,6 +197,7 @@ func TestNewMarketErrors(t *testing.T) {
 		{"negative rate", MarketConfig{Rate: -1}, ErrInvalidRate},
 		{"NaN rate", MarketConfig{Rate: math.NaN()}, ErrInvalidRate},
 		{"infinite rate", MarketConfig{Rate: math.Inf(1)}, ErrInvalidRate},
+		{"negative day", MarketConfig{Day: -time.Hour}, ErrInvalidDay},
 	} {
 		_, err := NewMarket(tc.cfg)
 		if !errors.Is(err, tc.want) {
@@ -201,5 +212,110 @@ func TestNewMarketErrors(t *testing.T) {
 	syms[0] = "CHANGED"
 	if m.Symbols()[0] != "AAPL" {
 		t.Error("Symbols returned the market's own slice")
+	}
+}
+
+// TestMarketSessions runs three compressed trading days: the sessions come in
+// order, each change told by a quote of every symbol at once; out of hours
+// quotes come less often, while closed prices stand still; the day's open is
+// the price the pre-market left, the next day's previous close is the price
+// the open session left, and volume and the day's range start over each day.
+func TestMarketSessions(t *testing.T) {
+	const day = 10 * time.Minute
+	symbols := []string{"AAPL", "MSFT", "NVDA", "X_1"}
+	m, err := NewMarket(MarketConfig{Symbols: symbols, Rate: 20, Seed: 3, Day: day})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Session() != SessionOpen {
+		t.Fatalf("the simulation starts in %q, want the open", m.Session())
+	}
+	order := []string{SessionOpen, SessionAfterHours, SessionClosed, SessionPreMarket}
+	var (
+		elapsed  time.Duration
+		session  = SessionOpen
+		changes  int
+		spent    = map[string]time.Duration{} // simulated time per session
+		ticks    = map[string]int{}           // quotes per session, the quotes telling a change left out
+		last     = map[string]Quote{}         // each symbol's latest quote
+		lastOpen = map[string]float64{}       // each symbol's price when the open session ended
+	)
+	for elapsed < 3*day {
+		wait, q := m.Next()
+		elapsed += wait
+		spent[session] += wait
+		checkQuote(t, q)
+		prev, seen := last[q.Symbol]
+		if q.Session != session {
+			// A change: every symbol's quote comes now, with no time between them.
+			want := order[(slices.Index(order, session)+1)%len(order)]
+			if q.Session != want {
+				t.Fatalf("after %q came %q, want %q", session, q.Session, want)
+			}
+			if session == SessionOpen {
+				for _, s := range symbols {
+					lastOpen[s] = last[s].Price
+				}
+			}
+			session = q.Session
+			changes++
+			for i, s := range symbols {
+				if i > 0 {
+					var w time.Duration
+					if w, q = m.Next(); w != 0 || q.Symbol != s || q.Session != session {
+						t.Fatalf("after a change to %s: quote %d is %s in %s after %v, want %s at once", session, i, q.Symbol,
+							q.Session, w, s)
+					}
+					checkQuote(t, q)
+					prev, seen = last[q.Symbol]
+				}
+				if seen && q.Price != prev.Price {
+					t.Errorf("%s: a session change moved the price from %v to %v", s, prev.Price, q.Price)
+				}
+				switch session {
+				case SessionOpen:
+					if q.Open != prev.Price {
+						t.Errorf("%s opens at %v, want the price the pre-market left, %v", s, q.Open, prev.Price)
+					}
+				case SessionPreMarket:
+					if q.PrevClose != lastOpen[s] || q.Open != q.PrevClose || q.Volume != 0 || q.High != q.Price || q.Low != q.Price {
+						t.Errorf("%s starts a day with %+v, want the previous close %v (the open's last price) as open, no volume, and a range of one price",
+							s, q, lastOpen[s])
+					}
+				}
+				last[q.Symbol] = q
+			}
+			continue
+		}
+		ticks[session]++
+		if seen {
+			if session == SessionClosed && (q.Price != prev.Price || q.Volume != prev.Volume) {
+				t.Errorf("%s moved while closed: %v to %v, volume %d to %d", q.Symbol, prev.Price, q.Price, prev.Volume, q.Volume)
+			}
+			if session != SessionClosed && q.Volume <= prev.Volume {
+				t.Errorf("%s: volume %d after %d in %s", q.Symbol, q.Volume, prev.Volume, session)
+			}
+			if q.High < prev.High || q.Low > prev.Low {
+				t.Errorf("%s: the day's range shrank from %v-%v to %v-%v", q.Symbol, prev.Low, prev.High, q.Low, q.High)
+			}
+		}
+		last[q.Symbol] = q
+	}
+	if changes < 11 {
+		t.Errorf("%d session changes in three days, want 12 (4 a day)", changes)
+	}
+	// The open takes most of the day; quotes come at the configured rate while open, a quarter of it out of hours.
+	if share := spent[SessionOpen].Seconds() / elapsed.Seconds(); share < 0.65 || share > 0.75 {
+		t.Errorf("the open took %.0f%% of the days, want 70%%", 100*share)
+	}
+	rate := func(s string) float64 { return float64(ticks[s]) / spent[s].Seconds() }
+	if r := rate(SessionOpen); math.Abs(r-20) > 2 {
+		t.Errorf("%.1f quotes/s while open, want 20", r)
+	}
+	if r := rate(SessionPreMarket) / rate(SessionOpen); r < 0.15 || r > 0.35 {
+		t.Errorf("pre-market quotes at %.2f of the open's rate, want a quarter", r)
+	}
+	if r := rate(SessionClosed) / rate(SessionOpen); r > 0.1 {
+		t.Errorf("closed quotes at %.2f of the open's rate, want a few", r)
 	}
 }

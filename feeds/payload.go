@@ -34,6 +34,11 @@ func SportsSubject(league, match string) string { return "sports." + league + ".
 
 // Quote is one market tick for a symbol. Prices are rounded to the cent, or
 // to 1/100 of a cent below $1; ChangePct is rounded to 2 decimals.
+//
+// The day begins with the pre-market: Open is the previous close until the
+// regular session opens, then the opening price; Change is from Open. High
+// and Low are the day's range, and Volume the shares traded, since the day
+// began.
 type Quote struct {
 	Topic     string  `json:"topic"`
 	Kind      string  `json:"kind"`
@@ -44,15 +49,21 @@ type Quote struct {
 	Open      float64 `json:"open"`
 	Change    float64 `json:"change"`
 	ChangePct float64 `json:"changePct"`
-	Volume    int64   `json:"volume"` // cumulative shares since the session open
+	Volume    int64   `json:"volume"`
+	PrevClose float64 `json:"prevClose"` // the previous day's regular close
+	High      float64 `json:"high"`
+	Low       float64 `json:"low"`
+	Session   string  `json:"session"` // SessionPreMarket, SessionOpen, SessionAfterHours or SessionClosed
 	// TS is the publish time; the simulator leaves it zero for the runner
 	// to stamp, since only the runner knows the wall clock.
 	TS time.Time `json:"ts"`
 }
 
-// Team is one side of a match.
+// Team is one side of a match: its full name, and the three-letter
+// abbreviation scoreboards use where space is short.
 type Team struct {
 	Name  string `json:"name"`
+	Abbr  string `json:"abbr"`
 	Score int    `json:"score"`
 }
 
@@ -70,19 +81,22 @@ type Team struct {
 //
 // Event is the text of the latest event of the match ("GOAL Arsenal (Saka
 // 23')", "3PT Curry", "Tip-off", "Full time"); clock-only updates carry the
-// previous event forward, since each update is the full state.
+// previous event forward, since each update is the full state. LastScore is
+// the text of the latest event that changed the score, carried forward the
+// same way.
 type Score struct {
-	Topic  string    `json:"topic"`
-	Kind   string    `json:"kind"`
-	League string    `json:"league"`
-	Match  string    `json:"match"`
-	Home   Team      `json:"home"`
-	Away   Team      `json:"away"`
-	Period string    `json:"period"`
-	Clock  string    `json:"clock"`
-	Status string    `json:"status"` // StatusScheduled, StatusLive or StatusFinal
-	Event  string    `json:"event,omitempty"`
-	Start  time.Time `json:"start"` // wall time the match starts (goes live)
+	Topic     string    `json:"topic"`
+	Kind      string    `json:"kind"`
+	League    string    `json:"league"`
+	Match     string    `json:"match"`
+	Home      Team      `json:"home"`
+	Away      Team      `json:"away"`
+	Period    string    `json:"period"`
+	Clock     string    `json:"clock"`
+	Status    string    `json:"status"` // StatusScheduled, StatusLive or StatusFinal
+	Event     string    `json:"event,omitempty"`
+	LastScore string    `json:"lastScore,omitempty"`
+	Start     time.Time `json:"start"` // wall time the match starts (goes live)
 	// TS is the publish time; the simulator leaves it zero for the runner
 	// to stamp.
 	TS time.Time `json:"ts"`

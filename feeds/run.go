@@ -22,6 +22,7 @@ type Config struct {
 func (c *Config) RegisterFlags(f *cli.Flags) func() {
 	symbols := f.List("symbols", "FEEDS_SYMBOLS", "comma-separated ticker `symbols` to simulate (default: 78 large US stocks and ETFs)")
 	rate := f.Float64("rate", "FEEDS_RATE", DefaultRate, "market quote updates per second, across all symbols")
+	day := f.Duration("market-day", "FEEDS_MARKET_DAY", DefaultDay, "real time one simulated trading day takes (pre-market, open, after-hours, closed), starting at the open; 0: always open")
 	seed := f.Int64("seed", "FEEDS_SEED", 0, "random seed: the same seed gives the same sequence of updates (0: a new one each run)")
 	matches := f.Int("matches", "FEEDS_MATCHES", 4, "concurrent matches per league")
 	speed := f.Float64("sports-speed", "FEEDS_SPORTS_SPEED", 30, "simulated game seconds per real second")
@@ -33,7 +34,7 @@ func (c *Config) RegisterFlags(f *cli.Flags) func() {
 		if s == 0 {
 			s = time.Now().UnixNano()
 		}
-		c.Market = MarketConfig{Symbols: *symbols, Rate: *rate, Seed: s}
+		c.Market = MarketConfig{Symbols: *symbols, Rate: *rate, Seed: s, Day: *day}
 		c.Sports = SportsConfig{MatchesPerLeague: *matches, Speed: *speed, Seed: s + 1, Start: time.Now()}
 		c.NoMarket, c.NoSports = *noMarket, *noSports
 	}

@@ -231,8 +231,8 @@ func (s *Sports) schedule(lg *league, slotIdx int, start time.Duration) {
 		Kind:   KindScore,
 		League: lg.code,
 		Match:  id,
-		Home:   Team{Name: home},
-		Away:   Team{Name: away},
+		Home:   Team{Name: home, Abbr: lg.info.abbr[home]},
+		Away:   Team{Name: away, Abbr: lg.info.abbr[away]},
 		Clock:  lg.info.startClock,
 		Status: StatusScheduled,
 		Start:  s.start.Add(time.Duration(float64(start) / s.speed)).Round(time.Millisecond),
@@ -343,6 +343,7 @@ func (b *script) period(length int, clock func(off int) string, incs []incident)
 			} else {
 				b.st.Away.Score += in.points
 			}
+			b.st.LastScore = in.text
 		}
 		b.st.Clock = clock(in.off)
 		b.emit(in.off, in.text)
@@ -623,7 +624,8 @@ func playHockey(b *script) {
 	} else {
 		b.st.Away.Score++
 	}
-	b.emit(0, fmt.Sprintf("Shootout winner %s (%s)", b.player(side), name))
+	b.st.LastScore = fmt.Sprintf("Shootout winner %s (%s)", b.player(side), name)
+	b.emit(0, b.st.LastScore)
 	b.finish("F/SO", "Final/SO")
 }
 
@@ -633,6 +635,7 @@ type leagueInfo struct {
 	startClock string        // clock shown before the start
 	cycle      time.Duration // typical match length plus the gap before the next
 	teams      []string
+	abbr       map[string]string // team → the abbreviation scoreboards use
 	rosters    map[string][]string
 	strength   map[string]float64 // in [-1, 1]
 }
@@ -643,6 +646,9 @@ var leagueInfos = map[string]*leagueInfo{
 		"Crystal Palace", "Everton", "Fulham", "Leeds United", "Liverpool", "Manchester City",
 		"Manchester United", "Newcastle United", "Nottingham Forest", "Sunderland",
 		"Tottenham Hotspur", "West Ham United", "Wolves",
+	}, []string{
+		"ARS", "AVL", "BOU", "BRE", "BHA", "BUR", "CHE", "CRY", "EVE", "FUL", "LEE", "LIV", "MCI", "MUN", "NEW",
+		"NFO", "SUN", "TOT", "WHU", "WOL",
 	}, []string{
 		"Silva", "Santos", "Fernandes", "Martinez", "Garcia", "Rodriguez", "Lopez", "Gonzalez",
 		"Hernandez", "Alvarez", "Smith", "Jones", "Walker", "Taylor", "Brown", "Wilson", "Evans",
@@ -662,6 +668,9 @@ var leagueInfos = map[string]*leagueInfo{
 		"Portland Trail Blazers", "Sacramento Kings", "San Antonio Spurs", "Toronto Raptors",
 		"Utah Jazz", "Washington Wizards",
 	}, []string{
+		"ATL", "BOS", "BKN", "CHA", "CHI", "CLE", "DAL", "DEN", "DET", "GSW", "HOU", "IND", "LAC", "LAL", "MEM",
+		"MIA", "MIL", "MIN", "NOP", "NYK", "OKC", "ORL", "PHI", "PHX", "POR", "SAC", "SAS", "TOR", "UTA", "WAS",
+	}, []string{
 		"Williams", "Johnson", "Davis", "Brown", "Miller", "Harris", "Jackson", "Thompson",
 		"White", "Robinson", "Walker", "Young", "Allen", "King", "Wright", "Scott", "Green",
 		"Baker", "Adams", "Nelson", "Hill", "Mitchell", "Carter", "Turner", "Parker", "Collins",
@@ -680,6 +689,10 @@ var leagueInfos = map[string]*leagueInfo{
 		"Seattle Kraken", "St. Louis Blues", "Tampa Bay Lightning", "Toronto Maple Leafs",
 		"Vancouver Canucks", "Vegas Golden Knights", "Washington Capitals", "Winnipeg Jets",
 	}, []string{
+		"ANA", "BOS", "BUF", "CGY", "CAR", "CHI", "COL", "CBJ", "DAL", "DET", "EDM", "FLA", "LAK", "MIN", "MTL",
+		"NSH", "NJD", "NYI", "NYR", "OTT", "PHI", "PIT", "SJS", "SEA", "STL", "TBL", "TOR", "VAN", "VGK", "WSH",
+		"WPG",
+	}, []string{
 		"Andersson", "Johansson", "Karlsson", "Nilsson", "Eriksson", "Larsson", "Olsson",
 		"Persson", "Virtanen", "Korhonen", "Makinen", "Nieminen", "Lehtonen", "Hamalainen",
 		"Novotny", "Svoboda", "Dvorak", "Cerny", "Ivanov", "Smirnov", "Kuznetsov", "Popov",
@@ -694,16 +707,21 @@ var leagueInfos = map[string]*leagueInfo{
 // newLeagueInfo gives each team a roster drawn from the player pool and a
 // strength, both keyed by the team name alone so a team looks the same
 // in every match and every run.
-func newLeagueInfo(play func(*script), startClock string, cycle time.Duration, rosterSize int, teams, players []string) *leagueInfo {
+func newLeagueInfo(play func(*script), startClock string, cycle time.Duration, rosterSize int, teams, abbr, players []string) *leagueInfo {
+	if len(abbr) != len(teams) {
+		panic("feeds: one abbreviation per team")
+	}
 	info := &leagueInfo{
 		play:       play,
 		startClock: startClock,
 		cycle:      cycle,
 		teams:      teams,
+		abbr:       make(map[string]string, len(teams)),
 		rosters:    make(map[string][]string, len(teams)),
 		strength:   make(map[string]float64, len(teams)),
 	}
-	for _, t := range teams {
+	for i, t := range teams {
+		info.abbr[t] = abbr[i]
 		h := fnv.New64a()
 		h.Write([]byte(t))
 		r := rand.New(rand.NewPCG(h.Sum64(), 0x7465616d)) // "team"

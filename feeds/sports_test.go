@@ -364,7 +364,8 @@ func TestPayloadJSON(t *testing.T) {
 	m, _ := NewMarket(MarketConfig{})
 	_, q := m.Next()
 	q.TS = ts
-	checkKeys(t, q, "topic", "kind", "symbol", "price", "bid", "ask", "open", "change", "changePct", "volume", "ts")
+	checkKeys(t, q, "topic", "kind", "symbol", "price", "bid", "ask", "open", "change", "changePct", "volume",
+		"prevClose", "high", "low", "session", "ts")
 
 	s, _ := NewSports(SportsConfig{})
 	scoreKeys := []string{"topic", "kind", "league", "match", "home", "away", "period", "clock", "status", "start", "ts"}
@@ -381,8 +382,8 @@ func TestPayloadJSON(t *testing.T) {
 			obj := checkKeys(t, sc, append(scoreKeys, "event")...)
 			for _, side := range []string{"home", "away"} {
 				team, ok := obj[side].(map[string]any)
-				if !ok || len(team) != 2 || team["name"] == nil || team["score"] == nil {
-					t.Errorf("%s = %v, want {name, score}", side, obj[side])
+				if !ok || len(team) != 3 || team["name"] == nil || team["score"] == nil || len(fmt.Sprint(team["abbr"])) != 3 {
+					t.Errorf("%s = %v, want {name, abbr, score}", side, obj[side])
 				}
 			}
 		}

@@ -55,6 +55,7 @@ var queryParams = map[string][]string{
 	"/api/snapshot": {"topic", "token"},
 	"/api/poll":     {"topic", "cursor", "timeout", "limit", "maxRate", "token"},
 	"/api/topics":   {"token"},
+	"/api/history":  {"topic", "last", "since", "interval", "token"},
 }
 
 // checkQuery answers 400 for a query parameter the route does not take: a misspelt one (maxrate=1, topics=, cursor

@@ -25,6 +25,7 @@ type metrics struct {
 	latency          prometheus.Histogram
 	dropped          *prometheus.CounterVec // stream messages rejected, by reason
 	requests         *prometheus.CounterVec // HTTP API requests, by route and status
+	historyReads     *prometheus.CounterVec // history cache extensions, by source: memory, stream
 }
 
 func newMetrics() *metrics {
@@ -71,9 +72,13 @@ func newMetrics() *metrics {
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "livepush_http_requests_total", Help: "HTTP requests, by route and status code."},
 			[]string{"route", "code"}),
+		historyReads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "livepush_history_reads_total",
+			Help: "Reads for /api/history, by where they came from: memory (recent updates) or stream."},
+			[]string{"source"}),
 	}
 	m.registry.MustRegister(m.connections, m.connectionsTotal, m.disconnects, m.refused, m.deliveries, m.writes,
-		m.conflated, m.fanOutConflated, m.replays, m.resets, m.latency, m.dropped, m.requests,
+		m.conflated, m.fanOutConflated, m.replays, m.resets, m.latency, m.dropped, m.requests, m.historyReads,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -35,6 +35,8 @@ type Config struct {
 	// PollBytes bounds one long-poll answer: past the first update, no more than this many bytes of updates; the
 	// client asks again from the cursor it got. Zero: 1 MiB.
 	PollBytes int
+	// History bounds /api/history and the cache behind it.
+	History HistoryOptions
 	// Limits on connections and control messages.
 	Limits Limits
 	// Auth, when set, requires tokens for the topics it does not leave anonymous. Nil: everything is public.
@@ -92,6 +94,7 @@ type Server struct {
 	handler   http.Handler
 	admission admission
 	origins   originPolicy
+	history   *historyCache
 	draining  atomic.Bool
 }
 
@@ -99,7 +102,9 @@ type Server struct {
 func NewServer(cfg Config, hub *Hub, src *Source) *Server {
 	cfg = cfg.withDefaults()
 	s := &Server{cfg: cfg, hub: hub, src: src, log: cfg.Log, admission: admission{limits: cfg.Limits},
-		origins: newOriginPolicy(cfg.AllowedOrigins, cfg.TrustedProxies)}
+		origins: newOriginPolicy(cfg.AllowedOrigins, cfg.TrustedProxies), history: newHistoryCache(cfg.History)}
+	hub.metrics.gauge("livepush_history_cache_bytes", "Memory held by the history cache of /api/history.",
+		func() float64 { return float64(s.history.size()) })
 	s.handler = s.routes()
 	return s
 }
@@ -125,6 +130,7 @@ func (s *Server) routes() http.Handler {
 	api.Match(getOrHead, "/snapshot", s.handleSnapshot)
 	api.Match(getOrHead, "/poll", s.handlePoll)
 	api.Match(getOrHead, "/topics", s.handleTopics)
+	api.Match(getOrHead, "/history", s.handleHistory)
 	api.OPTIONS("/*path", s.preflight)
 
 	r.Match(getOrHead, "/healthz", s.cors, s.handleHealth)

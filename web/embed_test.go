@@ -12,7 +12,8 @@ import (
 
 // TestFilesAtRoot checks that the page's files sit at the root of FS, as the edge serves them.
 func TestFilesAtRoot(t *testing.T) {
-	for _, name := range []string{"index.html", "app.js", "livepush.js", "ui.js", "util.js", "style.css", "favicon.svg"} {
+	for _, name := range []string{"index.html", "app.js", "livepush.js", "ui.js", "util.js", "series.js", "chart.js",
+		"transports.js", "style.css", "favicon.svg"} {
 		if _, err := fs.Stat(FS, name); err != nil {
 			t.Errorf("%s: %v", name, err)
 		}

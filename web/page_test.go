@@ -2,10 +2,12 @@ package web_test
 
 // The live ticker page, tested in a real browser: an embedded nats-server with JetStream, the market and sports
 // simulators and a real edge run on loopback, and headless Chromium (driven with chromedp) opens the page the edge
-// serves. Chromium must be installed: without it these tests fail, they do not skip.
+// serves. Chromium must be installed: without it these tests fail, they do not skip. The tests share one Chromium
+// (a tab each), and the page's own tests one system, so that the package's tests stay within a few minutes.
 //
 // Screenshots go to t.ArtifactDir() (keep them with `go test -artifacts -outputdir DIR`) and, when
-// LIVEPUSH_SCREENSHOTS names a directory, to ticker-desktop.png and ticker-phone.png there.
+// LIVEPUSH_SCREENSHOTS names a directory, to ticker-desktop.png, ticker-wide.png and ticker-phone.png there: the
+// README's pictures (LIVEPUSH_SCREENSHOTS=$PWD/docs/img go test ./web -run TestPage/Layout).
 
 import (
 	"context"
@@ -19,22 +21,21 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
-	"net/url"
+	neturl "net/url"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/livepush/livepush/internal/browsertest"
-
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/storage"
 	"github.com/chromedp/chromedp"
-	"github.com/chromedp/chromedp/device"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/livepush/livepush/feeds"
+	"github.com/livepush/livepush/internal/browsertest"
 	"github.com/livepush/livepush/internal/stream"
 	"github.com/livepush/livepush/push"
 	"github.com/livepush/livepush/subscriber/subscribertest"
@@ -63,9 +64,15 @@ type system struct {
 	edgeStop func() // stops the running edge and waits until it has; nil when none runs
 }
 
-// startSystem runs an embedded nats-server, the stream, the simulators and an edge on a loopback port. Everything
-// stops when the test ends.
+// startSystem runs an embedded nats-server, the stream, the simulators (the market always open) and an edge on a
+// loopback port. Everything stops when the test ends.
 func startSystem(t *testing.T) *system {
+	t.Helper()
+	return startSystemWith(t, 0)
+}
+
+// startSystemWith is startSystem with a simulated trading day of marketDay (0: always open).
+func startSystemWith(t *testing.T, marketDay time.Duration) *system {
 	t.Helper()
 	log := subscribertest.Logger()
 	n := subscribertest.StartNATS(t, stream.Config{})
@@ -77,7 +84,7 @@ func startSystem(t *testing.T) *system {
 	go func() {
 		defer close(feedsDone)
 		cfg := feeds.Config{
-			Market: feeds.MarketConfig{Rate: 200, Seed: 1},
+			Market: feeds.MarketConfig{Rate: 200, Seed: 1, Day: marketDay},
 			Sports: feeds.SportsConfig{Speed: 300, Seed: 2, Start: time.Now()},
 		}
 		if err := feeds.Run(ctx, cfg, pub.Publish, log); err != nil {
@@ -242,26 +249,44 @@ func (s *system) streamSeqs(topics []string, from, to uint64) map[string][]uint6
 type page struct {
 	t     *testing.T
 	ctx   context.Context // the tab's chromedp context
-	close func()          // closes the browser before the test ends
+	close func()          // closes the tab before the test ends
 
 	mu      sync.Mutex
 	console []chromedp.ConsoleMessage // everything the page logged, exceptions and browser log entries included
 }
 
-// openPage starts headless Chromium at desktop size (1366x900), runs setup (emulation, say), opens url and waits
-// until the page has set up window.livepush. The browser ends with the test.
+// openPage opens a tab at desktop size (1366x900) with the page's storage cleared, runs setup (emulation, say),
+// opens url and waits until the page has set up window.livepush.
 func openPage(t *testing.T, url string, setup ...chromedp.Action[chromedp.Void]) *page {
 	t.Helper()
-	p := openTab(t, url, setup...)
+	p := openTab(t, url, append([]chromedp.Action[chromedp.Void]{clearStorage(url)}, setup...)...)
 	p.waitFor("the page has started", waitLong, `window.livepush && window.livepush.watchlist.length > 0`)
 	return p
 }
 
-// openTab starts headless Chromium at desktop size (1366x900), runs setup and opens url. The browser ends with the
-// test.
+// clearStorage forgets what the page kept in the shared browser for url's origin (watchlist, transport, view).
+func clearStorage(url string) chromedp.Action[chromedp.Void] {
+	u, err := neturl.Parse(url)
+	if err != nil {
+		panic(err)
+	}
+	origin := u.Scheme + "://" + u.Host
+	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := cdp.Call(ctx, t, storage.ClearDataForOrigin, storage.ClearDataForOriginParams{Origin: origin, StorageTypes: "local_storage"})
+		return err
+	})
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	browsertest.StopShared()
+	os.Exit(code)
+}
+
+// openTab opens a tab of the shared browser, runs setup and opens url. The tab closes when the test ends.
 func openTab(t *testing.T, url string, setup ...chromedp.Action[chromedp.Void]) *page {
 	t.Helper()
-	ctx := browsertest.Start(t, chromedp.WindowSize(1366, 900))
+	ctx := browsertest.Tab(t, chromedp.WindowSize(1366, 900))
 	p := &page{t: t, ctx: ctx, close: func() { chromedp.Cancel(ctx) }}
 
 	messages := chromedp.Console(ctx) // subscribed now, before the page loads
@@ -431,9 +456,29 @@ func (p *page) perTopic() map[string]topicCount {
 
 // ---- the tests ----
 
-// TestPageLoadsLive: the page loads without errors, its prices move and the scoreboard fills.
-func TestPageLoadsLive(t *testing.T) {
+// TestPage runs the page's tests on one system: each opens a tab of its own, with the page's storage cleared.
+func TestPage(t *testing.T) {
 	sys := startSystem(t)
+	for _, tc := range []struct {
+		name string
+		test func(*testing.T, *system)
+	}{
+		{"LoadsLive", testLoadsLive},
+		{"AddAndRemoveSymbol", testAddAndRemoveSymbol},
+		{"SwitchTransports", testSwitchTransports},
+		{"BoardSearchSortAndKeys", testBoardSearchSortAndKeys},
+		{"ChartJoinsHistoryAndLive", testChartJoinsHistoryAndLive},
+		{"MatchDetail", testMatchDetail},
+		{"Scoreboard", testScoreboard},
+		{"TransportPanel", testTransportPanel},
+		{"Layout", testLayout},
+	} {
+		t.Run(tc.name, func(t *testing.T) { tc.test(t, sys) })
+	}
+}
+
+// testLoadsLive: the page loads without errors, its prices move and the scoreboard fills.
+func testLoadsLive(t *testing.T, sys *system) {
 	p := openPage(t, sys.url())
 
 	p.waitFor("the connection is live", waitLong, jsState+` === 'live'`)
@@ -443,17 +488,18 @@ func TestPageLoadsLive(t *testing.T) {
 	p.waitFor("the AAPL row exists", waitShort, `document.querySelector('tr[data-symbol="AAPL"] .last')`)
 	p.waitPriceChange(p.prices())
 
+	// The card shows each team's score on its row (it had one "H–A" element before the scoreboard showed full names).
 	p.waitFor("a score card shows a status and a score", waitShort,
 		`[...document.querySelectorAll('#scoreboard [data-topic^="sports."]')].some((c) =>
-			c.querySelector('.status').textContent !== '' && /^\d+–\d+$/.test(c.querySelector('.score').textContent))`)
+			c.querySelector('.status').textContent !== '' && /^\d+$/.test(c.querySelector('.s-home').textContent) &&
+			/^\d+$/.test(c.querySelector('.s-away').textContent))`)
 	p.waitFor("the update counter moves", waitShort, jsNum("c-updates")+` > 0`)
 	p.noErrors(true)
 }
 
-// TestAddAndRemoveSymbol: a symbol added by hand gets a row and live prices; removed, its row goes and its updates
+// testAddAndRemoveSymbol: a symbol added by hand gets a row and live prices; removed, its row goes and its updates
 // stop while the feed keeps publishing it.
-func TestAddAndRemoveSymbol(t *testing.T) {
-	sys := startSystem(t)
+func testAddAndRemoveSymbol(t *testing.T, sys *system) {
 	p := openPage(t, sys.url())
 	p.waitFor("the connection is live", waitLong, jsState+` === 'live'`)
 	p.prices()
@@ -510,10 +556,9 @@ func TestAddAndRemoveSymbol(t *testing.T) {
 	p.noErrors(true)
 }
 
-// TestSwitchTransports: on each of the four transports, chosen in #transport, the table keeps updating and the
-// counters move.
-func TestSwitchTransports(t *testing.T) {
-	sys := startSystem(t)
+// testSwitchTransports: on each of the four transports, chosen in #transport, the table keeps updating and the
+// counters (in the transport panel now) move.
+func testSwitchTransports(t *testing.T, sys *system) {
 	p := openPage(t, sys.url())
 	p.prices()
 	for _, kind := range []string{"ws", "sse", "longpoll", "poll", "ws"} {
@@ -692,69 +737,6 @@ func (s *system) publishManyTopics(n int) {
 	}
 }
 
-// TestScreenshots takes the page at desktop width (1366x900) and on a phone (390x844, mobile emulation).
-func TestScreenshots(t *testing.T) {
-	sys := startSystem(t)
-	// A fresh stream does not know every symbol at once, and the page's default watchlist keeps only the ones the
-	// edge knows: wait for all of them (app.js DEFAULT_SYMBOLS), so that the pictures show the whole list.
-	defaults := []string{"AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "JPM", "V", "XOM", "BRK-B", "NFLX"}
-	for _, sym := range defaults {
-		for deadline := time.Now().Add(waitLong); ; {
-			if _, err := sys.lastOf("market." + sym); err == nil {
-				break
-			} else if time.Now().After(deadline) {
-				t.Fatalf("no quote of %s in %v: %v", sym, waitLong, err)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
-	shots := []struct {
-		name  string
-		setup chromedp.Action[chromedp.Void]
-	}{
-		{"ticker-desktop.png", chromedp.EmulateViewport(1366, 900)},
-		{"ticker-phone.png", chromedp.Emulate(device.IPhone13)}, // 390x844, scale 3, mobile, touch
-	}
-	for _, shot := range shots {
-		p := openPage(t, sys.url(), shot.setup)
-		p.waitFor("the connection is live", waitLong, jsState+` === 'live'`)
-		if got := eval[[]string](p, `window.livepush.watchlist`); len(got) != len(defaults) {
-			t.Errorf("default watchlist %v, want %v", got, defaults)
-		}
-		p.prices()
-		p.waitFor("the scoreboard has a few matches", waitShort,
-			`document.querySelectorAll('#scoreboard [data-topic]').length >= 6`)
-		p.waitFor("the latency counter shows numbers", waitShort, `/^\d/.test(document.querySelector('#c-latency').textContent)`)
-		p.waitFor("some history for the sparklines", waitLong, `window.livepush.counters.updates >= 150`)
-
-		ctx, cancel := context.WithTimeout(p.ctx, waitLong)
-		png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
-		cancel()
-		if err != nil {
-			t.Fatalf("%s: %v", shot.name, err)
-		}
-		if !strings.HasPrefix(string(png), "\x89PNG\r\n\x1a\n") {
-			t.Fatalf("%s: not a PNG", shot.name)
-		}
-		dirs := []string{t.ArtifactDir()}
-		if dir := os.Getenv("LIVEPUSH_SCREENSHOTS"); dir != "" {
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			dirs = append(dirs, dir)
-		}
-		for _, dir := range dirs {
-			path := filepath.Join(dir, shot.name)
-			if err := os.WriteFile(path, png, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			t.Logf("wrote %s (%d bytes)", path, len(png))
-		}
-		p.noErrors(true)
-		p.close()
-	}
-}
-
 // ---- edge loss behind a load balancer ----
 
 // trackingListener remembers the connections it accepted, so a test can cut them all at once as if the process
@@ -829,7 +811,7 @@ func loadBalancer(t *testing.T, backends ...string) string {
 	}, DisableKeepAlives: true}
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
-			r.SetURL(&url.URL{Scheme: "http", Host: "edges"})
+			r.SetURL(&neturl.URL{Scheme: "http", Host: "edges"})
 			r.Out.Host = r.In.Host
 		},
 		Transport:     transport,

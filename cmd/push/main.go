@@ -67,6 +67,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	maxCachedTopics := f.Int("max-cached-topics", "PUSH_MAX_CACHED_TOPICS", 10_000, "most topics in the last-value cache; messages on more are rejected (too_many_topics)")
 	cacheBytes := f.Int("cache-bytes", "PUSH_CACHE_BYTES", 256<<20, "bytes the last-value cache may hold; updates past it are rejected (too_many_topics)")
 	pollBytes := f.Int("poll-bytes", "PUSH_POLL_BYTES", 1<<20, "bytes of updates in one long-poll answer (past its first update)")
+	historyMax := f.Int("history-max", "PUSH_HISTORY_MAX", 10_000, "most updates (or bars) in one /api/history answer, and updates of one topic kept for it")
+	historyBytes := f.Int("history-bytes", "PUSH_HISTORY_BYTES", 4<<20, "bytes of updates in one /api/history answer, and of one topic kept for it")
+	historyCacheBytes := f.Int("history-cache-bytes", "PUSH_HISTORY_CACHE_BYTES", 64<<20, "bytes the /api/history cache holds across topics; the least recently asked go first")
 	maxStreamReads := f.Int("max-stream-reads", "PUSH_MAX_STREAM_READS", 16, "reads of the stream's history (old-cursor resumes and polls) run at once; more wait their turn")
 	maxStreamReadsPerIP := f.Int("max-stream-reads-per-ip", "PUSH_MAX_STREAM_READS_PER_IP", 4, "such reads one client address runs at once")
 	maxPayload := f.Int("max-payload", "PUSH_MAX_PAYLOAD", push.DefaultMaxPayload, "largest stream payload delivered, in bytes; larger ones are rejected (too_large)")
@@ -196,6 +199,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		CORSOrigins:    *corsOrigins,
 		MaxTopics:      *maxTopics,
 		PollBytes:      *pollBytes,
+		History:        push.HistoryOptions{MaxUpdates: *historyMax, MaxBytes: *historyBytes, CacheBytes: *historyCacheBytes},
 		Limits: push.Limits{MaxConnections: *maxConns, MaxConnectionsPerIP: *maxConnsPerIP,
 			ControlRate: *controlRate},
 		TrustedProxies:    *trustedProxies,

@@ -5,8 +5,10 @@ package browsertest
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
+	"sync"
 	"testing"
 	"time"
 
@@ -67,4 +69,77 @@ func Start(t testing.TB, opts ...chromedp.ExecAllocatorOption) context.Context {
 		t.Fatalf("Chromium did not start within %v", Wait)
 	}
 	return ctx
+}
+
+// The browser Tab opens tabs in: one per test process, started by the first test that needs it.
+var shared struct {
+	once sync.Once
+	ctx  context.Context
+	err  error
+	stop func()
+}
+
+// Tab opens a tab in a browser shared by the tests of the process, starting Chromium with opts on first use (later
+// callers' opts are ignored: give the same ones everywhere); the tab closes when the test ends. Starting Chromium
+// once rather than per test saves seconds a test on a loaded machine. A package that calls Tab calls StopShared in
+// its TestMain, after m.Run.
+func Tab(t testing.TB, opts ...chromedp.ExecAllocatorOption) context.Context {
+	t.Helper()
+	path := Path(t)
+	shared.once.Do(func() {
+		tmp, err := os.MkdirTemp("", "chromium") // as in Start
+		if err != nil {
+			shared.err = err
+			return
+		}
+		all := append(chromedp.DefaultExecAllocatorOptions[:],
+			chromedp.ExecPath(path),
+			chromedp.NoSandbox,
+			chromedp.DisableGPU,
+			chromedp.Flag("disable-background-networking", true),
+			chromedp.Flag("disable-component-update", true),
+			chromedp.Env("TMPDIR="+tmp),
+		)
+		allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), append(all, opts...)...)
+		ctx, cancel := chromedp.NewContext(allocCtx)
+		shared.ctx = ctx
+		shared.stop = func() {
+			cancel()
+			cancelAlloc() // waits for the browser to exit
+			os.RemoveAll(tmp)
+		}
+		started := make(chan error, 1)
+		go func() { started <- chromedp.Do(ctx) }()
+		select {
+		case err := <-started:
+			if err != nil {
+				shared.err = fmt.Errorf("browsertest: starting Chromium: %w", err)
+			}
+		case <-time.After(Wait):
+			shared.err = fmt.Errorf("browsertest: Chromium did not start within %v", Wait)
+		}
+	})
+	if shared.err != nil {
+		t.Fatal(shared.err)
+	}
+	ctx, cancel := chromedp.NewContext(shared.ctx)
+	t.Cleanup(cancel)
+	opened := make(chan error, 1)
+	go func() { opened <- chromedp.Do(ctx) }()
+	select {
+	case err := <-opened:
+		if err != nil {
+			t.Fatalf("opening a tab: %v", err)
+		}
+	case <-time.After(Wait):
+		t.Fatalf("no new tab within %v", Wait)
+	}
+	return ctx
+}
+
+// StopShared stops the browser Tab started, if it did.
+func StopShared() {
+	if shared.stop != nil {
+		shared.stop()
+	}
 }
