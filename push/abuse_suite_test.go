@@ -120,7 +120,7 @@ func TestAbuseOldCursorResumesLeaveNoServerState(t *testing.T) {
 	}
 	for i := range streams {
 		wg.Go(func() { // SSE resumes from an old cursor: the first update after it, or a busy close
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.url+"/sse?topic=market.*", nil)
 			req.Header.Set("Last-Event-ID", "1")
@@ -151,7 +151,7 @@ func TestAbuseOldCursorResumesLeaveNoServerState(t *testing.T) {
 			}
 		})
 		wg.Go(func() { // WebSocket resumes
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(e.url, "http")+"/ws",
 				&websocket.DialOptions{HTTPClient: clients[i%40]})
