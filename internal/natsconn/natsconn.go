@@ -180,6 +180,9 @@ func Options(name string, log *slog.Logger) []nats.Option {
 		nats.ReconnectWait(500 * time.Millisecond),
 		nats.ReconnectJitter(250*time.Millisecond, time.Second),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if err == nil && nc.IsClosed() {
+				return // the process closed it: not news
+			}
 			log.Warn("NATS disconnected", "url", Redact(nc.ConnectedUrl()), "err", err)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
