@@ -245,6 +245,7 @@ func (s *Subscriber) enqueueBatchLocked(updates []*Update) {
 	}
 	s.appendLocked(updates...)
 	s.catchUps.Add(int64(len(updates)))
+	s.protectLocked(updates)
 	s.raiseLimitsLocked()
 	s.startWriterLocked()
 }

@@ -77,6 +77,8 @@ type Subscriber struct {
 	limit      int       // conflate when the queue grows past this many updates
 	limitBytes int       // or this much memory
 	last       uint64    // newest cursor queued: offer drops anything at or below it
+	protect    uint64    // queued updates at or below it are a snapshot or a replay the client asked for: never conflated
+	oldestLive time.Time // when the oldest live update waiting was received; zero when none waits
 	writing    bool      // a writer goroutine is running
 	beat       bool      // a heartbeat is due
 	closing    *closeReason
@@ -154,7 +156,10 @@ func (s *Subscriber) offer(u *Update) {
 		return
 	}
 	s.appendLocked(u)
-	if s.overLimitLocked() && s.stalledLocked(u.Recv) && s.conflateLocked(u.Recv) {
+	if s.oldestLive.IsZero() {
+		s.oldestLive = u.Recv
+	}
+	if (s.overLimitLocked() && s.stalledLocked(u.Recv) || s.agedLocked(u.Recv)) && s.conflateLocked(u.Recv) {
 		s.mu.Unlock()
 		go s.Close(reasonSlow) // Close takes the shard's mu: never on the fan-out path
 		return
@@ -186,6 +191,7 @@ func (s *Subscriber) enqueueLocked(reply *Update, updates []*Update, head uint64
 	}
 	s.appendLocked(updates...)
 	s.catchUps.Add(int64(len(updates)))
+	s.protectLocked(updates)
 	s.last = max(s.last, head)
 	// A snapshot is one update per topic and a replay from memory is already in memory: let the queue hold them
 	// without calling the subscriber slow.
@@ -215,6 +221,7 @@ func (s *Subscriber) pushReplay(ctx context.Context, u *Update) error {
 		return ErrClosed
 	}
 	s.appendLocked(u)
+	s.protect = max(s.protect, u.Cursor)
 	s.startWriterLocked()
 	return nil
 }
@@ -365,6 +372,13 @@ func (s *Subscriber) appendLocked(us ...*Update) {
 	s.queue = append(s.queue, us...)
 }
 
+// protectLocked keeps updates a snapshot or replay queued out of conflation: the client asked for them.
+func (s *Subscriber) protectLocked(updates []*Update) {
+	for _, u := range updates {
+		s.protect = max(s.protect, u.Cursor)
+	}
+}
+
 // queuedSize is what a queued update counts against a queue's byte limit: the memory it keeps alive.
 func queuedSize(u *Update) int { return u.memSize() }
 
@@ -387,14 +401,26 @@ func (s *Subscriber) stalledLocked(now time.Time) bool {
 		len(s.queue) > 16*s.limit || s.queued > 4*s.limitBytes
 }
 
-// conflateLocked keeps only the newest queued update of each topic (and every control message), in order. It
-// reports true when the subscriber has been behind for longer than the hub's SlowTimeout and should be dropped.
+// agedLocked reports whether live updates have waited longer than the latency budget: whatever the cause (a client
+// that reads slowly, or a machine too busy to write), a subscriber then gets the newest value of each topic, not a
+// backlog.
+func (s *Subscriber) agedLocked(now time.Time) bool {
+	return len(s.queue) >= agedBacklog && !s.oldestLive.IsZero() && now.Sub(s.oldestLive) > s.hub.opts.LatencyBudget
+}
+
+// agedBacklog is how many updates must wait past the budget before they are conflated: a moment's hiccup with a few
+// updates waiting delivers them all.
+const agedBacklog = 32
+
+// conflateLocked keeps only the newest queued update of each topic (and every control message, and what a
+// snapshot or replay queued), in order. It reports true when the subscriber has been behind for longer than the
+// hub's SlowTimeout and should be dropped.
 func (s *Subscriber) conflateLocked(now time.Time) (tooSlow bool) {
 	seen := make(map[string]struct{}, len(s.queue))
 	w := len(s.queue)
 	for i := len(s.queue) - 1; i >= 0; i-- {
 		u := s.queue[i]
-		if u.Topic != "" {
+		if u.Topic != "" && u.Cursor > s.protect {
 			if _, dup := seen[u.Topic]; dup {
 				continue
 			}
@@ -415,6 +441,7 @@ func (s *Subscriber) conflateLocked(now time.Time) (tooSlow bool) {
 	// proportional to the topics subscribed, not to the update rate.
 	s.limit = max(s.hub.opts.QueueLimit, 2*n)
 	s.limitBytes = max(s.hub.opts.QueueBytes, 2*s.queued)
+	s.oldestLive = now // what is left is the newest of each topic
 	if s.behind.IsZero() {
 		s.behind = now
 	}
@@ -490,6 +517,10 @@ const maxWriteBytes = 256 << 10
 // takeBatchLocked takes the next write's updates from the queue: all of them, or as many as fit in maxWriteBytes
 // (at least one). s.mu must be held.
 func (s *Subscriber) takeBatchLocked() []*Update {
+	if s.agedLocked(time.Now()) {
+		// Updates have waited past the budget (the last write was slow): what leaves now is the newest of each topic.
+		s.conflateLocked(time.Now())
+	}
 	size, k := 0, 0
 	for k < len(s.queue) {
 		size += len(s.queue[k].json) + len(s.queue[k].sse)
@@ -501,7 +532,7 @@ func (s *Subscriber) takeBatchLocked() []*Update {
 	var batch []*Update
 	if k == len(s.queue) {
 		batch, s.queue, s.spare = s.queue, s.spare, nil
-		s.queued = 0
+		s.queued, s.oldestLive = 0, time.Time{}
 		return batch
 	}
 	batch, s.spare = append(s.spare[:0], s.queue[:k]...), nil
