@@ -176,3 +176,16 @@ func TestPollingAccounting(t *testing.T) {
 		t.Fatalf("%+v", s)
 	}
 }
+
+// BenchmarkParsePayload is what pushbench reads in each update it receives: its run, number and publish time.
+func BenchmarkParsePayload(b *testing.B) {
+	p := &publisher{cfg: &Config{PayloadBytes: 500}, runID: "r1", subjects: []string{"market.B0001"}, n: []uint64{41}}
+	data := p.payload(0)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if f := parsePayload(data); !f.hasN || f.ts == 0 {
+			b.Fatal(f)
+		}
+	}
+}
