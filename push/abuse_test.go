@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/livepush/livepush/subscriber/wire"
 )
 
 // Topic validation cannot be bypassed on any transport with an encoding trick. Each raw query below decodes to
@@ -43,7 +45,7 @@ func TestTopicValidationCannotBeBypassed(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var body apiError
+			var body wire.ErrorBody
 			json.NewDecoder(resp.Body).Decode(&body)
 			resp.Body.Close()
 			if resp.StatusCode != http.StatusBadRequest || body.Code != "invalid_topic" {

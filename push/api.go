@@ -1,9 +1,7 @@
 package push
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -16,16 +14,11 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/livepush/livepush/internal/topic"
+	"github.com/livepush/livepush/subscriber/wire"
 )
 
-// apiError is the JSON body of every error response.
-type apiError struct {
-	Error string `json:"error"`
-	Code  string `json:"code"`
-}
-
 func writeError(c *gin.Context, status int, code, message string) {
-	writeJSON(c, status, apiError{Error: message, Code: code})
+	writeJSON(c, status, wire.ErrorBody{Error: message, Code: code})
 	c.Abort()
 }
 
@@ -37,15 +30,14 @@ func writeJSON(c *gin.Context, status int, v any) {
 	c.Data(status, "application/json; charset=utf-8", marshalJSON(v))
 }
 
-// marshalJSON encodes v without HTML escaping, newline-terminated. v is made of plain types and valid raw JSON.
+// marshalJSON encodes v as wire.MarshalLine does: without HTML escaping, newline-terminated. v is made of plain
+// types and valid raw JSON.
 func marshalJSON(v any) []byte {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
+	b, err := wire.MarshalLine(v)
+	if err != nil {
 		panic("push: marshalJSON: " + err.Error()) // a programming error: the types are the edge's own
 	}
-	return b.Bytes()
+	return b
 }
 
 // queryParams are the query parameters each route takes; token wherever a token may be sent.

@@ -18,6 +18,8 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/livepush/livepush/subscriber/wire"
 )
 
 var secret = []byte("a test secret that is long enough")
@@ -55,7 +57,7 @@ func status(t *testing.T, u string, header http.Header) (int, string) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var body apiError
+	var body wire.ErrorBody
 	if resp.Header.Get("Content-Type") == "application/json; charset=utf-8" {
 		json.NewDecoder(resp.Body).Decode(&body)
 	}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/livepush/livepush/subscriber/wire"
 )
 
 // What a new user meets in the first hour: JSON that reads as written, misspelt parameters refused with a word,
@@ -110,7 +112,7 @@ func TestUnknownQueryParametersAreRefused(t *testing.T) {
 	}
 	for _, c := range refused {
 		status, body, _ := getJSON(t, e.url+c.query)
-		var got apiError
+		var got wire.ErrorBody
 		json.Unmarshal([]byte(body), &got)
 		want := `unknown query parameter "` + c.param + `": ` + c.takes
 		if status != 400 || got.Code != "bad_request" || got.Error != want {

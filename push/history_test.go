@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/livepush/livepush/subscriber/wire"
 )
 
 // historyAnswer is /api/history's answer.
@@ -241,7 +243,7 @@ func TestHistoryRefusals(t *testing.T) {
 		{small, "topic=market.AAPL&last=4", 413, "too_large", "bytes"},
 	} {
 		status, body, _ := getJSON(t, tc.edge.url+"/api/history?"+tc.query)
-		var got apiError
+		var got wire.ErrorBody
 		json.Unmarshal([]byte(body), &got)
 		if status != tc.status || got.Code != tc.code || !strings.Contains(got.Error, tc.says) {
 			t.Errorf("%s: %d %s, want %d %s saying %q", tc.query, status, body, tc.status, tc.code, tc.says)

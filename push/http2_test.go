@@ -18,6 +18,7 @@ import (
 
 	"github.com/livepush/livepush/internal/tlscert"
 	"github.com/livepush/livepush/internal/tlscert/tlscerttest"
+	"github.com/livepush/livepush/subscriber/wire"
 )
 
 // Streams over HTTP/2, to Go clients that speak nothing else: over TLS (ALPN h2) and in clear text (h2c). Over
@@ -330,7 +331,7 @@ func TestWebSocketBesideHTTP2(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var body apiError
+	var body wire.ErrorBody
 	json.NewDecoder(resp.Body).Decode(&body)
 	resp.Body.Close()
 	if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusHTTPVersionNotSupported || body.Code != "http_version_not_supported" {

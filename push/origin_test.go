@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/coder/websocket"
+
+	"github.com/livepush/livepush/subscriber/wire"
 )
 
 // originCase is one WebSocket handshake as a browser behind a proxy, or a client faking one, would send it.
@@ -106,7 +108,7 @@ func (tc originCase) run(t *testing.T, base string) {
 		t.Fatalf("err %v, response %v; want 403", err, resp)
 	}
 	body, _ := io.ReadAll(resp.Body)
-	var answer apiError
+	var answer wire.ErrorBody
 	if err := json.Unmarshal(body, &answer); err != nil || answer.Code != "forbidden_origin" {
 		t.Fatalf("body %q: want a JSON error with code forbidden_origin", body)
 	}

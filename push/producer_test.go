@@ -70,7 +70,8 @@ func TestOneStreamConsumerPerEdge(t *testing.T) {
 }
 
 // A careless or hostile producer publishing with plain NATS cannot imitate the edge's control events, break a
-// browser's WebSocket with invalid UTF-8, label an update with another topic or fill memory with one huge payload:
+// browser's WebSocket with invalid UTF-8, label an update with another topic (for every reader: first or last of
+// duplicate members) or fill memory with one huge payload:
 // every transport sees the same, checked updates, and each rejection is counted by reason.
 func TestProducerContractOnEveryTransport(t *testing.T) {
 	n := startNATS(t)
@@ -98,6 +99,7 @@ func TestProducerContractOnEveryTransport(t *testing.T) {
 		`{"topic":"market.OTHER","kind":"quote","price":2}`,                  // another topic's label
 		`{"topic":"market.EVIL","kind":"quote","pad":"` + strings.Repeat("x", 5000) + `"}`,
 		`[1,2,3]`,
+		`{"topic":"market.OTHER","topic":"market.EVIL","kind":"quote"}`, // a first topic for readers that stop there
 	} {
 		if err := n.NC.Publish("market.EVIL", []byte(bad)); err != nil {
 			t.Fatal(err)
@@ -119,7 +121,7 @@ func TestProducerContractOnEveryTransport(t *testing.T) {
 		}
 	}
 	m := scrape(t, e.url)
-	for _, reason := range []string{RejectInvalidUTF8, RejectTopicMismatch, RejectTooLarge, RejectNotObject} {
+	for _, reason := range []string{RejectInvalidUTF8, RejectTopicMismatch, RejectTooLarge, RejectNotObject, RejectDuplicate} {
 		if v := m[`livepush_stream_dropped_total{reason="`+reason+`"}`]; v != 1 {
 			t.Errorf("dropped for %s: %v, want 1", reason, v)
 		}

@@ -15,6 +15,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	sse "github.com/tmaxmax/go-sse"
+
+	"github.com/livepush/livepush/subscriber/wire"
 )
 
 // A subscription as each transport resumes it: connect with an optional cursor, read updates.
@@ -302,7 +304,7 @@ func TestBadCursors(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var e apiError
+			var e wire.ErrorBody
 			if status != http.StatusBadRequest || json.Unmarshal(body, &e) != nil || e.Code != "bad_cursor" {
 				t.Errorf("%s: %d %s, want 400 bad_cursor", u, status, body)
 			}
@@ -376,7 +378,7 @@ func TestPollBadParameters(t *testing.T) {
 	for _, q := range []string{"topic=market.AAPL&cursor=1&timeout=forever", "topic=market.AAPL&cursor=1&timeout=1h",
 		"topic=market.AAPL&limit=0", "topic=market.AAPL&maxRate=-1", "topic=market.AAPL&maxRate=fast", "topic=$SYS.>"} {
 		body, status, _ := get(t.Context(), e.url+"/api/poll?"+q)
-		var e apiError
+		var e wire.ErrorBody
 		if status != http.StatusBadRequest || json.Unmarshal(body, &e) != nil || e.Error == "" {
 			t.Errorf("%s: %d %s, want 400 with a JSON error", q, status, body)
 		}

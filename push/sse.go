@@ -2,7 +2,6 @@ package push
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
@@ -11,7 +10,8 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
-	sse "github.com/tmaxmax/go-sse"
+
+	"github.com/livepush/livepush/subscriber/wire"
 )
 
 // The SSE transport takes an HTTP/1.x connection over from net/http once the request is accepted: the handler
@@ -23,12 +23,7 @@ import (
 // ResponseWriter (sseStream), with the same events, heartbeats, close event and write deadlines, and its handler
 // waits until the stream ends.
 
-var heartbeatEvent = func() []byte {
-	var m sse.Message
-	m.AppendComment("heartbeat")
-	b, _ := m.MarshalText()
-	return b
-}()
+var heartbeatEvent = append(wire.AppendComment(nil, "heartbeat"), '\n')
 
 // bufPool holds write buffers: one per write in flight rather than one per connection.
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
@@ -224,7 +219,10 @@ func (s *Server) subscribeSSE(ctx context.Context, subscriber *Subscriber, st *s
 }
 
 // sseHello opens every stream: how soon to reconnect, and a comment so EventSource fires onopen at once.
-var sseHello = newControl(nil, []byte("retry: 2000\n: livepush\n\n"))
+var sseHello = newControl(nil, append(sseHelloLines, '\n'))
+
+// sseHelloLines are the hello's lines, to which comments may be added before the blank line that ends it.
+var sseHelloLines = wire.AppendComment(wire.AppendRetry(nil, 2*time.Second), "livepush")
 
 // sseReadLoop waits for the client to hang up. SSE clients send nothing after the request.
 func (s *Server) sseReadLoop(sub *Subscriber, conn net.Conn) {
@@ -307,17 +305,7 @@ func (sc *sseConn) close(reason closeReason) {
 func (sc *sseConn) abort() { sc.conn.Close() }
 
 func closeEvent(reason closeReason) []byte {
-	// The retry: field is repeated in the data as milliseconds: EventSource applies retry: but never shows it to
-	// scripts, and a client that reconnects by itself (livepush.js) must know how long to wait.
-	data, _ := json.Marshal(struct {
-		Reason  string `json:"reason"`
-		Message string `json:"message"`
-		Retry   int64  `json:"retry,omitempty"`
-	}{reason.err, reason.text, reason.retry.Milliseconds()})
-	m := sse.Message{Type: sse.Type("close"), Retry: reason.retry}
-	m.AppendData(string(data))
-	b, _ := m.MarshalText()
-	return b
+	return wire.AppendCloseEvent(nil, reason.err, reason.text, reason.retry)
 }
 
 // sseStream is a stream written through net/http: HTTP/2, or a ResponseWriter that cannot hijack. net/http frames

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	sse "github.com/tmaxmax/go-sse"
+
+	"github.com/livepush/livepush/subscriber/wire"
 )
 
 // sseClient reads one SSE stream and hands its events over a channel.
@@ -209,7 +211,7 @@ func TestSSEInvalidTopics(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var body apiError
+		var body wire.ErrorBody
 		err = json.NewDecoder(resp.Body).Decode(&body)
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusBadRequest || err != nil || body.Code != "invalid_topic" || body.Error == "" {

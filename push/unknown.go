@@ -6,6 +6,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/livepush/livepush/internal/topic"
+	"github.com/livepush/livepush/subscriber/wire"
 )
 
 // A subscription to a topic nobody publishes is not an error (its feed may start later), but an empty stream with no
@@ -64,11 +65,9 @@ func sseHelloFor(unknown []string) *Update {
 	if len(unknown) == 0 {
 		return sseHello
 	}
-	b := append([]byte(nil), sseHello.sse[:len(sseHello.sse)-1]...) // without the blank line that ends it
+	b := append([]byte(nil), sseHelloLines...)
 	for _, t := range unknown {
-		b = append(b, ": no updates yet for "...)
-		b = append(b, t...) // a valid topic: no newline can end the comment early
-		b = append(b, '\n')
+		b = wire.AppendComment(b, "no updates yet for "+t)
 	}
 	return newControl(nil, append(b, '\n'))
 }

@@ -6,12 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
-	sse "github.com/tmaxmax/go-sse"
+	"github.com/livepush/livepush/subscriber/wire"
 )
 
 // ErrRejected is wrapped by every error of Contract.Update: the message breaks the producer contract and reaches
@@ -20,12 +19,13 @@ var ErrRejected = errors.New("push: stream message rejected")
 
 // Rejection reasons: the reason label of livepush_stream_dropped_total and of the edge's log line.
 const (
-	RejectNotObject     = "not_json_object" // not one valid JSON object
-	RejectInvalidUTF8   = "invalid_utf8"    // browsers must fail a WebSocket that carries it
-	RejectTooLarge      = "too_large"       // over Contract.MaxPayload
-	RejectTopicMismatch = "topic_mismatch"  // the payload's "topic" is not the subject it was published on
-	RejectBadSubject    = "bad_subject"     // a subject outside the topic grammar
-	RejectTooManyTopics = "too_many_topics" // a new topic when the edge's cache holds HubOptions.MaxTopics
+	RejectNotObject     = "not_json_object"  // not one valid JSON object
+	RejectInvalidUTF8   = "invalid_utf8"     // browsers must fail a WebSocket that carries it
+	RejectTooLarge      = "too_large"        // over Contract.MaxPayload
+	RejectTopicMismatch = "topic_mismatch"   // the payload's "topic" is not the subject it was published on
+	RejectDuplicate     = "duplicate_member" // "topic", "kind" or "ts" more than once: readers would disagree on it
+	RejectBadSubject    = "bad_subject"      // a subject outside the topic grammar
+	RejectTooManyTopics = "too_many_topics"  // a new topic when the edge's cache holds HubOptions.MaxTopics
 )
 
 // RejectedError says why a stream message was rejected.
@@ -57,7 +57,7 @@ type Contract struct {
 }
 
 // ReservedEvents are the SSE event names only the edge sends: a producer's kind can never imitate them.
-var ReservedEvents = []string{"close", "reset", "error", "message", "open", "update"}
+var ReservedEvents = []string{wire.EventClose, wire.EventReset, wire.EventError, "message", "open", wire.EventUpdate}
 
 // DefaultMaxPayload is Contract.MaxPayload's default.
 const DefaultMaxPayload = 64 << 10
@@ -123,9 +123,9 @@ func NewUpdate(topic string, cursor uint64, data []byte, recv time.Time) (*Updat
 }
 
 // Update checks a stream message against the contract and prepares it for delivery. The payload must be one JSON
-// object of valid UTF-8 within MaxPayload. Its top-level "topic", if it has one, must be the subject it came on
-// (topic, validated by the caller); one without gets the subject's added in front, so that every transport labels
-// it alike. A payload spread over several lines is compacted, because a WebSocket frame carries one message per
+// object of valid UTF-8 within MaxPayload, with at most one top-level "topic", "kind" and "ts" each (clients read
+// the first, JSON decoders the last). Its "topic", if it has one, must be the subject it came on (topic, validated by
+// the caller); one without gets the subject's added in front, so that every transport labels it alike. A payload spread over several lines is compacted, because a WebSocket frame carries one message per
 // line. Errors wrap ErrRejected (a *RejectedError).
 func (c Contract) Update(topic string, cursor uint64, data []byte, recv time.Time) (*Update, error) {
 	if c.MaxPayload <= 0 || len(c.Kinds) == 0 {
@@ -148,31 +148,25 @@ func (c Contract) Update(topic string, cursor uint64, data []byte, recv time.Tim
 		}
 		data = buf.Bytes()
 	}
-	top := scanTopLevel(data)
-	switch {
-	case !top.topic.present:
+	top, duplicate, _ := wire.CheckPayload(data) // an object: json.Valid said so
+	switch topicValue, isString := top.Topic.Str(); {
+	case duplicate != "":
+		return nil, reject(RejectDuplicate, "%q appears more than once at its top level", duplicate)
+	case !top.Topic.Present():
 		data = withTopic(data, topic)
-	case !top.topic.isString || string(top.topic.value) != topic:
-		return nil, reject(RejectTopicMismatch, "its topic %s is not the subject %s", truncate(string(top.topic.raw), 140), topic)
+	case !isString || string(topicValue) != topic:
+		return nil, reject(RejectTopicMismatch, "its topic %s is not the subject %s", truncate(string(top.Topic.Raw), 140), topic)
 	}
-	u := &Update{Topic: topic, Cursor: cursor, Kind: c.eventName(top.kind.stringValue()), Data: data, Recv: recv}
-	if ts := top.ts.stringValue(); ts != nil {
+	kind, _ := top.Kind.Str()
+	u := &Update{Topic: topic, Cursor: cursor, Kind: c.eventName(kind), Data: data, Recv: recv}
+	if ts, ok := top.TS.Str(); ok {
 		u.Published = plausibleTime(ts, recv)
 	}
-	id := strconv.FormatUint(cursor, 10)
-
-	msg := sse.Message{ID: sse.ID(id), Type: sse.Type(u.Kind)}
-	msg.AppendData(string(data))
-	u.sse, _ = msg.MarshalText() // writing to a bytes.Buffer cannot fail
-
-	j := make([]byte, 0, len(data)+len(topic)+len(id)+48)
-	j = append(j, `{"type":"update","topic":"`...)
-	j = append(j, topic...) // topics are validated ASCII with nothing to escape
-	j = append(j, `","cursor":"`...)
-	j = append(j, id...)
-	j = append(j, `","data":`...)
-	j = append(j, data...)
-	u.json = append(j, "}\n"...)
+	// Both encodings share one allocation.
+	n := wire.UpdateEventSize(cursor, u.Kind, data)
+	b := wire.AppendUpdateEvent(make([]byte, 0, n+wire.UpdateLineSize(topic, cursor, data)+1), cursor, u.Kind, data)
+	u.sse = b[:n:n]
+	u.json = append(wire.AppendUpdateLine(b[n:], topic, cursor, data), '\n')
 	return u, nil
 }
 
@@ -183,7 +177,7 @@ func (c Contract) eventName(kind []byte) string {
 			return k
 		}
 	}
-	return "update"
+	return wire.EventUpdate
 }
 
 // withTopic returns the object data with "topic":topic as its first member.
@@ -201,8 +195,9 @@ func withTopic(data []byte, topic string) []byte {
 // plausibleTime parses a payload's ts for latency metrics. A ts that does not parse, lies in the future or is more
 // than a day old is a producer's mistake, not a latency: it is ignored (zero) rather than let poison the metrics.
 func plausibleTime(ts []byte, recv time.Time) time.Time {
-	t, err := time.Parse(time.RFC3339Nano, string(ts))
-	if err != nil || t.After(recv.Add(time.Minute)) || t.Before(recv.Add(-24*time.Hour)) {
+	ns, ok := wire.ParseTime(ts)
+	t := time.Unix(0, ns)
+	if !ok || t.After(recv.Add(time.Minute)) || t.Before(recv.Add(-24*time.Hour)) {
 		return time.Time{}
 	}
 	return t
@@ -222,103 +217,3 @@ func (u *Update) JSON() []byte { return u.json }
 
 // SSE returns the update as an SSE event. The caller must not modify it.
 func (u *Update) SSE() []byte { return u.sse }
-
-// field is one top-level member of a payload as scanTopLevel found it.
-type field struct {
-	present  bool
-	isString bool
-	raw      []byte // the value as written, for messages
-	value    []byte // a string's contents, not unescaped
-}
-
-// stringValue returns the field's string contents, or nil if it is absent or not a string.
-func (f field) stringValue() []byte {
-	if !f.isString {
-		return nil
-	}
-	return f.value
-}
-
-// topLevel holds the members of a payload the edge looks at.
-type topLevel struct{ topic, kind, ts field }
-
-// scanTopLevel finds "topic", "kind" and "ts" at the top level of a valid JSON object without decoding it: the
-// edge forwards payloads, it does not parse them. One pass that steps over strings and nested values, so neither a
-// nested key of the same name nor the key's text inside a string is taken for it. Of duplicate keys the last
-// counts, as for JSON decoders.
-func scanTopLevel(data []byte) (top topLevel) {
-	depth, wantKey := 0, false
-	for i := 0; i < len(data); i++ {
-		switch data[i] {
-		case '{':
-			depth++
-			wantKey = depth == 1
-		case '[':
-			depth++
-		case '}', ']':
-			depth--
-		case ',':
-			wantKey = depth == 1
-		case '"':
-			end := stringEnd(data, i)
-			if end < 0 {
-				return topLevel{}
-			}
-			var found *field
-			if depth == 1 && wantKey {
-				wantKey = false
-				switch string(data[i+1 : end]) {
-				case "topic":
-					found = &top.topic
-				case "kind":
-					found = &top.kind
-				case "ts":
-					found = &top.ts
-				}
-			}
-			if j := skipSpace(data, end+1); found != nil && j < len(data) && data[j] == ':' {
-				j = skipSpace(data, j+1)
-				*found = field{present: true, raw: data[j:valueEnd(data, j)]}
-				if j < len(data) && data[j] == '"' {
-					e := stringEnd(data, j)
-					if e < 0 {
-						return topLevel{}
-					}
-					found.isString, found.value, found.raw, end = true, data[j+1:e], data[j:e+1], e
-				}
-			}
-			i = end
-		}
-	}
-	return top
-}
-
-// valueEnd returns where the scalar or container starting at data[i] ends, roughly: for messages only.
-func valueEnd(data []byte, i int) int {
-	for j := i; j < len(data); j++ {
-		if data[j] == ',' || data[j] == '}' {
-			return j
-		}
-	}
-	return len(data)
-}
-
-// stringEnd returns the index of the quote that ends the JSON string starting at data[start], or -1.
-func stringEnd(data []byte, start int) int {
-	for i := start + 1; i < len(data); i++ {
-		switch data[i] {
-		case '\\':
-			i++
-		case '"':
-			return i
-		}
-	}
-	return -1
-}
-
-func skipSpace(data []byte, i int) int {
-	for i < len(data) && (data[i] == ' ' || data[i] == '\t' || data[i] == '\n' || data[i] == '\r') {
-		i++
-	}
-	return i
-}

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +19,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/livepush/livepush/internal/topic"
+	"github.com/livepush/livepush/subscriber/wire"
 )
 
 // The WebSocket transport speaks the JSON control protocol of docs/protocol.md. After the upgrade the handler
@@ -99,13 +99,13 @@ type frameWriter struct {
 func (w *frameWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if len(p) > 0 && p[0]&0x0f == 0x8 { // opcode close
+	if h, n, _ := wire.ParseFrameHeader(p); n > 0 && h.Op == wire.OpClose {
 		w.closeSent = true
 	}
 	return w.conn.Write(p)
 }
 
-// writeFrames writes frames built by appendTextFrame in one write.
+// writeFrames writes frames built by wire.AppendTextFrame or appendLinesFrame in one write.
 func (w *frameWriter) writeFrames(frames []byte) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -116,11 +116,6 @@ func (w *frameWriter) writeFrames(frames []byte) error {
 	return err
 }
 
-// appendTextFrame appends payload as one text frame.
-func appendTextFrame(b, payload []byte) []byte {
-	return append(appendTextHeader(b, len(payload)), payload...)
-}
-
 // appendLinesFrame appends one text frame carrying the batch's messages, one per line, with no newline after the
 // last.
 func appendLinesFrame(b []byte, batch []*Update) []byte {
@@ -128,53 +123,20 @@ func appendLinesFrame(b []byte, batch []*Update) []byte {
 	for _, u := range batch {
 		n += len(u.json)
 	}
-	b = appendTextHeader(b, n)
+	b = wire.AppendFrameHeader(b, wire.FrameHeader{Fin: true, Op: wire.OpText, Length: uint64(n)})
 	for _, u := range batch {
 		b = append(b, u.json...)
 	}
 	return b[:len(b)-1]
 }
 
-// appendTextHeader appends the header of a final, unmasked text frame of n bytes, as a server sends it (RFC 6455,
-// 5.2).
-func appendTextHeader(b []byte, n int) []byte {
-	const finText = 0x80 | 0x1
-	switch {
-	case n <= 125:
-		return append(b, finText, byte(n))
-	case n <= 0xffff:
-		return binary.BigEndian.AppendUint16(append(b, finText, 126), uint16(n))
-	default:
-		return binary.BigEndian.AppendUint64(append(b, finText, 127), uint64(n))
-	}
-}
-
-// wsRequest is a control message from a client.
-type wsRequest struct {
-	Type    string          `json:"type"`
-	ID      json.RawMessage `json:"id,omitempty"` // echoed as sent: a string or a number
-	Topics  []string        `json:"topics,omitempty"`
-	Since   json.RawMessage `json:"since,omitempty"`
-	MaxRate *float64        `json:"maxRate,omitempty"`
-	Token   string          `json:"token,omitempty"`
-}
-
-// wsReply is a control message to a client.
-type wsReply struct {
-	Type    string          `json:"type"`
-	ID      json.RawMessage `json:"id,omitempty"`
-	Topics  []string        `json:"topics,omitempty"`
-	Code    string          `json:"code,omitempty"`
-	Message string          `json:"message,omitempty"`
-	Unknown []string        `json:"unknown,omitempty"` // in subscribed: topics named in full that have no update yet
-}
-
-func (r wsReply) update() *Update {
-	return newControl(marshalJSON(r), nil) // sports.> as it is, not sports.\u003e
+// wsReply makes a reply to a client's control message.
+func wsReply(m wire.Message) *Update {
+	return newControl(marshalJSON(m), nil) // sports.> as it is, not sports.\u003e
 }
 
 func wsError(id json.RawMessage, code, format string, args ...any) *Update {
-	return wsReply{Type: "error", ID: id, Code: code, Message: fmt.Sprintf(format, args...)}.update()
+	return wsReply(wire.Message{Type: wire.TypeError, ID: id, Code: code, Message: fmt.Sprintf(format, args...)})
 }
 
 func (s *Server) handleWS(c *gin.Context) {
@@ -233,7 +195,7 @@ func (s *Server) handleWS(c *gin.Context) {
 	// Topics in the URL subscribe at once, as if the first message had been a subscribe without an id (and the
 	// query's since and maxRate its fields).
 	if q := c.QueryArray("topic"); len(q) > 0 {
-		req := wsRequest{Type: "subscribe", Topics: q}
+		req := wire.Request{Type: wire.TypeSubscribe, Topics: q}
 		if v := c.Query("since"); v != "" {
 			req.Since = json.RawMessage(strconv.Quote(v))
 		}
@@ -310,7 +272,7 @@ func (s *Server) wsHandle(sub *Subscriber, data []byte) {
 }
 
 func (s *Server) wsHandleMessage(sub *Subscriber, data []byte) {
-	var req wsRequest
+	var req wire.Request
 	if err := json.Unmarshal(data, &req); err != nil {
 		sub.Send(wsError(nil, "bad_request", "not a valid control message: %s", jsonProblem(err)))
 		return
@@ -320,17 +282,17 @@ func (s *Server) wsHandleMessage(sub *Subscriber, data []byte) {
 		return
 	}
 	switch req.Type {
-	case "subscribe":
+	case wire.TypeSubscribe:
 		s.wsSubscribe(sub, req)
-	case "unsubscribe":
+	case wire.TypeUnsubscribe:
 		patterns, ok := s.wsTopics(sub, req)
 		if !ok {
 			return
 		}
-		s.hub.Unsubscribe(sub, patterns, wsReply{Type: "unsubscribed", ID: req.ID, Topics: patterns}.update())
-	case "ping":
-		sub.Send(wsReply{Type: "pong", ID: req.ID}.update())
-	case "auth":
+		s.hub.Unsubscribe(sub, patterns, wsReply(wire.Message{Type: wire.TypeUnsubscribed, ID: req.ID, Topics: patterns}))
+	case wire.TypePing:
+		sub.Send(wsReply(wire.Message{Type: wire.TypePong, ID: req.ID}))
+	case wire.TypeAuth:
 		s.wsAuth(sub, req)
 	case "":
 		sub.Send(wsError(req.ID, "bad_request", `missing "type": one of subscribe, unsubscribe, ping, auth`))
@@ -343,7 +305,7 @@ func (s *Server) wsHandleMessage(sub *Subscriber, data []byte) {
 // wsAuth takes a fresh token for a live connection, so that it need not end when its first token expires. The new
 // token must allow every topic the connection has; it then replaces the old one, expiry included. A token that
 // does not verify or allows less gets an error, and the old token stays in force.
-func (s *Server) wsAuth(sub *Subscriber, req wsRequest) {
+func (s *Server) wsAuth(sub *Subscriber, req wire.Request) {
 	a := s.cfg.Auth
 	if a == nil {
 		sub.Send(wsError(req.ID, "bad_request", "this edge does not check tokens"))
@@ -368,12 +330,12 @@ func (s *Server) wsAuth(sub *Subscriber, req wsRequest) {
 	wc := sub.sink.(*wsConn)
 	wc.grant = g
 	wc.expiry.set(g.expires)
-	sub.Send(wsReply{Type: "authenticated", ID: req.ID}.update())
+	sub.Send(wsReply(wire.Message{Type: wire.TypeAuthenticated, ID: req.ID}))
 }
 
 // wsSubscribe handles a subscribe: a new subscription, a resume (with "since"), or a new rate for topics the
 // connection has. A resume runs here, in the read loop: later control messages wait until its catch-up is queued.
-func (s *Server) wsSubscribe(sub *Subscriber, req wsRequest) {
+func (s *Server) wsSubscribe(sub *Subscriber, req wire.Request) {
 	patterns, ok := s.wsTopics(sub, req)
 	if !ok {
 		return
@@ -401,7 +363,7 @@ func (s *Server) wsSubscribe(sub *Subscriber, req wsRequest) {
 		}
 		subscription.MaxRate = rate
 	}
-	reply := wsReply{Type: "subscribed", ID: req.ID, Topics: patterns, Unknown: s.unknownTopics(patterns)}.update()
+	reply := wsReply(wire.Message{Type: wire.TypeSubscribed, ID: req.ID, Topics: patterns, Unknown: s.unknownTopics(patterns)})
 	if len(req.Since) == 0 {
 		s.hub.Subscribe(sub, subscription, reply)
 		return
@@ -435,7 +397,7 @@ func parseSince(raw json.RawMessage) (uint64, error) {
 }
 
 // wsTopics validates the topics of a subscribe or unsubscribe, replying with an error if one is invalid.
-func (s *Server) wsTopics(sub *Subscriber, req wsRequest) ([]string, bool) {
+func (s *Server) wsTopics(sub *Subscriber, req wire.Request) ([]string, bool) {
 	if len(req.Topics) == 0 {
 		sub.Send(wsError(req.ID, "bad_request", `"topics" must list at least one topic`))
 		return nil, false
@@ -495,7 +457,7 @@ func (wc *wsConn) write(batch []*Update) error {
 	b := *bp
 	if wc.single {
 		for _, u := range batch {
-			b = appendTextFrame(b, u.json[:len(u.json)-1]) // an update's shared line without its newline
+			b = wire.AppendTextFrame(b, u.json[:len(u.json)-1]) // an update's shared line without its newline
 		}
 	} else {
 		b = appendLinesFrame(b, batch)

@@ -17,6 +17,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/coder/websocket"
+
+	"github.com/livepush/livepush/subscriber/wire"
 )
 
 // wsMessage is any message the edge sends on a WebSocket.
@@ -294,7 +296,7 @@ func TestWSSingleFramesLeaveInOneWrite(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		batch := append([]*Update{wsReply{Type: "pong", ID: json.RawMessage(`"7"`)}.update()}, benchBatch(16)...)
+		batch := append([]*Update{wsReply(wire.Message{Type: wire.TypePong, ID: json.RawMessage(`"7"`)})}, benchBatch(16)...)
 		batch = append(batch, large)
 		before := counter.writes.Load()
 		if err := wc.write(batch); err != nil {
@@ -343,15 +345,15 @@ func TestWSSingleFramesLeaveInOneWrite(t *testing.T) {
 func TestFrameWriterStopsAfterClose(t *testing.T) {
 	conn := &countingDiscard{}
 	fw := &frameWriter{conn: conn}
-	if err := fw.writeFrames(appendTextFrame(nil, []byte(`{"type":"pong"}`))); err != nil {
+	if err := fw.writeFrames(wire.AppendTextFrame(nil, []byte(`{"type":"pong"}`))); err != nil {
 		t.Fatal(err)
 	}
 	fw.Write([]byte{0x8a, 0}) // a pong passes
-	if err := fw.writeFrames(appendTextFrame(nil, []byte(`{"type":"pong"}`))); err != nil {
+	if err := fw.writeFrames(wire.AppendTextFrame(nil, []byte(`{"type":"pong"}`))); err != nil {
 		t.Fatalf("after a pong: %v", err)
 	}
 	fw.Write([]byte{0x88, 2, 0x03, 0xe8}) // close, 1000
-	if err := fw.writeFrames(appendTextFrame(nil, []byte(`{"type":"pong"}`))); !errors.Is(err, net.ErrClosed) {
+	if err := fw.writeFrames(wire.AppendTextFrame(nil, []byte(`{"type":"pong"}`))); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("a data frame after the close frame: %v, want net.ErrClosed", err)
 	}
 	if conn.writes != 4 {

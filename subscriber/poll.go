@@ -9,17 +9,11 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/livepush/livepush/subscriber/wire"
 )
 
 var errDraining = errors.New("subscriber: the long poll came back at once and empty: the edge is draining")
-
-// pollAnswer is the body of GET /api/poll.
-type pollAnswer struct {
-	Cursor  string      `json:"cursor"`
-	Updates []wsMessage `json:"updates"`
-	Reset   bool        `json:"reset"`
-	Reason  string      `json:"reason"`
-}
 
 // runPoll long-polls one edge until a request fails. Each answer carries the edge's cursor, which the next request
 // resumes from: for the client's topics nothing happened between the last update delivered and it.
@@ -45,7 +39,7 @@ func (c *Client) runPoll(ctx context.Context, base string, handle func(Update) e
 			live = true
 			c.live(base, since)
 		}
-		server, _ := strconv.ParseUint(answer.Cursor, 10, 64)
+		server, _ := wire.ParseCursor([]byte(answer.Cursor))
 		if answer.Reset {
 			c.reset(base, server, cmpOr(answer.Reason, "cursor older than the stream keeps"))
 			next = 0
@@ -72,7 +66,7 @@ func (c *Client) runPoll(ctx context.Context, base string, handle func(Update) e
 }
 
 // poll makes one long-poll request. It returns the answer, or nil and how the connection ended.
-func (c *Client) poll(ctx context.Context, u string) (*pollAnswer, ended) {
+func (c *Client) poll(ctx context.Context, u string) (*wire.PollAnswer, ended) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	wd := newWatchdog(pollWait+c.idleTimeout, cancel)
@@ -93,7 +87,7 @@ func (c *Client) poll(ctx context.Context, u string) (*pollAnswer, ended) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, c.httpFailure(resp)
 	}
-	var answer pollAnswer
+	var answer wire.PollAnswer
 	body := io.LimitReader(resp.Body, maxMessage)
 	if err := json.NewDecoder(body).Decode(&answer); err != nil {
 		return nil, failed(fmt.Errorf("subscriber: poll answer: %w", wd.err(err)))

@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"time"
 
-	sse "github.com/tmaxmax/go-sse"
+	"github.com/livepush/livepush/subscriber/wire"
 )
 
 // runSSE follows one SSE stream until it ends.
@@ -49,18 +49,26 @@ func (c *Client) runSSE(ctx context.Context, base string, handle func(Update) er
 	}
 	c.live(base, since)
 
-	body := &retryReader{r: kickReader{r: resp.Body, w: wd}}
+	events := wire.NewEventReader(kickReader{r: resp.Body, w: wd}, maxMessage)
 	end := ended{live: true}
+	var retry time.Duration // the stream's last retry: field
 read:
-	for ev, err := range sse.Read(body, &sse.ReadConfig{MaxEventSize: maxMessage}) {
+	for {
+		ev, err := events.Next()
 		if err != nil {
 			end.err = wd.err(err)
 			break
 		}
-		switch ev.Type {
-		case "close":
-			var msg struct{ Reason, Message string }
-			json.Unmarshal([]byte(ev.Data), &msg)
+		if ev.Retry > 0 {
+			retry = ev.Retry
+		}
+		if len(ev.Data) == 0 {
+			continue // a hello, a heartbeat: nothing to deliver
+		}
+		switch string(ev.Type) {
+		case wire.EventClose:
+			var msg wire.Close
+			json.Unmarshal(ev.Data, &msg)
 			c.emit(Event{Kind: Closed, URL: base, Reason: msg.Reason, Message: msg.Message})
 			end.err = closeError(msg.Reason, msg.Message)
 			end.soon = msg.Reason == "server_restart" || msg.Reason == "stream_recreated" ||
@@ -69,37 +77,32 @@ read:
 				end.atLeast = tryLaterWait
 			}
 			break read // the edge ends the stream after it
-		case "reset":
-			var msg struct {
-				Cursor json.Number
-				Reason string
-			}
-			json.Unmarshal([]byte(ev.Data), &msg)
-			cursor, _ := strconv.ParseUint(msg.Cursor.String(), 10, 64)
+		case wire.EventReset:
+			var msg wire.Message
+			json.Unmarshal(ev.Data, &msg)
+			cursor, _ := wire.ParseCursor([]byte(msg.Cursor))
 			c.reset(base, cursor, msg.Reason)
-		case "error":
-			var msg struct{ Error, Code, Message string }
-			json.Unmarshal([]byte(ev.Data), &msg)
-			e := &Error{Code: msg.Code, Message: cmpOr(msg.Message, msg.Error)}
+		case wire.EventError:
+			var msg wire.ErrorBody
+			json.Unmarshal(ev.Data, &msg)
+			e := &Error{Code: msg.Code, Message: msg.Error}
 			if permanentCode(msg.Code) {
 				return permanent(e)
 			}
 			c.log.Warn("the edge reported an error", "url", base, "err", e)
 		default:
-			if ev.Data == "" {
+			cursor, ok := wire.ParseCursor(ev.ID)
+			if !ok {
+				c.log.Warn("SSE event without a cursor: skipped", "url", base, "id", string(ev.ID), "event", string(ev.Type))
 				continue
 			}
-			cursor, err := strconv.ParseUint(ev.LastEventID, 10, 64)
-			if err != nil {
-				c.log.Warn("SSE event without a cursor: skipped", "url", base, "id", ev.LastEventID, "event", ev.Type)
-				continue
-			}
-			data := []byte(ev.Data)
+			// The event reader reuses its buffer: the handler may keep Data.
+			data := []byte(string(ev.Data))
 			topic, kind := peek(data)
-			if ev.Type != "" && ev.Type != "message" {
+			if len(ev.Type) > 0 && string(ev.Type) != "message" {
 				kind = ev.Type
 			}
-			if err := c.deliver(Update{Topic: topic, Cursor: cursor, Kind: kindOr(kind), Data: data}, handle); err != nil {
+			if err := c.deliver(Update{Topic: string(topic), Cursor: cursor, Kind: string(kind), Data: data}, handle); err != nil {
 				return handlerErr(err)
 			}
 		}
@@ -111,51 +114,6 @@ read:
 		}
 	}
 	// Like EventSource, wait at least what the stream's last retry: field asked for.
-	end.atLeast = max(end.atLeast, body.retry)
+	end.atLeast = max(end.atLeast, retry)
 	return end
-}
-
-// retryReader notes the stream's retry: fields, which sse.Read parses but does not pass on. It looks at each byte
-// once, keeping nothing of a line that does not start like "retry:".
-type retryReader struct {
-	r     io.Reader
-	line  [16]byte // the start of the current line
-	n     int      // bytes of it kept; -1 once it cannot be a retry field
-	retry time.Duration
-}
-
-func (r *retryReader) Read(p []byte) (int, error) {
-	n, err := r.r.Read(p)
-	for _, b := range p[:n] {
-		switch {
-		case b == '\n' || b == '\r':
-			if r.n > 0 {
-				r.field(r.line[:r.n])
-			}
-			r.n = 0
-		case r.n < 0:
-		case r.n == len(r.line):
-			r.n = -1
-		default:
-			r.line[r.n] = b
-			r.n++
-			if r.n <= len("retry:") && b != "retry:"[r.n-1] {
-				r.n = -1
-			}
-		}
-	}
-	return n, err
-}
-
-func (r *retryReader) field(line []byte) {
-	if len(line) <= len("retry:") {
-		return
-	}
-	v := line[len("retry:"):]
-	if v[0] == ' ' {
-		v = v[1:]
-	}
-	if ms, err := strconv.ParseUint(string(v), 10, 32); err == nil {
-		r.retry = time.Duration(ms) * time.Millisecond
-	}
 }

@@ -22,7 +22,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/coder/websocket"
+	"github.com/livepush/livepush/subscriber/wire"
 )
 
 // A Stream is one SSE or WebSocket connection read the lean way, for programs that hold tens of thousands of them
@@ -309,12 +309,8 @@ func (s *Stream) handshake(u *url.URL, topics []string, since uint64) error {
 	if !s.ws {
 		return nil
 	}
-	msg := wsOutgoing{Type: "subscribe", ID: firstID, Topics: topics}
-	if since > 0 {
-		msg.Since = strconv.FormatUint(since, 10)
-	}
-	b, _ := json.Marshal(msg)
-	if err := s.writeFrame(0x1, b); err != nil {
+	b, _ := wire.MarshalLine(request(wire.TypeSubscribe, firstID, topics, since, 0))
+	if err := s.writeFrame(wire.OpText, b); err != nil {
 		return err
 	}
 	return s.awaitSubscribed()
@@ -338,14 +334,13 @@ func (s *Stream) awaitSubscribed() error {
 		if len(line) == 0 {
 			continue
 		}
-		var msg wsMessage
+		var msg wire.Message
 		if !bytes.HasPrefix(line, []byte(`{"type":"update"`)) && json.Unmarshal(line, &msg) == nil {
-			var id string
-			json.Unmarshal(msg.ID, &id)
+			id := msg.IDString()
 			switch {
-			case msg.Type == "subscribed" && id == firstID:
+			case msg.Type == wire.TypeSubscribed && id == firstID:
 				return nil
-			case msg.Type == "error" && id == firstID:
+			case msg.Type == wire.TypeError && id == firstID:
 				return &Error{Code: msg.Code, Message: msg.Message}
 			}
 		}
@@ -596,98 +591,55 @@ func (s *Stream) decodeWS() {
 			}
 			continue
 		}
-		raw := s.buf[s.r:s.w]
-		if len(raw) < 2 {
-			return
-		}
-		fin, op, masked := raw[0]&0x80 != 0, raw[0]&0x0f, raw[1]&0x80 != 0
-		size, hdr := uint64(raw[1]&0x7f), 2
-		switch size {
-		case 126:
-			if len(raw) < 4 {
-				return
-			}
-			size, hdr = uint64(binary.BigEndian.Uint16(raw[2:])), 4
-		case 127:
-			if len(raw) < 10 {
-				return
-			}
-			size, hdr = binary.BigEndian.Uint64(raw[2:]), 10
-		}
+		h, hdr, err := wire.ParseFrameHeader(s.buf[s.r:s.w])
 		switch {
-		case masked:
+		case err != nil:
+			s.protocolError("%v", err)
+			return
+		case hdr == 0:
+			return // the rest of the header has not arrived
+		case h.Masked:
 			s.protocolError("masked frame from the edge")
 			return
-		case op >= 0x8: // control frames: whole, at most 125 bytes, between the frames of a message
-			if size > 125 || !fin {
-				s.protocolError("control frame of %d bytes", size)
+		case h.Op.IsControl(): // whole, at most 125 bytes, between the frames of a message
+			if s.w-s.r < hdr+int(h.Length) {
 				return
 			}
-			if len(raw) < hdr+int(size) {
-				return
-			}
-			payload := raw[hdr : hdr+int(size)]
-			s.r += hdr + int(size)
-			s.control(op, payload)
-		case op > 0x2:
-			s.protocolError("frame opcode %d", op)
-			return
-		case size > maxMessage:
-			s.protocolError("a frame of %d bytes", size)
+			payload := s.buf[s.r+hdr : s.r+hdr+int(h.Length)]
+			s.r += hdr + int(h.Length)
+			s.control(h.Op, payload)
+		case h.Length > maxMessage:
+			s.protocolError("a frame of %d bytes", h.Length)
 			return
 		default:
 			s.r += hdr
-			s.inFrame, s.fin, s.left = true, fin, int(size)
+			s.inFrame, s.fin, s.left = true, h.Fin, int(h.Length)
 		}
 	}
 }
 
 // control answers a ping and takes a close frame as the end of the stream.
-func (s *Stream) control(op byte, payload []byte) {
+func (s *Stream) control(op wire.Opcode, payload []byte) {
 	switch op {
-	case 0x9: // ping: the edge's heartbeat, answered at once
-		s.writeFrame(0xA, payload)
-	case 0x8:
-		code := int(websocket.StatusNoStatusRcvd)
-		var reason string
-		if len(payload) >= 2 {
-			code = int(binary.BigEndian.Uint16(payload))
-			reason = string(payload[2:])
-		}
-		var echo [2]byte
-		binary.BigEndian.PutUint16(echo[:], uint16(code))
-		if code == int(websocket.StatusNoStatusRcvd) {
-			s.writeFrame(0x8, nil)
+	case wire.OpPing: // the edge's heartbeat, answered at once
+		s.writeFrame(wire.OpPong, payload)
+	case wire.OpClose:
+		code, reason := wire.ParseClose(payload)
+		if code == wire.CloseNoStatus {
+			s.writeFrame(wire.OpClose, nil)
 		} else {
-			s.writeFrame(0x8, echo[:])
+			s.writeFrame(wire.OpClose, binary.BigEndian.AppendUint16(nil, uint16(code)))
 		}
-		name := closeNames[websocket.StatusCode(code)]
-		if name == "" {
-			name = "close_" + strconv.Itoa(code)
-		}
-		s.err = &ClosedError{Reason: name, Message: reason, Code: code}
+		s.err = &ClosedError{Reason: wire.CloseName(code), Message: reason, Code: code}
 	}
 }
 
 // writeFrame sends one masked frame, as a client must.
-func (s *Stream) writeFrame(op byte, payload []byte) error {
-	b := make([]byte, 0, 14+len(payload))
-	b = append(b, 0x80|op)
-	switch n := len(payload); {
-	case n < 126:
-		b = append(b, 0x80|byte(n))
-	case n <= 0xffff:
-		b = append(b, 0x80|126, byte(n>>8), byte(n))
-	default:
-		b = append(b, 0x80|127)
-		b = binary.BigEndian.AppendUint64(b, uint64(n))
-	}
-	var key [4]byte
-	binary.LittleEndian.PutUint32(key[:], rand.Uint32())
-	b = append(b, key[:]...)
-	for i, c := range payload {
-		b = append(b, c^key[i&3])
-	}
+func (s *Stream) writeFrame(op wire.Opcode, payload []byte) error {
+	h := wire.FrameHeader{Fin: true, Op: op, Length: uint64(len(payload)), Masked: true}
+	binary.LittleEndian.PutUint32(h.Key[:], rand.Uint32())
+	b := append(wire.AppendFrameHeader(make([]byte, 0, wire.MaxFrameHeader+len(payload)), h), payload...)
+	wire.Mask(h.Key, 0, b[len(b)-len(payload):])
 	s.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
 	_, err := s.conn.Write(b)
 	s.conn.SetWriteDeadline(time.Time{})
@@ -717,31 +669,26 @@ func (s *Stream) parseWS() (m Message, ok bool, err error) {
 		if len(line) == 0 {
 			continue
 		}
-		if topic, cursor, data, ok := parseUpdateBytes(line); ok {
-			_, kind := peekBytes(data)
-			if kind == nil {
-				kind = []byte("update")
-			}
+		if topic, cursor, data, ok := wire.ParseUpdateLine(line); ok {
+			_, kind := peek(data)
 			return Message{Topic: topic, Cursor: cursor, Kind: kind, Data: data}, true, nil
 		}
-		var msg wsMessage
+		var msg wire.Message
 		if json.Unmarshal(line, &msg) != nil {
 			continue // not JSON: nothing a client can act on
 		}
 		switch msg.Type {
-		case "update":
+		case wire.TypeUpdate:
 			u, err := updateOf(msg)
 			if err != nil {
 				continue
 			}
 			return Message{Topic: []byte(u.Topic), Cursor: u.Cursor, Kind: []byte(u.Kind), Data: u.Data}, true, nil
-		case "reset":
-			cursor, _ := strconv.ParseUint(msg.Cursor, 10, 64)
+		case wire.TypeReset:
+			cursor, _ := wire.ParseCursor([]byte(msg.Cursor))
 			return Message{Cursor: cursor, Reset: true}, true, nil
-		case "error":
-			var id string
-			json.Unmarshal(msg.ID, &id)
-			if id == firstID || permanentCode(msg.Code) {
+		case wire.TypeError:
+			if msg.IDString() == firstID || permanentCode(msg.Code) {
 				return m, false, &Error{Code: msg.Code, Message: msg.Message}
 			}
 		}
@@ -772,66 +719,37 @@ func (s *Stream) parseSSE() (m Message, ok bool, err error) {
 	}
 }
 
-// event reads the fields of one SSE event.
-func (s *Stream) event(event []byte) (m Message, ok bool, err error) {
-	var id, typ, data []byte
-	var hasID, joined bool
-	for line := range bytes.SplitSeq(event, []byte("\n")) {
-		line = bytes.TrimSuffix(line, []byte("\r"))
-		if len(line) == 0 || line[0] == ':' {
-			continue
-		}
-		name, value, _ := bytes.Cut(line, []byte(":"))
-		value = bytes.TrimPrefix(value, []byte(" "))
-		switch string(name) {
-		case "id":
-			id, hasID = value, true
-		case "event":
-			typ = value
-		case "data":
-			switch {
-			case data == nil:
-				data = value[:len(value):len(value)]
-			case !joined:
-				s.scratch = append(append(append(s.scratch[:0], data...), '\n'), value...)
-				data, joined = s.scratch, true
-			default:
-				s.scratch = append(append(s.scratch, '\n'), value...)
-				data = s.scratch
-			}
-		case "retry":
-			if ms, err := strconv.ParseUint(string(value), 10, 32); err == nil {
-				s.retry = time.Duration(ms) * time.Millisecond
-			}
-		}
+// event reads one SSE event.
+func (s *Stream) event(block []byte) (m Message, ok bool, err error) {
+	ev := wire.ParseEvent(block, &s.scratch)
+	if ev.Retry > 0 {
+		s.retry = ev.Retry
 	}
-	if data == nil {
+	if len(ev.Data) == 0 {
 		return m, false, nil
 	}
-	switch string(typ) {
-	case "close":
-		var msg struct{ Reason, Message string }
-		json.Unmarshal(data, &msg)
+	switch string(ev.Type) {
+	case wire.EventClose:
+		var msg wire.Close
+		json.Unmarshal(ev.Data, &msg)
 		return m, false, &ClosedError{Reason: msg.Reason, Message: msg.Message, Retry: s.retry}
-	case "reset":
-		var msg struct{ Cursor json.Number }
-		json.Unmarshal(data, &msg)
-		cursor, _ := strconv.ParseUint(msg.Cursor.String(), 10, 64)
+	case wire.EventReset:
+		var msg wire.Message
+		json.Unmarshal(ev.Data, &msg)
+		cursor, _ := wire.ParseCursor([]byte(msg.Cursor))
 		return Message{Cursor: cursor, Reset: true}, true, nil
-	case "error":
-		var msg struct{ Error, Code, Message string }
-		json.Unmarshal(data, &msg)
-		return m, false, &Error{Code: msg.Code, Message: cmpOr(msg.Message, msg.Error)}
+	case wire.EventError:
+		var msg wire.ErrorBody
+		json.Unmarshal(ev.Data, &msg)
+		return m, false, &Error{Code: msg.Code, Message: msg.Error}
 	}
-	cursor, ok := parseDecimal(id)
-	if !hasID || !ok {
+	cursor, ok := wire.ParseCursor(ev.ID)
+	if !ok {
 		return m, false, nil // an update must carry its cursor
 	}
-	topic, kind := peekBytes(data)
-	if len(typ) > 0 && string(typ) != "message" {
-		kind = typ
-	} else if kind == nil {
-		kind = []byte("update")
+	topic, kind := peek(ev.Data)
+	if len(ev.Type) > 0 && string(ev.Type) != "message" {
+		kind = ev.Type
 	}
-	return Message{Topic: topic, Cursor: cursor, Kind: kind, Data: data}, true, nil
+	return Message{Topic: topic, Cursor: cursor, Kind: kind, Data: ev.Data}, true, nil
 }

@@ -37,6 +37,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/livepush/livepush/subscriber/wire"
 )
 
 // Transports a client can use.
@@ -403,11 +405,9 @@ func (c *Client) httpFailure(resp *http.Response) ended {
 func httpFailure(resp *http.Response) ended {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	e := &Error{Status: resp.StatusCode}
-	var answer struct {
-		Error, Code, Message string
-	}
+	var answer wire.ErrorBody
 	if json.Unmarshal(body, &answer) == nil {
-		e.Code, e.Message = answer.Code, cmpOr(answer.Error, answer.Message)
+		e.Code, e.Message = answer.Code, answer.Error
 	}
 	if e.Message == "" {
 		e.Message = strings.TrimSpace(string(body))

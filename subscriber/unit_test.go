@@ -2,31 +2,9 @@ package subscriber
 
 import (
 	"errors"
-	"io"
-	"strings"
 	"testing"
-	"testing/iotest"
 	"time"
 )
-
-func TestPeek(t *testing.T) {
-	for _, tc := range []struct{ in, topic, kind string }{
-		{`{"topic":"market.AAPL","kind":"quote","price":1}`, "market.AAPL", "quote"},
-		{` { "kind" : "score" , "topic" : "sports.nba.g-1" } `, "sports.nba.g-1", "score"},
-		{`{"nested":{"topic":"no","kind":"no"},"list":[1,"]",{"a":"}"}],"n":-1.5e3,"t":true,"kind":"quote","topic":"market.X"}`, "market.X", "quote"},
-		{`{"note":"a \"quoted\" \\ string","kind":"k\u0041"}`, "", "kA"},
-		{`{"kind":7,"topic":null}`, "", ""},
-		{`{"topic":"market.A"`, "market.A", ""},
-		{`["topic","kind"]`, "", ""},
-		{``, "", ""},
-		{`{"topic":"market.A","kind":"unterminated}`, "market.A", ""},
-	} {
-		topic, kind := peek([]byte(tc.in))
-		if topic != tc.topic || kind != tc.kind {
-			t.Errorf("peek(%s) = %q, %q; want %q, %q", tc.in, topic, kind, tc.topic, tc.kind)
-		}
-	}
-}
 
 func TestParseUpdateLine(t *testing.T) {
 	data := `{"topic":"market.AAPL","kind":"quote","price":189.12,"x":{"y":"}"}}`
@@ -44,26 +22,6 @@ func TestParseUpdateLine(t *testing.T) {
 		if u, ok := parseUpdateLine([]byte(line)); ok {
 			t.Errorf("%s: parsed as %+v, want a fallback", line, u)
 		}
-	}
-}
-
-func TestRetryReader(t *testing.T) {
-	stream := "retry: 2000\n: livepush\n\nid: 1\nevent: quote\ndata: {\"retry: 5\":1}\n\nevent: close\ndata: {}\nretry:1000\r\n\r\n"
-	r := &retryReader{r: iotest.OneByteReader(strings.NewReader(stream))}
-	var seen []time.Duration
-	buf := make([]byte, 1)
-	for {
-		_, err := r.Read(buf)
-		if len(seen) == 0 || seen[len(seen)-1] != r.retry {
-			seen = append(seen, r.retry)
-		}
-		if err == io.EOF {
-			break
-		}
-	}
-	want := []time.Duration{0, 2 * time.Second, time.Second}
-	if len(seen) != len(want) || seen[1] != want[1] || seen[2] != want[2] {
-		t.Fatalf("retry values %v, want %v", seen, want)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/livepush/livepush/internal/topic"
+	"github.com/livepush/livepush/subscriber/wire"
 )
 
 // wsSession is one WebSocket connection while Run reads it: Subscribe and Unsubscribe send their requests through
@@ -37,20 +38,24 @@ type wsRequest struct {
 	reply  chan error // buffered: the reader never waits for the requester
 }
 
-type wsOutgoing struct {
-	Type    string   `json:"type"`
-	ID      string   `json:"id,omitempty"`
-	Topics  []string `json:"topics,omitempty"`
-	Since   string   `json:"since,omitempty"`
-	MaxRate float64  `json:"maxRate,omitempty"`
+// request makes a control message: ids are strings, a cursor (since) and a rate are sent only when set.
+func request(typ, id string, topics []string, since uint64, maxRate float64) wire.Request {
+	r := wire.Request{Type: typ, ID: json.RawMessage(strconv.Quote(id)), Topics: topics}
+	if since > 0 {
+		r.Since = json.RawMessage(strconv.Quote(strconv.FormatUint(since, 10)))
+	}
+	if maxRate > 0 {
+		r.MaxRate = &maxRate
+	}
+	return r
 }
 
-func (s *wsSession) write(msg wsOutgoing) error {
-	b, _ := json.Marshal(msg) // strings and a number: cannot fail
+func (s *wsSession) write(msg wire.Request) error {
+	b, _ := wire.MarshalLine(msg) // strings and a number: cannot fail
 	// Never the caller's context: a write whose context ends closes the whole connection.
 	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
 	defer cancel()
-	return s.conn.Write(ctx, websocket.MessageText, append(b, '\n'))
+	return s.conn.Write(ctx, websocket.MessageText, b)
 }
 
 // Subscribe adds topic patterns (WebSocket only). On a live connection it subscribes them there and waits for the
@@ -62,13 +67,13 @@ func (s *wsSession) write(msg wsOutgoing) error {
 // If ctx ends first, Subscribe returns its error, and the request may still take effect. Without a deadline in ctx
 // it waits at most 10s for the reply. It returns ErrNotWebSocket on the other transports.
 func (c *Client) Subscribe(ctx context.Context, topics ...string) error {
-	return c.change(ctx, "subscribe", topics)
+	return c.change(ctx, wire.TypeSubscribe, topics)
 }
 
 // Unsubscribe removes topic patterns (WebSocket only), as given to New or Subscribe; once it returns nil, no update
 // of theirs reaches handle unless another pattern matches it. Otherwise it behaves like Subscribe.
 func (c *Client) Unsubscribe(ctx context.Context, topics ...string) error {
-	return c.change(ctx, "unsubscribe", topics)
+	return c.change(ctx, wire.TypeUnsubscribe, topics)
 }
 
 func (c *Client) change(ctx context.Context, typ string, topics []string) error {
@@ -88,7 +93,7 @@ func (c *Client) change(ctx context.Context, typ string, topics []string) error 
 		c.mu.Lock()
 		s := c.ws
 		if s == nil {
-			if typ == "subscribe" {
+			if typ == wire.TypeSubscribe {
 				for _, t := range clean {
 					if err := topic.ValidatePattern(t); err != nil {
 						c.mu.Unlock()
@@ -122,7 +127,7 @@ func (s *wsSession) request(ctx context.Context, typ string, topics []string) (e
 	req := &wsRequest{typ: typ, topics: topics, reply: make(chan error, 1)}
 	s.pending[id] = req
 	s.mu.Unlock()
-	s.write(wsOutgoing{Type: typ, ID: id, Topics: topics}) // a failed write ends the session, which answers req
+	s.write(request(typ, id, topics, 0, 0)) // a failed write ends the session, which answers req
 	s.writeMu.Unlock()
 
 	var timeout <-chan time.Time
@@ -146,9 +151,9 @@ func (c *Client) applyLocked(typ string, topics []string) {
 	for _, t := range topics {
 		i := slices.Index(c.topics, t)
 		switch {
-		case typ == "subscribe" && i < 0:
+		case typ == wire.TypeSubscribe && i < 0:
 			c.topics = append(c.topics, t)
-		case typ == "unsubscribe" && i >= 0:
+		case typ == wire.TypeUnsubscribe && i >= 0:
 			c.topics = slices.Delete(c.topics, i, i+1)
 		}
 	}
@@ -229,10 +234,7 @@ func (c *Client) runWS(ctx context.Context, base string, handle func(Update) err
 	c.mu.Unlock()
 	defer c.endSession(s)
 	since := c.Cursor()
-	first := wsOutgoing{Type: "subscribe", ID: firstID, Topics: topics, MaxRate: c.maxRate}
-	if since > 0 {
-		first.Since = strconv.FormatUint(since, 10)
-	}
+	first := request(wire.TypeSubscribe, firstID, topics, since, c.maxRate)
 	live := len(topics) == 0 // nothing to subscribe (all unsubscribed): live at once
 	if live {
 		c.live(base, since)
@@ -260,15 +262,14 @@ func (c *Client) runWS(ctx context.Context, base string, handle func(Update) err
 				}
 				continue
 			}
-			var m wsMessage
+			var m wire.Message
 			if err := json.Unmarshal(line, &m); err != nil {
 				c.log.Warn("unreadable WebSocket message: skipped", "url", base, "err", err)
 				continue
 			}
-			var id string
-			json.Unmarshal(m.ID, &id)
+			id := m.IDString()
 			switch m.Type {
-			case "update":
+			case wire.TypeUpdate:
 				u, err := updateOf(m)
 				if err != nil {
 					c.log.Warn("unreadable update: skipped", "url", base, "err", err)
@@ -277,14 +278,14 @@ func (c *Client) runWS(ctx context.Context, base string, handle func(Update) err
 				if err := c.deliver(u, handle); err != nil {
 					return handlerErr(err)
 				}
-			case "subscribed", "unsubscribed":
+			case wire.TypeSubscribed, wire.TypeUnsubscribed:
 				if id == firstID && !live {
 					live = true
 					c.live(base, since)
 				} else {
 					c.answer(s, id, nil)
 				}
-			case "error":
+			case wire.TypeError:
 				e := &Error{Code: m.Code, Message: m.Message}
 				switch {
 				case id == firstID && !live:
@@ -296,41 +297,13 @@ func (c *Client) runWS(ctx context.Context, base string, handle func(Update) err
 				default:
 					c.log.Warn("the edge reported an error", "url", base, "err", e)
 				}
-			case "reset":
-				cursor, _ := strconv.ParseUint(m.Cursor, 10, 64)
+			case wire.TypeReset:
+				cursor, _ := wire.ParseCursor([]byte(m.Cursor))
 				c.reset(base, cursor, m.Reason)
 			}
 		}
 	}
 }
-
-// updateOf checks an update message decoded by encoding/json.
-func updateOf(m wsMessage) (Update, error) {
-	cursor, err := strconv.ParseUint(m.Cursor, 10, 64)
-	if err != nil {
-		return Update{}, fmt.Errorf("cursor %q: %w", m.Cursor, err)
-	}
-	if len(m.Data) == 0 || m.Data[0] != '{' {
-		return Update{}, errors.New("data is not a JSON object")
-	}
-	_, kind := peek(m.Data)
-	return Update{Topic: m.Topic, Cursor: cursor, Kind: kindOr(kind), Data: m.Data}, nil
-}
-
-// closeNames names the close codes an edge sends when it ends a connection on purpose.
-var closeNames = map[websocket.StatusCode]string{
-	websocket.StatusNormalClosure:   "normal_closure",
-	websocket.StatusGoingAway:       "going_away",
-	websocket.StatusInternalError:   "internal_error",
-	websocket.StatusServiceRestart:  "server_restart",
-	websocket.StatusTryAgainLater:   "try_again_later",
-	websocket.StatusPolicyViolation: "policy_violation",
-	websocket.StatusMessageTooBig:   "message_too_big",
-	closeTokenExpired:               "token_expired",
-}
-
-// closeTokenExpired is the close code of a connection whose token expired.
-const closeTokenExpired = 4001
 
 // wsClosed says how a connection that failed with err ended and how soon to come back: at once after a restart
 // (1012, 1001), after a while when the edge is busy (1013), never when it was closed for policy (1008, 4xxx, …).
@@ -339,17 +312,14 @@ func (c *Client) wsClosed(base string, err error) ended {
 	if !errors.As(err, &ce) {
 		return failed(err)
 	}
-	reason := closeNames[ce.Code]
-	if reason == "" {
-		reason = "close_" + strconv.Itoa(int(ce.Code))
-	}
+	reason := wire.CloseName(int(ce.Code))
 	c.emit(Event{Kind: Closed, URL: base, Reason: reason, Message: ce.Reason})
 	switch code := ce.Code; {
 	case code == websocket.StatusServiceRestart || code == websocket.StatusGoingAway:
 		return ended{err: closeError(reason, ce.Reason), soon: true}
 	case code == websocket.StatusTryAgainLater:
 		return ended{err: closeError(reason, ce.Reason), atLeast: tryLaterWait}
-	case code == closeTokenExpired && c.tokenRefused():
+	case code == wire.CloseTokenExpired && c.tokenRefused():
 		return ended{err: closeError(reason, ce.Reason), soon: true} // Options.Token may give a fresh one
 	case code == websocket.StatusPolicyViolation || code == websocket.StatusProtocolError ||
 		code == websocket.StatusUnsupportedData || code == websocket.StatusInvalidFramePayloadData ||

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/livepush/livepush/subscriber"
+	"github.com/livepush/livepush/subscriber/wire"
 )
 
 // catchupReport is what -catchup measures: a client that comes back N updates behind.
@@ -288,12 +289,12 @@ func (c *catchup) longPoll(ctx context.Context) error {
 			return errors.New("the edge answered with a reset: the cursor is older than the stream keeps")
 		}
 		for _, m := range a.Updates {
-			u, _ := strconv.ParseUint(m.Cursor, 10, 64)
+			u, _ := wire.ParseCursor([]byte(m.Cursor))
 			if err := c.observe([]byte(m.Topic), u, m.Data); err != nil {
 				return err
 			}
 		}
-		if n, err := strconv.ParseUint(a.Cursor, 10, 64); err == nil && n > cursor {
+		if n, ok := wire.ParseCursor([]byte(a.Cursor)); ok && n > cursor {
 			cursor = n
 		}
 	}

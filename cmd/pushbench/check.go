@@ -1,9 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"sync"
-	"time"
+
+	"github.com/livepush/livepush/subscriber/wire"
 )
 
 // What pushbench reads in a payload, without decoding it: "ts" (every payload has it: when it was published),
@@ -16,96 +16,17 @@ type payloadFields struct {
 	run  []byte
 }
 
-var (
-	tsKey  = []byte(`"ts":"`)
-	nKey   = []byte(`"n":`)
-	runKey = []byte(`"run":"`)
-)
+var payloadKeys = []string{"ts", "n", "run"}
 
 func parsePayload(data []byte) (f payloadFields) {
-	if i := bytes.Index(data, runKey); i >= 0 {
-		v := data[i+len(runKey):]
-		if j := bytes.IndexByte(v, '"'); j >= 0 {
-			f.run = v[:j]
-		}
+	var m [3]wire.Field
+	wire.Scan(data, payloadKeys, m[:])
+	if ts, ok := m[0].Str(); ok {
+		f.ts, _ = wire.ParseTime(ts)
 	}
-	if i := bytes.Index(data, nKey); i >= 0 {
-		v := data[i+len(nKey):]
-		j := 0
-		for j < len(v) && v[j] >= '0' && v[j] <= '9' {
-			f.n = f.n*10 + uint64(v[j]-'0')
-			j++
-		}
-		f.hasN = j > 0
-	}
-	if i := bytes.Index(data, tsKey); i >= 0 {
-		v := data[i+len(tsKey):]
-		if j := bytes.IndexByte(v, '"'); j >= 0 {
-			f.ts, _ = parseTime(v[:j])
-		}
-	}
+	f.n, f.hasN = m[1].Uint()
+	f.run, _ = m[2].Str()
 	return f
-}
-
-// parseTime reads an RFC 3339 time in UTC as the publishers write it ("2026-11-25T19:30:49.545229729Z") without
-// time.Parse, and anything else through it.
-func parseTime(b []byte) (int64, bool) {
-	if len(b) < 20 || b[4] != '-' || b[7] != '-' || b[10] != 'T' || b[13] != ':' || b[16] != ':' ||
-		b[len(b)-1] != 'Z' {
-		return parseTimeSlow(b)
-	}
-	num := func(s []byte) (int64, bool) {
-		var n int64
-		for _, c := range s {
-			if c < '0' || c > '9' {
-				return 0, false
-			}
-			n = n*10 + int64(c-'0')
-		}
-		return n, true
-	}
-	y, ok1 := num(b[0:4])
-	mo, ok2 := num(b[5:7])
-	d, ok3 := num(b[8:10])
-	h, ok4 := num(b[11:13])
-	mi, ok5 := num(b[14:16])
-	s, ok6 := num(b[17:19])
-	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6) || mo < 1 || mo > 12 {
-		return parseTimeSlow(b)
-	}
-	var frac int64
-	if rest := b[19 : len(b)-1]; len(rest) > 0 {
-		if rest[0] != '.' || len(rest) < 2 || len(rest) > 10 {
-			return parseTimeSlow(b)
-		}
-		f, ok := num(rest[1:])
-		if !ok {
-			return parseTimeSlow(b)
-		}
-		for range 10 - len(rest) {
-			f *= 10
-		}
-		frac = f
-	}
-	// Days from the civil date (H. Hinnant's algorithm).
-	if mo <= 2 {
-		y--
-	}
-	era := y / 400
-	yoe := y - era*400
-	m := (mo + 9) % 12
-	doy := (153*m+2)/5 + d - 1
-	doe := yoe*365 + yoe/4 - yoe/100 + doy
-	days := era*146097 + doe - 719468
-	return ((days*24+h)*60+mi)*60*1e9 + s*1e9 + frac, true
-}
-
-func parseTimeSlow(b []byte) (int64, bool) {
-	t, err := time.Parse(time.RFC3339Nano, string(b))
-	if err != nil {
-		return 0, false
-	}
-	return t.UnixNano(), true
 }
 
 // verdict is what the tracker makes of an update.

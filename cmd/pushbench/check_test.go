@@ -7,27 +7,6 @@ import (
 	"time"
 )
 
-func TestParseTime(t *testing.T) {
-	for _, s := range []string{
-		"2026-11-25T19:30:49.545229729Z", "2026-11-25T19:30:49Z", "2026-11-25T19:30:49.5Z", "1970-01-01T00:00:00Z",
-		"2000-02-29T23:59:59.999999999Z", "2100-03-01T00:00:00.000001Z", "2026-11-25T19:30:49.545+01:00",
-	} {
-		want, err := time.Parse(time.RFC3339Nano, s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, ok := parseTime([]byte(s))
-		if !ok || got != want.UnixNano() {
-			t.Errorf("parseTime(%s) = %d, %v; want %d", s, got, ok, want.UnixNano())
-		}
-	}
-	for _, s := range []string{"", "yesterday", "2026-13-25T19:30:49Z", "2026-11-25T19:30:49.Z"} {
-		if _, ok := parseTime([]byte(s)); ok {
-			t.Errorf("parseTime(%q) accepted", s)
-		}
-	}
-}
-
 func TestPayloadOfOwnPublisher(t *testing.T) {
 	p := &publisher{cfg: &Config{PayloadBytes: 500}, runID: "r1", subjects: []string{"market.B0001"}, n: []uint64{41}}
 	before := time.Now().UnixNano()

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/livepush/livepush/subscriber"
+	"github.com/livepush/livepush/subscriber/wire"
 )
 
 // conns holds what a worker's connections share: the configuration, the counters, and the dialers.
@@ -217,19 +218,8 @@ func (cs *conns) observe(key int, tr *tracker, loc *local, topic []byte, cursor 
 	}
 }
 
-// pollAnswer is the body of GET /api/poll and /api/snapshot.
-type pollAnswer struct {
-	Cursor  string `json:"cursor"`
-	Reset   bool   `json:"reset"`
-	Updates []struct {
-		Topic  string          `json:"topic"`
-		Cursor string          `json:"cursor"`
-		Data   json.RawMessage `json:"data"`
-	} `json:"updates"`
-}
-
 // get makes one request and decodes its answer.
-func (cs *conns) get(ctx context.Context, client *http.Client, u string, timeout time.Duration) (*pollAnswer, error) {
+func (cs *conns) get(ctx context.Context, client *http.Client, u string, timeout time.Duration) (*wire.PollAnswer, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
@@ -246,7 +236,7 @@ func (cs *conns) get(ctx context.Context, client *http.Client, u string, timeout
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		return nil, &subscriber.Error{Status: resp.StatusCode, Message: resp.Status}
 	}
-	var a pollAnswer
+	var a wire.PollAnswer
 	if err := json.NewDecoder(resp.Body).Decode(&a); err != nil {
 		return nil, fmt.Errorf("answer: %w", err)
 	}
@@ -321,11 +311,11 @@ func (cs *conns) runPoll(ctx context.Context, i int, long bool) {
 			tr.reset()
 		}
 		for _, m := range a.Updates {
-			c, _ := strconv.ParseUint(m.Cursor, 10, 64)
+			c, _ := wire.ParseCursor([]byte(m.Cursor))
 			cs.observe(i, tr, &loc, []byte(m.Topic), c, m.Data, !long)
 		}
 		cs.st.flush(&loc)
-		if c, err := strconv.ParseUint(a.Cursor, 10, 64); err == nil && c > cursor {
+		if c, ok := wire.ParseCursor([]byte(a.Cursor)); ok && c > cursor {
 			cursor = c
 		}
 	}
