@@ -24,8 +24,10 @@ ENV CGO_ENABLED=0 \
 
 WORKDIR /src
 
-# Dependencies first: this layer is reused until go.mod / go.sum change.
+# Dependencies first: this layer is reused until go.mod / go.sum change. The subscriber module is required from
+# its directory (replace in go.mod), so its go.mod comes too.
 COPY go.mod go.sum ./
+COPY subscriber/go.mod subscriber/go.sum ./subscriber/
 RUN --mount=type=cache,target=/go/pkg/mod \
     go mod download
 

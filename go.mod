@@ -2,6 +2,9 @@ module github.com/livepush/livepush
 
 go 1.26.0
 
+// The subscriber module (the Go client and the wire protocol) lives in this repository and is built from it.
+replace github.com/livepush/livepush/subscriber => ./subscriber
+
 require (
 	github.com/chromedp/cdproto v0.159.0
 	github.com/chromedp/chromedp v0.23.0
@@ -9,6 +12,7 @@ require (
 	github.com/compose-spec/compose-go/v2 v2.16.2
 	github.com/gin-gonic/gin v1.12.0
 	github.com/golang-jwt/jwt/v5 v5.3.1
+	github.com/livepush/livepush/subscriber v0.0.0
 	github.com/nats-io/jwt/v2 v2.8.2
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0

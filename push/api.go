@@ -13,7 +13,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/livepush/livepush/internal/topic"
+	"github.com/livepush/livepush/subscriber/topic"
 	"github.com/livepush/livepush/subscriber/wire"
 )
 

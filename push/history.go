@@ -15,7 +15,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/livepush/livepush/internal/topic"
+	"github.com/livepush/livepush/subscriber/topic"
 )
 
 // History for charts: GET /api/history?topic=T answers the updates of one topic that the stream keeps (the last N,

@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/livepush/livepush/internal/topic"
+	"github.com/livepush/livepush/subscriber/topic"
 )
 
 // HubOptions tune the hub. The zero value is usable: each zero field takes the default it documents.

@@ -12,7 +12,7 @@ import (
 
 	sse "github.com/tmaxmax/go-sse"
 
-	"github.com/livepush/livepush/internal/topic"
+	"github.com/livepush/livepush/subscriber/topic"
 )
 
 // Resuming: a client gives the cursor of the last update it has, and gets every update after it for its topics,

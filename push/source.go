@@ -13,7 +13,7 @@ import (
 
 	"github.com/livepush/livepush/internal/natsconn"
 	"github.com/livepush/livepush/internal/stream"
-	"github.com/livepush/livepush/internal/topic"
+	"github.com/livepush/livepush/subscriber/topic"
 )
 
 // Source feeds the hub from the stream: one ordered consumer per edge process, whatever the number of clients.

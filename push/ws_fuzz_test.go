@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/livepush/livepush/internal/topic"
+	"github.com/livepush/livepush/subscriber/topic"
 )
 
 // recordingSink keeps what the edge writes to a connection, line by line.

@@ -1,7 +1,7 @@
 package web_test
 
 // The browser client library, web/static/livepush.js, tested in headless Chromium against real edges: an embedded
-// nats-server, edges from subscribertest (stopped and started again on the same address), and the test page
+// nats-server, edges from push/pushtest (stopped and started again on the same address), and the test page
 // testdata/client-test.html, which starts clients and records every update and event they report. The tests publish
 // numbered updates and compare, topic by topic, what each client received with what was published: every update,
 // once, in order.
@@ -33,7 +33,7 @@ import (
 
 	"github.com/livepush/livepush/internal/stream"
 	"github.com/livepush/livepush/push"
-	"github.com/livepush/livepush/subscriber/subscribertest"
+	"github.com/livepush/livepush/push/pushtest"
 	"github.com/livepush/livepush/web"
 )
 
@@ -42,13 +42,13 @@ const clientPage = "/client-test.html"
 // clientEnv is NATS with the stream, and edges serving the page's files with the test page beside them.
 type clientEnv struct {
 	t    *testing.T
-	nats *subscribertest.NATS
+	nats *pushtest.NATS
 	page fs.FS
 }
 
 func newClientEnv(t *testing.T) *clientEnv {
 	t.Helper()
-	return &clientEnv{t: t, nats: subscribertest.StartNATS(t, stream.Config{}), page: pageWithTestPage(t)}
+	return &clientEnv{t: t, nats: pushtest.StartNATS(t, stream.Config{}), page: pageWithTestPage(t)}
 }
 
 // pageWithTestPage returns the edge's page files (web.FS) and testdata/client-test.html at /client-test.html.
@@ -75,7 +75,7 @@ func pageWithTestPage(t *testing.T) fs.FS {
 }
 
 // edge starts an edge on addr ("127.0.0.1:0": any port) serving the test page.
-func (e *clientEnv) edge(addr string, cfg push.Config) *subscribertest.Edge {
+func (e *clientEnv) edge(addr string, cfg push.Config) *pushtest.Edge {
 	e.t.Helper()
 	cfg.Page = e.page
 	if cfg.DrainTimeout == 0 {
@@ -254,7 +254,7 @@ func (e *clientEnv) publish(topics []string, every time.Duration) *publisher {
 			// Not cancelled by stop: a publish the stream stored must be counted.
 			topic := topics[i%len(topics)]
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			ack, err := e.nats.JS.Publish(ctx, topic, []byte(subscribertest.Quote(strings.TrimPrefix(topic, "market."), 100+float64(i)/100)))
+			ack, err := e.nats.JS.Publish(ctx, topic, []byte(pushtest.Quote(strings.TrimPrefix(topic, "market."), 100+float64(i)/100)))
 			cancel()
 			if err != nil {
 				t.Errorf("publish %s: %v", topic, err)
@@ -578,7 +578,7 @@ func TestClientRecreatesEventSourceAfterNon200(t *testing.T) {
 			if tc.limits != (push.Limits{}) {
 				release = holdStream(t, e.URL) // takes the one slot there is
 			}
-			from := env.nats.Publish(t, testTopics[0], subscribertest.Quote("T0", 99))
+			from := env.nats.Publish(t, testTopics[0], pushtest.Quote("T0", 99))
 			p.start("c", map[string]any{"transport": "sse", "cursor": strconv.FormatUint(from, 10)}, testTopics, nil)
 			if proxy != nil {
 				p.waitLive("c", "sse", waitLong)
@@ -677,7 +677,7 @@ func TestClientSurfacesReset(t *testing.T) {
 				if err := env.nats.JS.DeleteStream(ctx, env.nats.Stream.StreamName()); err != nil {
 					t.Fatal(err)
 				}
-				if _, err := stream.Ensure(ctx, env.nats.JS, env.nats.Stream, subscribertest.Logger()); err != nil {
+				if _, err := stream.Ensure(ctx, env.nats.JS, env.nats.Stream, pushtest.Logger()); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -788,7 +788,7 @@ func tokenService(t *testing.T, topics []string, ttl time.Duration) (string, *at
 	t.Helper()
 	var issued atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tok, err := subscribertest.Token(topics, ttl)
+		tok, err := pushtest.Token(topics, ttl)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
@@ -809,7 +809,7 @@ func tokenService(t *testing.T, topics []string, ttl time.Duration) (string, *at
 // fresh token. Nobody misses an update.
 func TestClientToken(t *testing.T) {
 	env := newClientEnv(t)
-	e := env.edge("127.0.0.1:0", push.Config{Auth: subscribertest.Authenticator(t)})
+	e := env.edge("127.0.0.1:0", push.Config{Auth: pushtest.Authenticator(t)})
 	tokens, issued := tokenService(t, []string{"market.>"}, 3*time.Second)
 	p := openClientPage(t, e.URL+clientPage)
 	clients := map[string]map[string]any{

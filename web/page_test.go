@@ -38,7 +38,7 @@ import (
 	"github.com/livepush/livepush/internal/browsertest"
 	"github.com/livepush/livepush/internal/stream"
 	"github.com/livepush/livepush/push"
-	"github.com/livepush/livepush/subscriber/subscribertest"
+	"github.com/livepush/livepush/push/pushtest"
 	"github.com/livepush/livepush/web"
 )
 
@@ -74,8 +74,8 @@ func startSystem(t *testing.T) *system {
 // startSystemWith is startSystem with a simulated trading day of marketDay (0: always open).
 func startSystemWith(t *testing.T, marketDay time.Duration) *system {
 	t.Helper()
-	log := subscribertest.Logger()
-	n := subscribertest.StartNATS(t, stream.Config{})
+	log := pushtest.Logger()
+	n := pushtest.StartNATS(t, stream.Config{})
 	s := &system{t: t, js: n.JS, cfg: n.Stream, log: log}
 
 	ctx, stopFeeds := context.WithCancel(context.Background())

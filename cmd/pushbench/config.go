@@ -14,7 +14,7 @@ import (
 
 	"github.com/livepush/livepush/internal/cli"
 	"github.com/livepush/livepush/internal/natsconn"
-	"github.com/livepush/livepush/internal/topic"
+	"github.com/livepush/livepush/subscriber/topic"
 )
 
 // Transports pushbench drives.

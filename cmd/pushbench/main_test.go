@@ -19,7 +19,7 @@ import (
 	"github.com/livepush/livepush/internal/cli"
 	"github.com/livepush/livepush/internal/stream"
 	"github.com/livepush/livepush/push"
-	"github.com/livepush/livepush/subscriber/subscribertest"
+	"github.com/livepush/livepush/push/pushtest"
 )
 
 // The test binary is also the workers' binary: the coordinator re-executes itself with -worker.
@@ -32,14 +32,14 @@ func TestMain(m *testing.M) {
 
 type testEdge struct {
 	url, nats string
-	n         *subscribertest.NATS
-	edge      *subscribertest.Edge
+	n         *pushtest.NATS
+	edge      *pushtest.Edge
 }
 
 // startEdge runs an embedded nats-server reachable over TCP (the publisher's way in) and an edge on it.
 func startEdge(t *testing.T) testEdge {
 	t.Helper()
-	n := subscribertest.StartNATS(t, stream.Config{})
+	n := pushtest.StartNATS(t, stream.Config{})
 	e := n.StartEdge(t, "127.0.0.1:0", push.Config{}, push.HubOptions{})
 	return testEdge{url: e.URL, nats: n.URL, n: n, edge: e}
 }

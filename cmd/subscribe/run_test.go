@@ -18,7 +18,7 @@ import (
 	"github.com/livepush/livepush/internal/cli"
 	"github.com/livepush/livepush/internal/stream"
 	"github.com/livepush/livepush/push"
-	"github.com/livepush/livepush/subscriber/subscribertest"
+	"github.com/livepush/livepush/push/pushtest"
 )
 
 func noEnv(string) string { return "" }
@@ -37,13 +37,13 @@ func runFor(t *testing.T, ctx context.Context, args ...string) (stdout, stderr s
 }
 
 func TestJSONCount(t *testing.T) {
-	n := subscribertest.StartNATS(t, stream.Config{})
+	n := pushtest.StartNATS(t, stream.Config{})
 	payloads := map[uint64]string{}
 	for i := range 3 {
-		p := subscribertest.Quote("AAPL", 180+float64(i))
+		p := pushtest.Quote("AAPL", 180+float64(i))
 		payloads[n.Publish(t, "market.AAPL", p)] = p
 	}
-	game := subscribertest.Score("nba", "g-1", 88, 85)
+	game := pushtest.Score("nba", "g-1", 88, 85)
 	payloads[n.Publish(t, "sports.nba.g-1", game)] = game
 	e := n.StartEdge(t, "127.0.0.1:0", push.Config{}, push.HubOptions{})
 	e.WaitHead(t, 4)
@@ -80,9 +80,9 @@ func TestJSONCount(t *testing.T) {
 }
 
 func TestReadableLines(t *testing.T) {
-	n := subscribertest.StartNATS(t, stream.Config{})
-	n.Publish(t, "market.AAPL", subscribertest.Quote("AAPL", 189.12))
-	n.Publish(t, "sports.nba.g-0142", subscribertest.Score("nba", "g-0142", 88, 85))
+	n := pushtest.StartNATS(t, stream.Config{})
+	n.Publish(t, "market.AAPL", pushtest.Quote("AAPL", 189.12))
+	n.Publish(t, "sports.nba.g-0142", pushtest.Score("nba", "g-0142", 88, 85))
 	n.Publish(t, "market.ODD", `{"topic":"market.ODD","kind":"halt","reason":"news"}`)
 	e := n.StartEdge(t, "127.0.0.1:0", push.Config{}, push.HubOptions{})
 	e.WaitHead(t, 3)
@@ -140,7 +140,7 @@ func TestUsageErrors(t *testing.T) {
 }
 
 func TestInvalidTopicShowsEdgeMessage(t *testing.T) {
-	n := subscribertest.StartNATS(t, stream.Config{})
+	n := pushtest.StartNATS(t, stream.Config{})
 	e := n.StartEdge(t, "127.0.0.1:0", push.Config{}, push.HubOptions{})
 	for _, tr := range []string{"sse", "ws", "poll"} {
 		_, _, err := runFor(t, t.Context(), "-url", e.URL, "-transport", tr, "-topic", "market.aapl")
@@ -159,8 +159,8 @@ func TestUnreachableAtStartKeepsTrying(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	n := subscribertest.StartNATS(t, stream.Config{})
-	seq := n.Publish(t, "market.AAPL", subscribertest.Quote("AAPL", 1))
+	n := pushtest.StartNATS(t, stream.Config{})
+	seq := n.Publish(t, "market.AAPL", pushtest.Quote("AAPL", 1))
 
 	var out, errs testlog.Buffer
 	done := make(chan error, 1)
@@ -190,7 +190,7 @@ func TestUnreachableAtStartKeepsTrying(t *testing.T) {
 
 // Ctrl-C (the context ending) exits cleanly.
 func TestInterruptExitsZero(t *testing.T) {
-	n := subscribertest.StartNATS(t, stream.Config{})
+	n := pushtest.StartNATS(t, stream.Config{})
 	e := n.StartEdge(t, "127.0.0.1:0", push.Config{}, push.HubOptions{})
 	ctx, cancel := context.WithCancel(t.Context())
 	time.AfterFunc(300*time.Millisecond, cancel)
@@ -203,11 +203,11 @@ func TestInterruptExitsZero(t *testing.T) {
 // Against an edge that checks tokens: -token-file is read at connect and the stream flows; a bad token is a clear
 // error and a non-zero exit.
 func TestToken(t *testing.T) {
-	n := subscribertest.StartNATS(t, stream.Config{})
-	n.Publish(t, "market.AAPL", subscribertest.Quote("AAPL", 189.12))
-	e := n.StartEdge(t, "127.0.0.1:0", push.Config{Auth: subscribertest.Authenticator(t)}, push.HubOptions{})
+	n := pushtest.StartNATS(t, stream.Config{})
+	n.Publish(t, "market.AAPL", pushtest.Quote("AAPL", 189.12))
+	e := n.StartEdge(t, "127.0.0.1:0", push.Config{Auth: pushtest.Authenticator(t)}, push.HubOptions{})
 	e.WaitHead(t, 1)
-	tok, err := subscribertest.Token([]string{"market.>"}, time.Hour)
+	tok, err := pushtest.Token([]string{"market.>"}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,6 @@
 // Package natstest runs the NATS side of Livepush for tests: an embedded nats-server with JetStream holding the
 // stream, reachable in process and on a loopback port it takes itself, and the payloads the feeds publish. Every
-// test package that needs NATS starts it here: push's own tests, subscribertest (and through it the cmd and web
+// test package that needs NATS starts it here: push's own tests, push/pushtest (and through it the cmd and web
 // tests), the stream reader's.
 package natstest
 

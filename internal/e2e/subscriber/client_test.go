@@ -3,12 +3,8 @@ package subscriber_test
 import (
 	"context"
 	"errors"
-	"fmt"
-	"log"
 	"net"
 	"net/http"
-	"os"
-	"os/signal"
 	"runtime"
 	"slices"
 	"strings"
@@ -19,12 +15,13 @@ import (
 
 	"github.com/livepush/livepush/internal/stream"
 	"github.com/livepush/livepush/push"
+	"github.com/livepush/livepush/push/pushtest"
 	"github.com/livepush/livepush/subscriber"
-	"github.com/livepush/livepush/subscriber/subscribertest"
 )
 
-// The tests run real parts: an embedded nats-server, edges from package push on loopback ports, and the client
-// over each transport.
+// End-to-end tests of the subscriber module's Client and Stream. They run real parts: an embedded nats-server, edges
+// from package push on loopback ports, and the client over each transport. They live in the main module because the
+// subscriber module cannot depend on it; the subscriber module's own tests read canned bytes from fake edges.
 
 var transports = []string{subscriber.TransportSSE, subscriber.TransportWebSocket, subscriber.TransportPoll}
 
@@ -51,7 +48,7 @@ func start(t *testing.T, o subscriber.Options) *running {
 		default:
 		}
 	}
-	o.Log = subscribertest.Logger()
+	o.Log = pushtest.Logger()
 	c, err := subscriber.New(o)
 	if err != nil {
 		t.Fatal(err)
@@ -146,8 +143,8 @@ func (r *running) wait(t *testing.T) error {
 func TestUpdatesArriveInOrderWithPayloadIntact(t *testing.T) {
 	for _, tr := range transports {
 		t.Run(tr, func(t *testing.T) {
-			n := subscribertest.StartNATS(t, stream.Config{})
-			snapPayload := subscribertest.Quote("AAPL", 189.12)
+			n := pushtest.StartNATS(t, stream.Config{})
+			snapPayload := pushtest.Quote("AAPL", 189.12)
 			snap := n.Publish(t, "market.AAPL", snapPayload)
 			e := n.StartEdge(t, "127.0.0.1:0", push.Config{}, push.HubOptions{})
 			e.WaitHead(t, snap)
@@ -165,11 +162,11 @@ func TestUpdatesArriveInOrderWithPayloadIntact(t *testing.T) {
 			var want []uint64
 			for i := range 20 {
 				sym := []string{"AAPL", "MSFT"}[i%2]
-				p := subscribertest.Quote(sym, 100+float64(i))
+				p := pushtest.Quote(sym, 100+float64(i))
 				seq := n.Publish(t, "market."+sym, p)
 				payloads[seq] = p
 				want = append(want, seq)
-				n.Publish(t, "sports.nba.g-1", subscribertest.Score("nba", "g-1", i, 0)) // not subscribed
+				n.Publish(t, "sports.nba.g-1", pushtest.Score("nba", "g-1", i, 0)) // not subscribed
 			}
 			prev := snap
 			for _, w := range want {
@@ -188,7 +185,7 @@ func TestUpdatesArriveInOrderWithPayloadIntact(t *testing.T) {
 }
 
 func TestInvalidTopicStopsRun(t *testing.T) {
-	n := subscribertest.StartNATS(t, stream.Config{})
+	n := pushtest.StartNATS(t, stream.Config{})
 	e := n.StartEdge(t, "127.0.0.1:0", push.Config{}, push.HubOptions{})
 	for _, tr := range transports {
 		t.Run(tr, func(t *testing.T) {
@@ -205,8 +202,8 @@ func TestInvalidTopicStopsRun(t *testing.T) {
 }
 
 func TestHandlerErrorStopsRun(t *testing.T) {
-	n := subscribertest.StartNATS(t, stream.Config{})
-	n.Publish(t, "market.AAPL", subscribertest.Quote("AAPL", 1))
+	n := pushtest.StartNATS(t, stream.Config{})
+	n.Publish(t, "market.AAPL", pushtest.Quote("AAPL", 1))
 	e := n.StartEdge(t, "127.0.0.1:0", push.Config{}, push.HubOptions{})
 	c, err := subscriber.New(subscriber.Options{URLs: []string{e.URL}, Topics: []string{"market.AAPL"}})
 	if err != nil {
@@ -221,22 +218,22 @@ func TestHandlerErrorStopsRun(t *testing.T) {
 }
 
 func TestWebSocketSubscribeUnsubscribe(t *testing.T) {
-	n := subscribertest.StartNATS(t, stream.Config{})
+	n := pushtest.StartNATS(t, stream.Config{})
 	e := n.StartEdge(t, "127.0.0.1:0", push.Config{}, push.HubOptions{})
 	r := start(t, subscriber.Options{URLs: []string{e.URL}, Transport: subscriber.TransportWebSocket,
 		Topics: []string{"market.AAPL"}})
 	r.waitEvent(t, subscriber.Live)
-	aapl := n.Publish(t, "market.AAPL", subscribertest.Quote("AAPL", 1))
+	aapl := n.Publish(t, "market.AAPL", pushtest.Quote("AAPL", 1))
 	r.expect(t, aapl)
 
 	// A new pattern: its snapshot, then its live updates.
-	game := n.Publish(t, "sports.nba.g-7", subscribertest.Score("nba", "g-7", 1, 0))
+	game := n.Publish(t, "sports.nba.g-7", pushtest.Score("nba", "g-7", 1, 0))
 	e.WaitHead(t, game)
 	if err := r.c.Subscribe(t.Context(), "sports.nba.*"); err != nil {
 		t.Fatalf("Subscribe: %v", err)
 	}
 	r.expect(t, game)
-	live := n.Publish(t, "sports.nba.g-7", subscribertest.Score("nba", "g-7", 2, 0))
+	live := n.Publish(t, "sports.nba.g-7", pushtest.Score("nba", "g-7", 2, 0))
 	r.expect(t, live)
 
 	// The edge's refusal comes back from Subscribe; the connection goes on.
@@ -249,8 +246,8 @@ func TestWebSocketSubscribeUnsubscribe(t *testing.T) {
 	if err := r.c.Unsubscribe(t.Context(), "market.AAPL"); err != nil {
 		t.Fatalf("Unsubscribe: %v", err)
 	}
-	n.Publish(t, "market.AAPL", subscribertest.Quote("AAPL", 2))
-	sentinel := n.Publish(t, "sports.nba.g-7", subscribertest.Score("nba", "g-7", 3, 0))
+	n.Publish(t, "market.AAPL", pushtest.Quote("AAPL", 2))
+	sentinel := n.Publish(t, "sports.nba.g-7", pushtest.Score("nba", "g-7", 3, 0))
 	r.expect(t, sentinel)
 	if got := r.c.Topics(); !slices.Equal(got, []string{"sports.nba.*"}) {
 		t.Errorf("Topics() = %v, want [sports.nba.*]", got)
@@ -261,14 +258,14 @@ func TestWebSocketSubscribeUnsubscribe(t *testing.T) {
 	e.Stop()
 	e2 := n.StartEdge(t, addr, push.Config{}, push.HubOptions{})
 	r.waitEvent(t, subscriber.Live)
-	n.Publish(t, "market.AAPL", subscribertest.Quote("AAPL", 3))
-	after := n.Publish(t, "sports.nba.g-7", subscribertest.Score("nba", "g-7", 4, 0))
+	n.Publish(t, "market.AAPL", pushtest.Quote("AAPL", 3))
+	after := n.Publish(t, "sports.nba.g-7", pushtest.Score("nba", "g-7", 4, 0))
 	e2.WaitHead(t, after)
 	r.expect(t, after)
 }
 
 func TestSubscribeWhileReconnectingIsQueued(t *testing.T) {
-	n := subscribertest.StartNATS(t, stream.Config{})
+	n := pushtest.StartNATS(t, stream.Config{})
 	e := n.StartEdge(t, "127.0.0.1:0", push.Config{}, push.HubOptions{})
 	r := start(t, subscriber.Options{URLs: []string{e.URL}, Transport: subscriber.TransportWebSocket,
 		Topics: []string{"market.AAPL"}, MinBackoff: 100 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
@@ -281,7 +278,7 @@ func TestSubscribeWhileReconnectingIsQueued(t *testing.T) {
 	}
 	e2 := n.StartEdge(t, addr, push.Config{}, push.HubOptions{})
 	r.waitEvent(t, subscriber.Live)
-	game := n.Publish(t, "sports.epl.g-1", subscribertest.Score("epl", "g-1", 1, 0))
+	game := n.Publish(t, "sports.epl.g-1", pushtest.Score("epl", "g-1", 1, 0))
 	e2.WaitHead(t, game)
 	r.expect(t, game)
 }
@@ -291,12 +288,12 @@ func TestSubscribeWhileReconnectingIsQueued(t *testing.T) {
 func TestReconnectResumesWithoutGapOrDuplicate(t *testing.T) {
 	for _, tr := range transports {
 		t.Run(tr, func(t *testing.T) {
-			n := subscribertest.StartNATS(t, stream.Config{})
+			n := pushtest.StartNATS(t, stream.Config{})
 			e := n.StartEdge(t, "127.0.0.1:0", push.Config{}, push.HubOptions{})
 			r := start(t, subscriber.Options{URLs: []string{e.URL}, Transport: tr,
 				Topics: []string{"market.AAPL", "market.MSFT"}})
 			r.waitEvent(t, subscriber.Live)
-			first := n.Publish(t, "market.AAPL", subscribertest.Quote("AAPL", 1))
+			first := n.Publish(t, "market.AAPL", pushtest.Quote("AAPL", 1))
 			r.expect(t, first)
 
 			addr := e.Addr
@@ -305,12 +302,12 @@ func TestReconnectResumesWithoutGapOrDuplicate(t *testing.T) {
 			var missed []uint64
 			for i := range 6 {
 				sym := []string{"AAPL", "MSFT", "AAPL"}[i%3]
-				missed = append(missed, n.Publish(t, "market."+sym, subscribertest.Quote(sym, float64(10+i))))
-				n.Publish(t, "market.IBM", subscribertest.Quote("IBM", 1)) // not subscribed
+				missed = append(missed, n.Publish(t, "market."+sym, pushtest.Quote(sym, float64(10+i))))
+				n.Publish(t, "market.IBM", pushtest.Quote("IBM", 1)) // not subscribed
 			}
 			n.StartEdge(t, addr, push.Config{}, push.HubOptions{})
 			r.expect(t, missed...)
-			after := n.Publish(t, "market.MSFT", subscribertest.Quote("MSFT", 99))
+			after := n.Publish(t, "market.MSFT", pushtest.Quote("MSFT", 99))
 			r.expect(t, after)
 			r.quiet(t, 300*time.Millisecond)
 		})
@@ -321,7 +318,7 @@ func TestReconnectResumesWithoutGapOrDuplicate(t *testing.T) {
 func TestEdgeRestartIsReported(t *testing.T) {
 	for _, tr := range []string{subscriber.TransportSSE, subscriber.TransportWebSocket} {
 		t.Run(tr, func(t *testing.T) {
-			n := subscribertest.StartNATS(t, stream.Config{})
+			n := pushtest.StartNATS(t, stream.Config{})
 			e := n.StartEdge(t, "127.0.0.1:0", push.Config{}, push.HubOptions{})
 			r := start(t, subscriber.Options{URLs: []string{e.URL}, Transport: tr, Topics: []string{"market.*"}})
 			r.waitEvent(t, subscriber.Live)
@@ -342,11 +339,11 @@ func TestEdgeRestartIsReported(t *testing.T) {
 func TestResumeFromCursor(t *testing.T) {
 	for _, tr := range transports {
 		t.Run(tr, func(t *testing.T) {
-			n := subscribertest.StartNATS(t, stream.Config{})
+			n := pushtest.StartNATS(t, stream.Config{})
 			var seqs []uint64
 			for i := range 6 {
 				sym := []string{"AAPL", "MSFT"}[i%2]
-				seqs = append(seqs, n.Publish(t, "market."+sym, subscribertest.Quote(sym, float64(i+1))))
+				seqs = append(seqs, n.Publish(t, "market."+sym, pushtest.Quote(sym, float64(i+1))))
 			}
 			e := n.StartEdge(t, "127.0.0.1:0", push.Config{}, push.HubOptions{})
 			e.WaitHead(t, seqs[5])
@@ -362,10 +359,10 @@ func TestResumeFromCursor(t *testing.T) {
 func TestResetWhenCursorTooOld(t *testing.T) {
 	for _, tr := range transports {
 		t.Run(tr, func(t *testing.T) {
-			n := subscribertest.StartNATS(t, stream.Config{MaxMsgsPerSubject: 2})
+			n := pushtest.StartNATS(t, stream.Config{MaxMsgsPerSubject: 2})
 			var last uint64
 			for i := range 6 {
-				last = n.Publish(t, "market.AAPL", subscribertest.Quote("AAPL", float64(i+1)))
+				last = n.Publish(t, "market.AAPL", pushtest.Quote("AAPL", float64(i+1)))
 			}
 			e := n.StartEdge(t, "127.0.0.1:0", push.Config{}, push.HubOptions{})
 			e.WaitHead(t, last)
@@ -383,7 +380,7 @@ func TestResetWhenCursorTooOld(t *testing.T) {
 
 // With the first edge down, the client moves on to the second URL.
 func TestFailoverToNextURL(t *testing.T) {
-	n := subscribertest.StartNATS(t, stream.Config{})
+	n := pushtest.StartNATS(t, stream.Config{})
 	e := n.StartEdge(t, "127.0.0.1:0", push.Config{}, push.HubOptions{})
 	// A port just freed, after everything this test listens on: the kernel could hand it to a later listener.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -402,7 +399,7 @@ func TestFailoverToNextURL(t *testing.T) {
 			if live := r.waitEvent(t, subscriber.Live); live.URL != e.URL {
 				t.Errorf("live on %s, want %s", live.URL, e.URL)
 			}
-			seq := n.Publish(t, "market.AAPL", subscribertest.Quote("AAPL", 5))
+			seq := n.Publish(t, "market.AAPL", pushtest.Quote("AAPL", 5))
 			u := r.next(t)
 			for u.Cursor < seq { // the snapshot of earlier subtests' updates
 				u = r.next(t)
@@ -417,7 +414,7 @@ func TestFailoverToNextURL(t *testing.T) {
 // A Dialer picks the source address, as the load generator does to open more connections than one address has
 // ports.
 func TestDialerSourceAddress(t *testing.T) {
-	n := subscribertest.StartNATS(t, stream.Config{})
+	n := pushtest.StartNATS(t, stream.Config{})
 	e := n.StartEdge(t, "127.0.0.1:0", push.Config{}, push.HubOptions{})
 	for _, tr := range transports {
 		t.Run(tr, func(t *testing.T) {
@@ -425,7 +422,7 @@ func TestDialerSourceAddress(t *testing.T) {
 			sym := "DIAL" + strings.ToUpper(tr)
 			r := start(t, subscriber.Options{URLs: []string{e.URL}, Transport: tr, Topics: []string{"market." + sym}, Dialer: d})
 			r.waitEvent(t, subscriber.Live)
-			seq := n.Publish(t, "market."+sym, subscribertest.Quote(sym, 1))
+			seq := n.Publish(t, "market."+sym, pushtest.Quote(sym, 1))
 			r.expect(t, seq)
 		})
 	}
@@ -433,7 +430,7 @@ func TestDialerSourceAddress(t *testing.T) {
 
 // Run leaves no goroutine behind, whatever the transport.
 func TestRunLeavesNoGoroutines(t *testing.T) {
-	n := subscribertest.StartNATS(t, stream.Config{})
+	n := pushtest.StartNATS(t, stream.Config{})
 	e := n.StartEdge(t, "127.0.0.1:0", push.Config{}, push.HubOptions{})
 	for _, tr := range transports {
 		t.Run(tr, func(t *testing.T) {
@@ -452,7 +449,7 @@ func TestRunLeavesNoGoroutines(t *testing.T) {
 					t.Errorf("Run: %v", err)
 				}
 			})
-			seq := n.Publish(t, "market.GO", subscribertest.Quote("GO", 1))
+			seq := n.Publish(t, "market.GO", pushtest.Quote("GO", 1))
 			e.WaitHead(t, seq)
 			time.Sleep(200 * time.Millisecond)
 			if tr == subscriber.TransportWebSocket {
@@ -474,52 +471,26 @@ func TestRunLeavesNoGoroutines(t *testing.T) {
 	}
 }
 
-func ExampleClient_Run() {
-	c, err := subscriber.New(subscriber.Options{
-		URLs:      []string{"http://edge1:8080", "http://edge2:8080"}, // failover, round robin
-		Transport: subscriber.TransportWebSocket,
-		Topics:    []string{"market.*", "sports.>"},
-		OnEvent: func(e subscriber.Event) {
-			if e.Kind == subscriber.Reconnecting {
-				log.Printf("%s: %v; retrying in %v", e.URL, e.Err, e.Delay)
-			}
-		},
-	})
-	if err != nil {
-		log.Fatal(err)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	err = c.Run(ctx, func(u subscriber.Update) error {
-		fmt.Println(u.Topic, u.Cursor, u.Kind, string(u.Data))
-		return nil
-	})
-	if err != nil {
-		log.Fatal(err) // an *subscriber.Error: an invalid topic, say
-	}
-	fmt.Println("stopped; resume with Options.Cursor =", c.Cursor())
-}
-
 // Against an edge that checks tokens, Options.Token gives each connection its token. When a short-lived token
 // expires the edge ends the stream, the client comes back with a fresh token and resumes: nothing lost or repeated.
 func TestTokenRefreshedOnReconnect(t *testing.T) {
-	n := subscribertest.StartNATS(t, stream.Config{})
-	e := n.StartEdge(t, "127.0.0.1:0", push.Config{Auth: subscribertest.Authenticator(t)}, push.HubOptions{})
+	n := pushtest.StartNATS(t, stream.Config{})
+	e := n.StartEdge(t, "127.0.0.1:0", push.Config{Auth: pushtest.Authenticator(t)}, push.HubOptions{})
 	for _, tr := range transports {
 		t.Run(tr, func(t *testing.T) {
 			var minted atomic.Int32
 			token := func(context.Context) (string, error) {
 				minted.Add(1)
-				return subscribertest.Token([]string{"market.>"}, time.Second)
+				return pushtest.Token([]string{"market.>"}, time.Second)
 			}
-			first := n.Publish(t, "market.TOK", subscribertest.Quote("TOK", 1))
+			first := n.Publish(t, "market.TOK", pushtest.Quote("TOK", 1))
 			e.WaitHead(t, first) // so that the client's snapshot holds it
 			r := start(t, subscriber.Options{URLs: []string{e.URL}, Transport: tr, Topics: []string{"market.TOK"},
 				Token: token})
 			r.expect(t, first)
 			var want []uint64
 			for i := range 30 { // 3 s: past the first token's expiry
-				want = append(want, n.Publish(t, "market.TOK", subscribertest.Quote("TOK", float64(i+2))))
+				want = append(want, n.Publish(t, "market.TOK", pushtest.Quote("TOK", float64(i+2))))
 				time.Sleep(100 * time.Millisecond)
 			}
 			r.expect(t, want...)

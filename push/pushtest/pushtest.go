@@ -1,7 +1,7 @@
-// Package subscribertest runs real Livepush edges for tests of code that subscribes: an embedded nats-server with
+// Package pushtest runs real Livepush edges for tests of code that subscribes: an embedded nats-server with
 // JetStream, and edges (package push) serving on loopback ports that can be stopped and started again on the same
 // address, as an edge restart or an outage looks to a client.
-package subscribertest
+package pushtest
 
 import (
 	"context"
@@ -126,7 +126,7 @@ func (e *Edge) WaitHead(t testing.TB, seq uint64) {
 }
 
 // tokenSecret signs the tokens of Token; Authenticator checks them.
-var tokenSecret = []byte("subscribertest: a secret long enough for HS256")
+var tokenSecret = []byte("pushtest: a secret long enough for HS256")
 
 // Authenticator returns an edge authenticator (push.Config.Auth) that checks the tokens Token makes.
 func Authenticator(t testing.TB) *push.Authenticator {

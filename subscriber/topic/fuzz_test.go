@@ -7,7 +7,7 @@ import (
 
 // The fuzzers check the grammar's promises on any input: what validates is well-formed and public, and matching
 // agrees with a plain reference implementation. Seeds are in testdata/fuzz; run longer with
-// go test -run '^$' -fuzz FuzzValidatePattern ./internal/topic
+// go test -run '^$' -fuzz FuzzValidatePattern ./subscriber/topic
 
 func FuzzValidatePattern(f *testing.F) {
 	for _, s := range []string{"market.AAPL", "market.*", "sports.>", "sports.nba.g-1", "$SYS.>", "_INBOX.x", ">",
