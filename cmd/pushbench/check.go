@@ -2,6 +2,7 @@ package main
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/livepush/livepush/subscriber/wire"
 )
@@ -45,12 +46,14 @@ const (
 type tracker struct {
 	topics []topicState
 	index  map[string]int // when the connection follows many topics
+	view   *view          // where the sampler of staleness reads the n it holds; nil: not sampled
 }
 
 type topicState struct {
 	topic  string
 	cursor uint64
-	n      uint64 // 0: no number seen yet
+	n      uint64         // 0: no number seen yet
+	held   *atomic.Uint64 // n again, in the view
 }
 
 // observe checks an update and returns its verdict, and for a gap the number of updates missing. n is checked only
@@ -58,7 +61,10 @@ type topicState struct {
 func (t *tracker) observe(in *interner, topic []byte, cursor, n uint64, checkN bool) (verdict, uint64) {
 	st := t.find(topic)
 	if st == nil {
-		t.add(topicState{topic: in.intern(topic), cursor: cursor, n: nIf(checkN, n)})
+		name := in.intern(topic)
+		held := t.view.slot(name)
+		hold(held, nIf(checkN, n))
+		t.add(topicState{topic: name, cursor: cursor, n: nIf(checkN, n), held: held})
 		return first, 0
 	}
 	switch {
@@ -73,6 +79,7 @@ func (t *tracker) observe(in *interner, topic []byte, cursor, n uint64, checkN b
 	}
 	prev := st.n
 	st.n = max(st.n, n)
+	hold(st.held, n)
 	switch {
 	case prev == 0 || n == prev+1:
 		return inOrder, 0

@@ -10,10 +10,11 @@ import (
 func TestPayloadOfOwnPublisher(t *testing.T) {
 	p := &publisher{cfg: &Config{PayloadBytes: 500}, runID: "r1", subjects: []string{"market.B0001"}, n: []uint64{41}}
 	before := time.Now().UnixNano()
-	data := p.payload(0)
+	data, ts := p.payload(0)
 	f := parsePayload(data)
-	if len(data) != 500 || string(f.run) != "r1" || !f.hasN || f.n != 42 || f.ts < before || f.ts > time.Now().UnixNano() {
-		t.Fatalf("%s: %+v", data, f)
+	if len(data) != 500 || string(f.run) != "r1" || !f.hasN || f.n != 42 || f.ts != ts || f.ts < before ||
+		f.ts > time.Now().UnixNano() {
+		t.Fatalf("%s: %+v (ts %d)", data, f, ts)
 	}
 	if !strings.HasPrefix(string(data), `{"topic":"market.B0001","kind":"quote","symbol":"B0001","price":100.42,`) {
 		t.Errorf("payload %s", data)
@@ -159,7 +160,7 @@ func TestPollingAccounting(t *testing.T) {
 // BenchmarkParsePayload is what pushbench reads in each update it receives: its run, number and publish time.
 func BenchmarkParsePayload(b *testing.B) {
 	p := &publisher{cfg: &Config{PayloadBytes: 500}, runID: "r1", subjects: []string{"market.B0001"}, n: []uint64{41}}
-	data := p.payload(0)
+	data, _ := p.payload(0)
 	b.ReportAllocs()
 	b.SetBytes(int64(len(data)))
 	for b.Loop() {

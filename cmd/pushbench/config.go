@@ -76,10 +76,12 @@ const summary = `pushbench: load generator for Livepush edges
 
 Opens -conns subscriber connections (SSE, WebSocket, long polling, polling, or a mix) with -topics-per-conn topics
 each, spread over worker processes (each under ~15,000 sockets) and over loopback source addresses; optionally
-publishes its own quotes into NATS at -publish-rate. It measures publish→receive latency from each payload's "ts",
-deliveries per second, gaps and duplicates (by the "n" its publisher writes, and by cursor), connect rate and errors,
-and bytes and HTTP requests per delivered update. Phases: connect (ramp), -warmup (not measured), -duration
-(measured). A progress line goes to stderr every second; a summary table to stdout and a JSON report to -report.
+publishes its own quotes into NATS at -publish-rate. It measures publish→receive latency from each payload's "ts";
+staleness, how long the value each subscriber holds for a topic has been superseded by a newer one (sampled every
+100ms; needs -publish-rate); deliveries per second; gaps and duplicates (by the "n" its publisher writes, and by
+cursor); connect rate and errors; bytes and HTTP requests per delivered update. Phases: connect (ramp), -warmup
+(not measured), -duration (measured). A progress line goes to stderr every second; a summary table to stdout and a
+JSON report to -report.
 
 Examples:
   pushbench -url http://127.0.0.1:8080 -nats nats://127.0.0.1:4222 -conns 10000 -transport ws \

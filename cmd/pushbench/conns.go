@@ -22,11 +22,12 @@ import (
 
 // conns holds what a worker's connections share: the configuration, the counters, and the dialers.
 type conns struct {
-	cfg  *Config
-	run  string // the publisher's run: payloads of other runs are stale
-	st   *liveStats
-	in   interner
-	pace *pacer
+	cfg   *Config
+	run   string // the publisher's run: payloads of other runs are stale
+	st    *liveStats
+	in    interner
+	pace  *pacer
+	stale staleness
 
 	mu      sync.Mutex
 	dialers map[string]*net.Dialer
@@ -115,7 +116,7 @@ func (cs *conns) runStream(ctx context.Context, i int, transport string) {
 	}
 	o := subscriber.StreamOptions{URL: cs.cfg.urlFor(i), Transport: transport, Topics: cs.cfg.topicsFor(i),
 		Dial: cs.dial(i), BufferSize: cs.cfg.ReadBuffer, IdleTimeout: idle}
-	tr := &tracker{}
+	tr := &tracker{view: cs.stale.newView(cs.cfg, cs.cfg.topicsFor(i))}
 	var loc local
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 && !cs.again(ctx) {
@@ -263,7 +264,7 @@ func (cs *conns) runPoll(ctx context.Context, i int, long bool) {
 		tick = time.NewTicker(cs.cfg.PollInterval)
 		defer tick.Stop()
 	}
-	tr := &tracker{}
+	tr := &tracker{view: cs.stale.newView(cs.cfg, cs.cfg.topicsFor(i))}
 	var loc local
 	var cursor uint64
 	up := false

@@ -16,6 +16,7 @@ import (
 // workerHandle is the coordinator's side of one worker.
 type workerHandle struct {
 	index int
+	inMu  sync.Mutex // one command at a time: commands and publications come from different goroutines
 	in    io.WriteCloser
 	msgs  chan workerMsg // mark, final and fatal messages
 	exit  chan error     // the worker ended (its process exited, or its goroutine returned)
@@ -120,6 +121,8 @@ func (h *workerHandle) latest() *Stats {
 }
 
 func (h *workerHandle) send(cmd string) error {
+	h.inMu.Lock()
+	defer h.inMu.Unlock()
 	_, err := io.WriteString(h.in, cmd+"\n")
 	return err
 }
@@ -274,6 +277,20 @@ func (b *bench) run(ctx context.Context) error {
 		stopProgress()
 		<-progressDone
 	}()
+	// The workers learn what was published, to sample staleness, until they are told to stop.
+	stopFeed := func() {}
+	if pub != nil {
+		done, fed := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(fed)
+			feedStaleness(done, pub, hs)
+		}()
+		stopFeed = sync.OnceFunc(func() {
+			close(done)
+			<-fed
+		})
+		defer stopFeed()
+	}
 
 	// Connect: until every connection is up, or the ramp timeout.
 	probe := newCPUProbe(cfg)
@@ -320,6 +337,7 @@ func (b *bench) run(ctx context.Context) error {
 
 	b.setPhase("stop")
 	stopPub()
+	stopFeed() // a worker told to stop reads no more
 	final, err := stopAll(hs)
 	if err != nil {
 		fmt.Fprintf(b.stderr, "pushbench: %v\n", err)
@@ -378,6 +396,9 @@ func (b *bench) progress(ctx context.Context, hs []*workerHandle, pub *publisher
 				now.Sub(b.start).Seconds(), b.getPhase(), cur.ConnsUp, b.cfg.Conns, sum(cur.ConnectErrors),
 				sum(cur.Disconnects), thousands(float64(d.Deliveries)/secs), fmtDur(d.Latency.Quantile(0.5)),
 				fmtDur(d.Latency.Quantile(0.99)), cur.Gaps, cur.Duplicates+cur.OutOfOrder)
+			if d.Staleness.Count() > 0 {
+				line += " | stale p99 " + fmtStale(d.Staleness.Quantile(0.99))
+			}
 			if pub != nil {
 				sent := pub.sent.Load()
 				line += fmt.Sprintf(" | pub %s/s", thousands(float64(sent-prevPub)/secs))
@@ -387,6 +408,14 @@ func (b *bench) progress(ctx context.Context, hs []*workerHandle, pub *publisher
 			prev, prevAt = cur, now
 		}
 	}
+}
+
+// fmtStale is fmtDur, but zero is a value: fresh.
+func fmtStale(ns uint64) string {
+	if ns == 0 {
+		return "0"
+	}
+	return fmtDur(ns)
 }
 
 func fmtDur(ns uint64) string {

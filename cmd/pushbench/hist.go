@@ -103,6 +103,14 @@ func (h *Hist) Since(earlier *Hist) *Hist {
 	return d
 }
 
+// Zeros returns the share of values that are zero.
+func (h *Hist) Zeros() float64 {
+	if h.n == 0 {
+		return 0
+	}
+	return float64(h.counts[0]) / float64(h.n)
+}
+
 // Count returns the number of values.
 func (h *Hist) Count() uint64 { return h.n }
 

@@ -137,7 +137,7 @@ func TestRunTiny(t *testing.T) {
 			var raw map[string]any
 			json.Unmarshal(b, &raw)
 			for _, k := range []string{"command", "config", "connections", "deliveries", "latency", "integrity",
-				"wire", "publisher", "cpu", "memory", "pass"} {
+				"wire", "publisher", "cpu", "memory", "staleness", "pass"} {
 				if _, ok := raw[k]; !ok {
 					t.Errorf("report has no %q", k)
 				}
@@ -145,7 +145,8 @@ func TestRunTiny(t *testing.T) {
 			conns, _ := strconv.Atoi(tc.args[3])
 			if !r.Pass || r.Deliveries.Total == 0 || r.Latency.Count == 0 || r.Integrity.Gaps != 0 ||
 				r.Connections.UpAtEnd != int64(conns) || r.Wire.BytesPerUpdate <= 0 || r.Wire.RequestsRun < int64(conns) ||
-				r.Publisher == nil || r.Publisher.Acked == 0 || r.CPU.EdgeSeconds == nil || r.Command[0] != "pushbench" {
+				r.Publisher == nil || r.Publisher.Acked == 0 || r.CPU.EdgeSeconds == nil || r.Command[0] != "pushbench" ||
+				r.Staleness == nil || r.Staleness.Count == 0 {
 				t.Errorf("report %s", b)
 			}
 			if !strings.Contains(stdout.String(), "PASS") || !strings.Contains(stderr.String(), "upd/s") {

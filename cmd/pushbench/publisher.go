@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,6 +24,9 @@ type publisher struct {
 	js       jetstream.JetStream
 	subjects []string
 	n        []uint64 // per subject: the last number published
+
+	logMu sync.Mutex
+	log   published // what was published since the workers were last told (staleness)
 
 	sent, acked, failed atomic.Int64
 	lastSeq             atomic.Uint64 // stream sequence of the newest acknowledged publish
@@ -87,8 +91,8 @@ func (p *publisher) streamLast(ctx context.Context) (uint64, error) {
 	return info.State.LastSeq, nil
 }
 
-// payload makes the next update of subject i.
-func (p *publisher) payload(i int) []byte {
+// payload makes the next update of subject i; ts is its "ts", in Unix ns.
+func (p *publisher) payload(i int) (data []byte, ts int64) {
 	p.n[i]++
 	n := p.n[i]
 	sym := p.subjects[i][len("market."):]
@@ -109,7 +113,8 @@ func (p *publisher) payload(i int) []byte {
 	b = append(b, `","n":`...)
 	b = strconv.AppendUint(b, n, 10)
 	b = append(b, `,"ts":"`...)
-	b = time.Now().UTC().AppendFormat(b, time.RFC3339Nano)
+	now := time.Now().UTC()
+	b = now.AppendFormat(b, time.RFC3339Nano)
 	b = append(b, '"')
 	if pad := p.cfg.PayloadBytes - len(b) - len(`,"pad":""}`); pad > 0 {
 		b = append(b, `,"pad":"`...)
@@ -118,16 +123,29 @@ func (p *publisher) payload(i int) []byte {
 		}
 		b = append(b, '"')
 	}
-	return append(b, '}')
+	return append(b, '}'), now.UnixNano()
 }
 
 // publish sends the next update of subject i.
 func (p *publisher) publish(i int) {
-	if _, err := p.js.PublishAsync(p.subjects[i], p.payload(i), jetstream.WithStallWait(10*time.Second)); err != nil {
+	data, ts := p.payload(i)
+	p.logMu.Lock()
+	p.log.add(i, p.n[i], ts) // a failed publish too: its n will never arrive, and whoever waits for it is late
+	p.logMu.Unlock()
+	if _, err := p.js.PublishAsync(p.subjects[i], data, jetstream.WithStallWait(10*time.Second)); err != nil {
 		p.failed.Add(1)
 		return
 	}
 	p.sent.Add(1)
+}
+
+// published returns what was published since it was last called.
+func (p *publisher) published() published {
+	p.logMu.Lock()
+	defer p.logMu.Unlock()
+	batch := p.log
+	p.log = published{}
+	return batch
 }
 
 // run publishes at rate until ctx ends: round robin over the subjects in order (each gets rate/len per second,

@@ -52,7 +52,10 @@ type Report struct {
 		Snapshot    int64   `json:"snapshot_run"` // baseline updates over the run (first of each topic per connection)
 		Run         int64   `json:"total_run"`
 	} `json:"deliveries"`
-	Latency   latencySummary `json:"latency"`
+	Latency latencySummary `json:"latency"`
+	// Staleness is sampled over the measured window (staleness.go): for each subscriber and topic, how long the
+	// value it held had been superseded; zero while it held the newest. Only with pushbench's own publisher.
+	Staleness *stalenessSummary `json:"staleness,omitempty"`
 	Integrity struct {
 		Gaps       int64 `json:"gaps"`
 		Missed     int64 `json:"missed"`
@@ -156,6 +159,9 @@ func (r *Report) measure(start, end, final *Stats, measured, warmup time.Duratio
 	}
 	r.Deliveries.Snapshot, r.Deliveries.Run = final.Snapshot, final.Deliveries
 	r.Latency = w.Latency.summary()
+	if w.Staleness.Count() > 0 {
+		r.Staleness = &stalenessSummary{latencySummary: w.Staleness.summary(), Fresh: w.Staleness.Zeros()}
+	}
 	r.Integrity.Gaps, r.Integrity.Missed = final.Gaps, final.Missed
 	r.Integrity.Duplicates, r.Integrity.OutOfOrder = final.Duplicates, final.OutOfOrder
 	r.Integrity.Stale, r.Integrity.Resets, r.Integrity.Unchanged = final.Stale, final.Resets, final.Unchanged
@@ -341,6 +347,12 @@ func (r *Report) table(w io.Writer) {
 	l := r.Latency
 	row("latency", "p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  (n=%d)", msStr(l.P50), msStr(l.P90), msStr(l.P99),
 		msStr(l.P999), msStr(l.Max), l.Count)
+	if s := r.Staleness; s != nil {
+		row("staleness", "p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  (n=%d samples, %.1f%% fresh)", staleStr(s.P50),
+			staleStr(s.P90), staleStr(s.P99), staleStr(s.P999), staleStr(s.Max), s.Count, 100*s.Fresh)
+	} else {
+		row("staleness", "n/a (needs pushbench's own publisher: -publish-rate)")
+	}
 	g := r.Integrity
 	integrity := fmt.Sprintf("gaps %d (missing %d)  duplicates %d  out of order %d  stale %d  resets %d", g.Gaps,
 		g.Missed, g.Duplicates, g.OutOfOrder, g.Stale, g.Resets)
@@ -387,6 +399,20 @@ func (r *Report) verdict(row func(k, format string, args ...any)) {
 		verdict += " (interrupted)"
 	}
 	row("result", "%s", verdict)
+}
+
+// stalenessSummary is latencySummary with the share of fresh samples.
+type stalenessSummary struct {
+	latencySummary
+	Fresh float64 `json:"fresh_share"` // samples in which the subscriber held the newest value
+}
+
+// staleStr is msStr, but zero is a value: fresh.
+func staleStr(v float64) string {
+	if v == 0 {
+		return "0"
+	}
+	return msStr(v)
 }
 
 func msStr(v float64) string {

@@ -30,9 +30,10 @@ type Stats struct {
 	Unchanged     int64            `json:"unchanged"`      // polling: topics answered again with nothing new
 	BytesRead     int64            `json:"bytes_read"`     // at the socket, HTTP headers and framing included
 	BytesWritten  int64            `json:"bytes_written"`
-	Reads         int64            `json:"reads"`    // socket reads that returned data
-	Requests      int64            `json:"requests"` // HTTP requests: one per SSE or WebSocket connect, one per poll
-	Latency       *Hist            `json:"latency"`  // publish → receive, ns, of updates after the baseline
+	Reads         int64            `json:"reads"`     // socket reads that returned data
+	Requests      int64            `json:"requests"`  // HTTP requests: one per SSE or WebSocket connect, one per poll
+	Latency       *Hist            `json:"latency"`   // publish → receive, ns, of updates after the baseline
+	Staleness     *Hist            `json:"staleness"` // samples: how long a subscriber's value had been superseded, ns
 	ConnectTime   *Hist            `json:"connect_time"`
 	CPUSeconds    float64          `json:"cpu_seconds"` // of the worker process
 	RSS           int64            `json:"rss"`         // of the worker process, bytes
@@ -43,7 +44,7 @@ type Stats struct {
 
 func newStats() *Stats {
 	return &Stats{ConnectErrors: map[string]int64{}, Disconnects: map[string]int64{}, Latency: &Hist{},
-		ConnectTime: &Hist{}}
+		Staleness: &Hist{}, ConnectTime: &Hist{}}
 }
 
 // Add adds o into s; gauges (conns, memory) add too, as they are per process.
@@ -71,6 +72,7 @@ func (s *Stats) Add(o *Stats) {
 	s.Reads += o.Reads
 	s.Requests += o.Requests
 	s.Latency.Merge(o.Latency)
+	s.Staleness.Merge(o.Staleness)
 	s.ConnectTime.Merge(o.ConnectTime)
 	s.CPUSeconds += o.CPUSeconds
 	s.RSS += o.RSS
@@ -100,6 +102,7 @@ func (s *Stats) Since(earlier *Stats) *Stats {
 	d.Reads = s.Reads - earlier.Reads
 	d.Requests = s.Requests - earlier.Requests
 	d.Latency = s.Latency.Since(earlier.Latency)
+	d.Staleness = s.Staleness.Since(earlier.Staleness)
 	d.ConnectTime = s.ConnectTime.Since(earlier.ConnectTime)
 	d.CPUSeconds = s.CPUSeconds - earlier.CPUSeconds
 	return d
@@ -134,6 +137,8 @@ type liveStats struct {
 	mu                                             sync.Mutex
 	connectErrors, disconnects                     map[string]int64
 	baseRSS                                        int64
+	staleMu                                        sync.Mutex
+	staleness                                      Hist // staleness samples, recorded a batch at a time
 }
 
 func newLiveStats(conns int) *liveStats {
@@ -167,7 +172,18 @@ func (l *liveStats) snapshotStats() *Stats {
 	s.ConnectErrors = maps.Clone(l.connectErrors)
 	s.Disconnects = maps.Clone(l.disconnects)
 	l.mu.Unlock()
+	l.staleMu.Lock()
+	staleness := l.staleness
+	l.staleMu.Unlock()
+	s.Staleness = &staleness
 	return s
+}
+
+// addStaleness adds a sample's values.
+func (l *liveStats) addStaleness(h *Hist) {
+	l.staleMu.Lock()
+	l.staleness.Merge(h)
+	l.staleMu.Unlock()
 }
 
 // local is what one connection counts between two flushes into the shared counters, so that a busy connection

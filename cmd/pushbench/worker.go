@@ -18,7 +18,8 @@ import (
 
 // A worker holds a share of the connections, in its own process (so each process stays under the socket limit)
 // or, with -in-process, in the coordinator's. It speaks JSON lines: the coordinator writes the spec, then commands
-// ("mark NAME", "stop"); the worker answers with its cumulative Stats on every tick, on each mark, and at the end.
+// ("mark NAME", "pubs {…}": what was published, for staleness, "stop"); the worker answers with its cumulative Stats
+// on every tick, on each mark, and at the end.
 
 // workerSpec is the first line a worker reads.
 type workerSpec struct {
@@ -118,8 +119,14 @@ func runWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 		if cmd == "stop" {
 			break
 		}
-		if cmd == "mark" {
+		switch cmd {
+		case "mark":
 			send(workerMsg{Kind: "mark", Mark: arg, Stats: cs.st.snapshotStats()})
+		case "pubs":
+			if err := cs.stale.sample(cfg, []byte(arg), time.Now(), cs.st); err != nil {
+				send(workerMsg{Kind: "fatal", Error: "publications: " + err.Error()})
+				return err
+			}
 		}
 	}
 	// Stop: the last figures are taken before the connections close, so closing does not count as errors; memory

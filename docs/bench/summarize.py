@@ -18,7 +18,8 @@ def med(reports, *keys):
     return statistics.median(vals) if vals else float("nan")
 
 print(f"{'row':18} {'runs':>4} {'deliv/s':>10} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} {'gaps':>6} "
-      f"{'upd/read':>8} {'B/upd':>6} {'req/upd':>7} {'edge':>5} {'ms/1k':>6} {'nats':>5} {'gen':>5} {'behind':>7}")
+      f"{'upd/read':>8} {'B/upd':>6} {'req/upd':>7} {'edge':>5} {'ms/1k':>6} {'nats':>5} {'gen':>5} {'behind':>7} "
+      f"{'stale50':>7} {'stale99':>7} {'fresh%':>6}")
 for name, rs in rows.items():
     behind = statistics.median([sum(l["behind"] for l in r.get("edge_lag") or []) for r in rs])
     print(f"{name:18} {len(rs):>4} {med(rs,'deliveries','per_s'):>10,.0f} {med(rs,'latency','p50_ms'):>8.1f} "
@@ -26,4 +27,6 @@ for name, rs in rows.items():
           f"{med(rs,'integrity','gaps'):>6.0f} {med(rs,'wire','updates_per_read'):>8.1f} "
           f"{med(rs,'wire','bytes_per_update'):>6.0f} {med(rs,'wire','requests_per_update'):>7.3f} "
           f"{med(rs,'cpu','edge_cores'):>5.2f} {med(rs,'cpu','edge_ms_per_1000_deliveries'):>6.1f} "
-          f"{med(rs,'cpu','nats_cores'):>5.2f} {med(rs,'cpu','generator_cores'):>5.2f} {behind:>7.0f}")
+          f"{med(rs,'cpu','nats_cores'):>5.2f} {med(rs,'cpu','generator_cores'):>5.2f} {behind:>7.0f} "
+          f"{med(rs,'staleness','p50_ms'):>7.1f} {med(rs,'staleness','p99_ms'):>7.1f} "
+          f"{100 * med(rs,'staleness','fresh_share'):>6.1f}")
