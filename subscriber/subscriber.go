@@ -18,6 +18,10 @@
 // Run does its work on the calling goroutine (the WebSocket library adds nothing per connection while idle), so a
 // load generator can hold thousands of clients in one process; give them an HTTPClient or a Dialer of their own to
 // pick source addresses.
+//
+// The package is a module of its own, github.com/livepush/livepush/subscriber, which needs nothing but
+// coder/websocket: a program that subscribes does not build the edge's dependencies. Its packages wire (the
+// protocol) and topic (the topic grammar) are the ones the edge itself uses.
 package subscriber
 
 import (
