@@ -36,15 +36,24 @@ func Path(t testing.TB) string {
 // first tab. The browser ends with the test.
 func Start(t testing.TB, opts ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
+	ctx, stop, err := launch(Path(t), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	return ctx
+}
+
+// launch starts Chromium at path and returns its first tab and how to stop it (which waits for it to exit).
+func launch(path string, opts []chromedp.ExecAllocatorOption) (context.Context, func(), error) {
 	// Chromium leaves its singleton-lock directory in TMPDIR when it is stopped: give it one of its own, short
 	// because the lock is a unix socket whose path must fit in 108 bytes (t.TempDir's can be longer).
 	tmp, err := os.MkdirTemp("", "chromium")
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
-	t.Cleanup(func() { os.RemoveAll(tmp) })
 	all := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(Path(t)),
+		chromedp.ExecPath(path),
 		chromedp.NoSandbox,
 		chromedp.DisableGPU,
 		// Without these, Chromium's calls home are refused by this machine's closed network, many at a time.
@@ -53,22 +62,33 @@ func Start(t testing.TB, opts ...chromedp.ExecAllocatorOption) context.Context {
 		chromedp.Env("TMPDIR="+tmp),
 	)
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), append(all, opts...)...)
-	t.Cleanup(cancelAlloc) // waits for the browser to exit
 	ctx, cancelTab := chromedp.NewContext(allocCtx)
-	t.Cleanup(cancelTab)
-
-	// The first action starts the browser, bound to ctx: it gets no timeout of its own, so watch it from here.
-	started := make(chan error, 1)
-	go func() { started <- chromedp.Do(ctx) }()
-	select {
-	case err := <-started:
-		if err != nil {
-			t.Fatalf("starting Chromium: %v", err)
-		}
-	case <-time.After(Wait):
-		t.Fatalf("Chromium did not start within %v", Wait)
+	stop := func() {
+		cancelTab()
+		cancelAlloc() // waits for the browser to exit
+		os.RemoveAll(tmp)
 	}
-	return ctx
+	// The first action starts the browser, bound to ctx: it gets no timeout of its own, so watch it from here.
+	if err := within(ctx, "starting Chromium"); err != nil {
+		stop()
+		return nil, nil, err
+	}
+	return ctx, stop, nil
+}
+
+// within runs ctx's first action (starting a browser or a tab) and waits for it at most Wait.
+func within(ctx context.Context, what string) error {
+	done := make(chan error, 1)
+	go func() { done <- chromedp.Do(ctx) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("browsertest: %s: %w", what, err)
+		}
+		return nil
+	case <-time.After(Wait):
+		return fmt.Errorf("browsertest: %s took longer than %v", what, Wait)
+	}
 }
 
 // The browser Tab opens tabs in: one per test process, started by the first test that needs it.
@@ -86,53 +106,14 @@ var shared struct {
 func Tab(t testing.TB, opts ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	path := Path(t)
-	shared.once.Do(func() {
-		tmp, err := os.MkdirTemp("", "chromium") // as in Start
-		if err != nil {
-			shared.err = err
-			return
-		}
-		all := append(chromedp.DefaultExecAllocatorOptions[:],
-			chromedp.ExecPath(path),
-			chromedp.NoSandbox,
-			chromedp.DisableGPU,
-			chromedp.Flag("disable-background-networking", true),
-			chromedp.Flag("disable-component-update", true),
-			chromedp.Env("TMPDIR="+tmp),
-		)
-		allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), append(all, opts...)...)
-		ctx, cancel := chromedp.NewContext(allocCtx)
-		shared.ctx = ctx
-		shared.stop = func() {
-			cancel()
-			cancelAlloc() // waits for the browser to exit
-			os.RemoveAll(tmp)
-		}
-		started := make(chan error, 1)
-		go func() { started <- chromedp.Do(ctx) }()
-		select {
-		case err := <-started:
-			if err != nil {
-				shared.err = fmt.Errorf("browsertest: starting Chromium: %w", err)
-			}
-		case <-time.After(Wait):
-			shared.err = fmt.Errorf("browsertest: Chromium did not start within %v", Wait)
-		}
-	})
+	shared.once.Do(func() { shared.ctx, shared.stop, shared.err = launch(path, opts) })
 	if shared.err != nil {
 		t.Fatal(shared.err)
 	}
 	ctx, cancel := chromedp.NewContext(shared.ctx)
 	t.Cleanup(cancel)
-	opened := make(chan error, 1)
-	go func() { opened <- chromedp.Do(ctx) }()
-	select {
-	case err := <-opened:
-		if err != nil {
-			t.Fatalf("opening a tab: %v", err)
-		}
-	case <-time.After(Wait):
-		t.Fatalf("no new tab within %v", Wait)
+	if err := within(ctx, "opening a tab"); err != nil {
+		t.Fatal(err)
 	}
 	return ctx
 }
