@@ -59,6 +59,12 @@ type HubOptions struct {
 	LatencyBudget time.Duration
 	// Shards is how many goroutines fan updates out, each to its share of the subscribers. Zero: GOMAXPROCS.
 	Shards int
+	// Writers is how many goroutines write to connections at once, shared out among the shards; a writer stuck in a
+	// write to a client that is not reading is replaced and does not count. Zero: 2 per shard.
+	Writers int
+	// WriteDelay is how long a subscriber with something to write waits for its write, so that what arrives
+	// meanwhile leaves in the same write: fewer, larger writes for a few milliseconds of latency. Zero: no wait.
+	WriteDelay time.Duration
 	// CloseGrace is how long the write in progress of a subscriber being closed (slow, draining, token expired) may
 	// still take before the connection is cut without a goodbye. Zero: 5s, or WriteTimeout if that is shorter.
 	CloseGrace time.Duration
@@ -106,6 +112,12 @@ func (o HubOptions) withDefaults() HubOptions {
 	}
 	if o.Shards <= 0 {
 		o.Shards = runtime.GOMAXPROCS(0)
+	}
+	if o.Writers <= 0 {
+		o.Writers = 2 * o.Shards
+	}
+	if o.WriteDelay < 0 {
+		o.WriteDelay = 0
 	}
 	if o.MaxTopics <= 0 {
 		o.MaxTopics = 10_000

@@ -34,6 +34,8 @@ type shard struct {
 	wake   chan struct{} // a send says the log has grown
 
 	skipped prometheus.Counter // updates its fan-out skipped to catch up
+
+	writers *writerPool // writes to its subscribers' connections
 }
 
 type patternSet struct {
@@ -49,6 +51,7 @@ func newShard(h *Hub, index int) *shard {
 		matches:  make(map[string][]*patternSet),
 		subs:     make(map[*Subscriber]struct{}),
 		wake:     make(chan struct{}, 1),
+		writers:  newWriterPool((h.opts.Writers+index)/h.opts.Shards, h.opts.WriteDelay),
 	}
 }
 

@@ -83,18 +83,24 @@ func edgeHeap() int64 {
 // disconnected.
 func TestStuckSubscriberDoesNotHoldOthersBack(t *testing.T) {
 	n := startNATS(t)
-	e := startEdge(t, n, Config{}, HubOptions{SlowTimeout: time.Second, WriteTimeout: time.Minute, ReplayBuffer: 64})
+	// One shard with one writer, and more stuck clients than writers: every writer the edge has would be stuck if a
+	// blocked write held on to its writer.
+	e := startEdge(t, n, Config{}, HubOptions{SlowTimeout: time.Second, WriteTimeout: time.Minute, ReplayBuffer: 64,
+		Shards: 1, Writers: 1})
 
-	// The stuck one: a WebSocket client that never reads.
-	stuck, _, err := websocket.Dial(t.Context(), "ws"+strings.TrimPrefix(e.url, "http")+"/ws?topic=market.*", nil)
-	if err != nil {
-		t.Fatal(err)
+	// The stuck ones: WebSocket clients that never read.
+	const stuckClients = 8
+	for range stuckClients {
+		stuck, _, err := websocket.Dial(t.Context(), "ws"+strings.TrimPrefix(e.url, "http")+"/ws?topic=market.*", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer stuck.CloseNow()
 	}
-	defer stuck.CloseNow()
 	// The healthy one reads everything and notes how late each update is.
 	healthy := dialWS(t, e.url, "?topic=market.*", nil)
 	healthy.expect(t, "subscribed")
-	e.waitSubscribers(t, 2)
+	e.waitSubscribers(t, stuckClients+1)
 	runtime.MemProfileRate = 4096
 	defer func() { runtime.MemProfileRate = 512 * 1024 }()
 	before := edgeHeap()
@@ -147,7 +153,7 @@ func TestStuckSubscriberDoesNotHoldOthersBack(t *testing.T) {
 	close(stopSampling)
 	qs := <-sampled
 	if qs[1] == 0 || qs[0] > 2*256 {
-		t.Errorf("stuck subscriber: longest queue %d, %d updates conflated; want it conflated and bounded", qs[0], qs[1])
+		t.Errorf("stuck subscribers: longest queue %d, %d updates conflated; want them conflated and bounded", qs[0], qs[1])
 	}
 	var r result
 	select {
@@ -161,19 +167,19 @@ func TestStuckSubscriberDoesNotHoldOthersBack(t *testing.T) {
 	grown := edgeHeap() - before
 	t.Logf("healthy subscriber: %d of %d updates, worst latency %v; edge heap grew %d KiB", r.received, count,
 		r.worst, grown>>10)
-	// Had the stuck client held the healthy one back, the healthy one would have waited out the stuck one's write
+	// Had a stuck client held the healthy one back, the healthy one would have waited out the stuck one's write
 	// (at least the slow timeout and the close grace: 6 s); the bound leaves room for a busy machine.
 	if r.worst > 5*time.Second {
 		t.Errorf("healthy subscriber's worst latency %v while another was stuck", r.worst)
 	}
 	if grown > 16<<20 {
-		t.Errorf("edge heap grew by %d MiB with a stuck subscriber", grown>>20)
+		t.Errorf("edge heap grew by %d MiB with stuck subscribers", grown>>20)
 	}
-	// The stuck one is conflated, then cut off: its blocked write gets the close grace, not the write timeout.
+	// The stuck ones are conflated, then cut off: a blocked write gets the close grace, not the write timeout.
 	deadline := time.Now().Add(20 * time.Second)
 	for e.hub.Stats().Subscribers != 1 {
 		if time.Now().After(deadline) {
-			t.Fatalf("stuck subscriber still connected: %+v", e.hub.Stats())
+			t.Fatalf("stuck subscribers still connected: %+v", e.hub.Stats())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

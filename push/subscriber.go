@@ -53,8 +53,8 @@ var (
 )
 
 // Subscriber is one client connection as the hub sees it: its patterns, its queue of updates waiting to be written,
-// and its writer. The writer is a goroutine that exists only while there is something to write, so an idle
-// connection costs no goroutine beyond its transport's reader.
+// and its write turns, which its shard's writer pool runs while it has something to write, so an idle connection
+// costs no goroutine beyond its transport's reader.
 type Subscriber struct {
 	hub       *Hub
 	shard     *shard // the share of the hub's subscribers s belongs to, for its life
@@ -79,7 +79,7 @@ type Subscriber struct {
 	last       uint64    // newest cursor queued: offer drops anything at or below it
 	protect    uint64    // queued updates at or below it are a snapshot or a replay the client asked for: never conflated
 	oldestLive time.Time // when the oldest live update waiting was received; zero when none waits
-	writing    bool      // a writer goroutine is running
+	writing    bool      // a write turn is scheduled or in progress
 	beat       bool      // a heartbeat is due
 	closing    *closeReason
 	behind     time.Time // when the queue was first conflated and not drained since; zero when caught up
@@ -448,66 +448,87 @@ func (s *Subscriber) conflateLocked(now time.Time) (tooSlow bool) {
 	return now.Sub(s.behind) > s.hub.opts.SlowTimeout
 }
 
-// startWriterLocked starts the writer unless it runs, and unlocks s.mu.
+// startWriterLocked schedules a write turn unless one is scheduled or in progress, and unlocks s.mu.
 func (s *Subscriber) startWriterLocked() {
 	start := !s.writing
 	s.writing = true
 	s.mu.Unlock()
 	if start {
-		go s.writeLoop()
+		s.shard.writers.schedule(s)
 	}
 }
 
-// writeLoop drains the queue, each turn writing everything queued so far in one write, and exits when the queue is
-// empty. It alone writes to the connection.
-func (s *Subscriber) writeLoop() {
-	var batch []*Update
-	for {
-		s.mu.Lock()
-		s.writeStart = time.Time{}
-		if batch != nil {
-			clear(batch) // let written updates be collected
-			s.spare = batch[:0]
-			batch = nil
-			s.signalRoomLocked()
-		}
-		if reason := s.closing; reason != nil {
-			s.queue, s.queued = nil, 0
+// writeTurn makes s's next write: the goodbye if s is closing, else as much of the queue as one write takes, else a
+// heartbeat that is due. Only the shard's writer pool calls it, for one subscriber at a time, so it alone writes to
+// the connection. It reports whether s has more to write; if not, s is no longer scheduled.
+func (s *Subscriber) writeTurn() (more bool) {
+	s.mu.Lock()
+	if reason := s.closing; reason != nil {
+		s.queue, s.queued = nil, 0
+		s.mu.Unlock() // s.writing stays set: s is never scheduled again
+		s.sink.close(*reason)
+		s.hub.live.Done()
+		return false
+	}
+	if len(s.queue) == 0 {
+		if !s.beat {
+			s.caughtUpLocked()
 			s.mu.Unlock()
-			s.sink.close(*reason)
-			s.hub.live.Done()
-			return
+			return false
 		}
-		if len(s.queue) == 0 {
-			s.behind = time.Time{}
-			s.limit = max(s.hub.opts.QueueLimit, s.limit/2)
-			s.limitBytes = max(s.hub.opts.QueueBytes, s.limitBytes/2)
-			if !s.beat {
-				s.writing = false
-				s.mu.Unlock()
-				return
-			}
-			s.beat = false
-			s.mu.Unlock()
-			if err := s.sink.heartbeat(); err != nil {
-				s.Close(reasonWriteFailed)
-			} else {
-				s.lastWrite.Store(time.Now().UnixNano()) // the next one is due an interval from now, not at the next sweep
-			}
-			continue
-		}
-		batch = s.takeBatchLocked()
-		s.writeStart = time.Now()
+		s.beat = false
 		s.mu.Unlock()
-
-		if err := s.sink.write(batch); err != nil {
+		if err := s.sink.heartbeat(); err != nil {
 			s.Close(reasonWriteFailed)
-			continue
+		} else {
+			s.lastWrite.Store(time.Now().UnixNano()) // the next one is due an interval from now, not at the next sweep
 		}
+		return s.endTurn(nil)
+	}
+	batch := s.takeBatchLocked()
+	s.writeStart = time.Now()
+	s.mu.Unlock()
+
+	if err := s.sink.write(batch); err != nil {
+		s.Close(reasonWriteFailed)
+	} else {
 		now := time.Now()
 		s.lastWrite.Store(now.UnixNano())
 		s.metrics.written(batch, now)
 	}
+	return s.endTurn(batch)
+}
+
+// endTurn recycles the batch just written and reports whether s has more to write.
+func (s *Subscriber) endTurn(batch []*Update) (more bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	if batch != nil && now.Sub(s.writeStart) < stallAfter && !s.agedLocked(now) {
+		// The client takes what it is sent as fast as it comes: if it was conflated, that was a busy edge's doing,
+		// and it is not behind. Under a steady flow its queue may never be empty.
+		s.behind = time.Time{}
+	}
+	s.writeStart = time.Time{}
+	if batch != nil {
+		clear(batch) // let written updates be collected
+		s.spare = batch[:0]
+		s.signalRoomLocked()
+	}
+	if s.closing != nil || len(s.queue) > 0 || s.beat {
+		return true
+	}
+	s.caughtUpLocked()
+	return false
+}
+
+// caughtUpLocked records that everything queued has been written: s is no longer behind, its queue limits relax
+// back towards the hub's, and it is no longer scheduled.
+func (s *Subscriber) caughtUpLocked() {
+	s.behind = time.Time{}
+	s.limit = max(s.hub.opts.QueueLimit, s.limit/2)
+	s.limitBytes = max(s.hub.opts.QueueBytes, s.limitBytes/2)
+	s.writing = false
 }
 
 // maxWriteBytes bounds one write: a queue holding more leaves in several writes, so no write buffer grows with a
