@@ -62,6 +62,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	queueLimit := f.Int("queue-limit", "PUSH_QUEUE_LIMIT", 256, "updates waiting for one subscriber before they are conflated to the latest per topic")
 	queueBytes := f.Int("queue-bytes", "PUSH_QUEUE_BYTES", 4<<20, "bytes of updates waiting for one subscriber before they are conflated the same way")
 	latencyBudget := f.Duration("latency-budget", "PUSH_LATENCY_BUDGET", 100*time.Millisecond, "when fan-out falls this far behind with a long backlog (a busy machine), skip to the newest value of each topic")
+	writers := f.Int("writers", "PUSH_WRITERS", 0, "goroutines writing to connections at once, a writer stuck on a client aside (0: 2 per core)")
+	writeDelay := f.Duration("write-delay", "PUSH_WRITE_DELAY", 0, "how long a connection with something to send waits so that what follows joins the same write: fewer, larger writes for that much latency")
 	replayBuffer := f.Int("replay-buffer", "PUSH_REPLAY_BUFFER", 16384, "recent updates kept in memory to serve resumes without reading the stream")
 	replayBytes := f.Int("replay-bytes", "PUSH_REPLAY_BYTES", 64<<20, "bytes those recent updates may hold; the oldest go first")
 	maxCachedTopics := f.Int("max-cached-topics", "PUSH_MAX_CACHED_TOPICS", 10_000, "most topics in the last-value cache; messages on more are rejected (too_many_topics)")
@@ -192,7 +194,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	hub := push.NewHub(push.HubOptions{QueueLimit: *queueLimit, QueueBytes: *queueBytes, SlowTimeout: *slowTimeout,
 		WriteTimeout: *writeTimeout, Heartbeat: *heartbeat, Retention: streamCfg.MaxAge,
 		ReplayBuffer: *replayBuffer, ReplayBytes: *replayBytes, MaxTopics: *maxCachedTopics, CacheBytes: *cacheBytes,
-		MaxStreamReads: *maxStreamReads, MaxStreamReadsPerIP: *maxStreamReadsPerIP, LatencyBudget: *latencyBudget})
+		MaxStreamReads: *maxStreamReads, MaxStreamReadsPerIP: *maxStreamReadsPerIP, LatencyBudget: *latencyBudget,
+		Writers: *writers, WriteDelay: *writeDelay})
 	src := push.NewSource(js, streamCfg, hub, log, push.WithContract(contract))
 	srv := push.NewServer(push.Config{
 		AllowedOrigins: *allowed,

@@ -47,9 +47,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if len(*urls) == 0 {
 		*urls = []string{defaultURL}
 	}
-	if *count < 0 {
-		return cli.UsageError{Err: fmt.Errorf("-count %d: give a number of updates, or 0 for no limit", *count)}
-	}
 
 	n := &notices{w: stderr}
 	c, err := subscriber.New(subscriber.Options{

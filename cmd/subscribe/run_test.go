@@ -123,7 +123,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{}, "no topic"},
 		{[]string{"-topic", "market.AAPL", "-url", "localhost:8080"}, "bad edge URL"},
 		{[]string{"-topic", "market.AAPL", "-cursor", "abc"}, "not a cursor"},
-		{[]string{"-topic", "market.AAPL", "-count", "-1"}, "-count -1"},
+		{[]string{"-topic", "market.AAPL", "-count", "-1"}, "-count: not negative"},
 	} {
 		_, errs, err := runFor(t, t.Context(), tc.args...)
 		var usage cli.UsageError

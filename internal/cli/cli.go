@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -84,7 +85,7 @@ func (f *Flags) String(name, env, def, usage string) *string {
 // Int defines an int flag with an environment fallback.
 func (f *Flags) Int(name, env string, def int, usage string) *int {
 	return define(f, name, env, def, usage, "a whole number, such as 64", func(s string) (int, error) {
-		return strconv.Atoi(s)
+		return nonNegative(strconv.Atoi(s))
 	}, strconv.Itoa)
 }
 
@@ -98,8 +99,23 @@ func (f *Flags) Int64(name, env string, def int64, usage string) *int64 {
 // Float64 defines a float64 flag with an environment fallback.
 func (f *Flags) Float64(name, env string, def float64, usage string) *float64 {
 	return define(f, name, env, def, usage, "a number, such as 20 or 0.5", func(s string) (float64, error) {
-		return strconv.ParseFloat(s, 64)
+		v, err := nonNegative(strconv.ParseFloat(s, 64))
+		if err == nil && (math.IsNaN(v) || math.IsInf(v, 0)) {
+			return 0, errors.New("not finite")
+		}
+		return v, err
 	}, func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) })
+}
+
+// errNegative refuses a negative count, rate or duration: none of the commands' flags has a meaning for one, and
+// taking it for the default would hide a typo.
+var errNegative = errors.New("negative")
+
+func nonNegative[T int | float64 | time.Duration](v T, err error) (T, error) {
+	if err == nil && v < 0 {
+		return 0, errNegative
+	}
+	return v, err
 }
 
 // Bool defines a bool flag with an environment fallback ("1", "true", …).
@@ -109,8 +125,9 @@ func (f *Flags) Bool(name, env string, def bool, usage string) *bool {
 
 // Duration defines a duration flag with an environment fallback ("1h30m", "250ms").
 func (f *Flags) Duration(name, env string, def time.Duration, usage string) *time.Duration {
-	return define(f, name, env, def, usage, "a duration with a unit, such as 5s or 250ms", time.ParseDuration,
-		time.Duration.String)
+	return define(f, name, env, def, usage, "a duration with a unit, such as 5s or 250ms", func(s string) (time.Duration, error) {
+		return nonNegative(time.ParseDuration(s))
+	}, time.Duration.String)
 }
 
 // Secret defines a string flag for a password or token, with an environment fallback. -help never shows its value,
@@ -167,6 +184,9 @@ type parsedValue[T any] struct {
 
 func (p *parsedValue[T]) Set(s string) error {
 	v, err := p.parse(strings.TrimSpace(s))
+	if errors.Is(err, errNegative) {
+		return errors.New("not negative: " + p.want)
+	}
 	if err != nil {
 		return errors.New(p.want)
 	}
