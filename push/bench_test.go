@@ -157,7 +157,7 @@ func benchBatch(n int) []*Update {
 
 // BenchmarkSSEWrite is one SSE flush of 16 queued updates: one chunk, one write.
 func BenchmarkSSEWrite(b *testing.B) {
-	sc := &sseConn{conn: discardConn{}, chunked: true, timeout: time.Second}
+	sc := &sseConn{conn: discardConn{}, chunked: true, deadline: writeDeadline{timeout: time.Second}}
 	batch := benchBatch(16)
 	b.ReportAllocs()
 	b.SetBytes(int64(16 * len(batch[0].sse)))
@@ -240,15 +240,13 @@ func wsOver(b *testing.B, conn net.Conn, single bool) *wsConn {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return &wsConn{conn: c, raw: h.conn, frames: h.frames, single: single, timeout: 10 * time.Second}
+	return newWSConn(c, h.frames, single, 10*time.Second)
 }
 
-// rawHijack gives coder/websocket the buffers leanHijack gives it under gin, and keeps the hijacked net.Conn. If
-// wrap is set, the buffers write to the connection it returns.
+// rawHijack gives coder/websocket the buffers leanHijack gives it under gin. If wrap is set, the buffers write to the connection it returns.
 type rawHijack struct {
 	http.ResponseWriter
 	wrap   func(net.Conn) net.Conn
-	conn   net.Conn
 	frames *frameWriter
 }
 
@@ -260,7 +258,6 @@ func (h *rawHijack) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if h.wrap != nil {
 		conn = h.wrap(conn)
 	}
-	h.conn = conn
 	brw, h.frames = wsBuffers(conn, brw.Reader)
 	return conn, brw, nil
 }
@@ -276,7 +273,7 @@ func wsPair(b *testing.B, single bool) (*wsConn, func()) {
 			b.Error(err)
 			return
 		}
-		accepted <- &wsConn{conn: c, raw: h.conn, frames: h.frames, single: single, timeout: 10 * time.Second}
+		accepted <- newWSConn(c, h.frames, single, 10*time.Second)
 	}))
 	client, err := net.Dial("tcp", srv.Listener.Addr().String())
 	if err != nil {

@@ -163,7 +163,7 @@ func (s *Source) consume(ctx context.Context, name string) error {
 	if ci := cons.CachedInfo(); ci != nil && ci.NumPending == 0 {
 		s.caughtUpAt(max(head, info.State.LastSeq))
 	}
-	cc, err := cons.Consume(s.handle, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+	cc, err := cons.Consume(s.handle, jetstream.PullMaxMessages(ingestBatch), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		// The ordered consumer recovers by itself (it recreates its server-side consumer after the last sequence it
 		// delivered): these are for the operator to see.
 		if !errors.Is(err, jetstream.ErrOrderedConsumerReset) {
@@ -227,6 +227,11 @@ func (s *Source) recreated(info *jetstream.StreamInfo, head uint64) bool {
 	}
 	return info.State.LastSeq < head || !s.created.IsZero() && !info.Created.Equal(s.created)
 }
+
+// ingestBatch is how many messages the consumer asks for at a time. nats.go's 500 is a round trip per 250
+// messages, which a busy machine cannot make 80 times a second: at 20,000 updates/s the edge fell seconds behind
+// the stream with CPU to spare.
+const ingestBatch = 5000
 
 // stallCheck is how often the source checks its consumer, and how long without a message counts as a stall.
 const stallCheck = 10 * time.Second

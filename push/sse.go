@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -31,18 +32,18 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b 
 func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
 
 func putBuf(b *[]byte) {
-	if cap(*b) > 64<<10 {
-		return // do not keep a buffer grown by one large snapshot
+	if cap(*b) > 2*maxWriteBytes+64<<10 {
+		return // do not keep a buffer grown by one large update: a write is bounded by maxWriteBytes otherwise
 	}
 	*b = (*b)[:0]
 	bufPool.Put(b)
 }
 
 type sseConn struct {
-	conn    net.Conn
-	header  []byte // the response header, sent with the first write
-	chunked bool   // HTTP/1.1: each write is one chunk; HTTP/1.0: the body ends when the connection does
-	timeout time.Duration
+	conn     net.Conn
+	header   []byte // the response header, sent with the first write
+	chunked  bool   // HTTP/1.1: each write is one chunk; HTTP/1.0: the body ends when the connection does
+	deadline writeDeadline
 }
 
 // sseStart is what a stream opens with, once its request has been checked and admitted.
@@ -102,7 +103,7 @@ func (s *Server) hijackSSE(c *gin.Context, st *sseStart) {
 		return
 	}
 	chunked := c.Request.ProtoAtLeast(1, 1)
-	sc := &sseConn{conn: conn, chunked: chunked, timeout: s.hub.opts.WriteTimeout}
+	sc := &sseConn{conn: conn, chunked: chunked, deadline: writeDeadline{timeout: s.hub.opts.WriteTimeout}}
 
 	header := make([]byte, 0, 256)
 	header = append(header, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"+
@@ -247,7 +248,7 @@ func (sc *sseConn) appendChunk(dst, body []byte) []byte {
 }
 
 func (sc *sseConn) send(b []byte) error {
-	sc.conn.SetWriteDeadline(time.Now().Add(sc.timeout))
+	sc.deadline.extend(sc.conn)
 	if sc.header != nil {
 		bufs := net.Buffers{sc.header, b}
 		sc.header = nil
@@ -265,7 +266,7 @@ func (sc *sseConn) write(batch []*Update) error {
 	}
 	bp := getBuf()
 	defer putBuf(bp)
-	b := *bp
+	b := slices.Grow(*bp, size+20) // with the chunk's size line and end
 	if sc.chunked {
 		b = strconv.AppendUint(b, uint64(size), 16)
 		b = append(b, "\r\n"...)
@@ -298,7 +299,7 @@ func (sc *sseConn) close(reason closeReason) {
 	if sc.chunked {
 		b = append(b, "0\r\n\r\n"...)
 	}
-	sc.timeout = time.Second
+	sc.deadline = writeDeadline{timeout: time.Second}
 	sc.send(b)
 }
 

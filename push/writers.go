@@ -1,6 +1,7 @@
 package push
 
 import (
+	"net"
 	"sync"
 	"time"
 )
@@ -176,4 +177,24 @@ func (q *readyQueue) pop() (readyEntry, bool) {
 	q.items[q.head] = readyEntry{}
 	q.head++
 	return e, true
+}
+
+// writeDeadline keeps a connection's write deadline about a write timeout ahead of each write. Setting a deadline
+// updates a runtime timer: setting it before every write and clearing it after cost 8% of an edge busy with small
+// writes. Instead the deadline is moved only once a tenth of the timeout has passed since it was last set, so a
+// write that blocks is cut after 0.9 to 1 times the timeout, and one that follows a pause gets a fresh deadline.
+type writeDeadline struct {
+	timeout time.Duration // zero: leave the connection's deadline alone
+	renewAt time.Time
+}
+
+// extend moves conn's write deadline if it is due, before a write. The connection's writes must be serialized.
+func (d *writeDeadline) extend(conn net.Conn) {
+	if d.timeout <= 0 {
+		return
+	}
+	if now := time.Now(); !now.Before(d.renewAt) {
+		conn.SetWriteDeadline(now.Add(d.timeout))
+		d.renewAt = now.Add(d.timeout / 10)
+	}
 }

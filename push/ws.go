@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,7 +41,6 @@ const (
 
 type wsConn struct {
 	conn    *websocket.Conn
-	raw     net.Conn // under conn: write deadlines are set here, which costs no allocation per write
 	timeout time.Duration
 	// frames is under conn's write buffer: the edge writes its frames there itself, and the library its control
 	// frames.
@@ -53,10 +53,9 @@ type wsConn struct {
 }
 
 // leanHijack hands coder/websocket the connection with small buffers instead of net/http's 4 KiB pair, which would
-// live as long as the connection, with a frameWriter under the write buffer, and keeps both for the edge's writes.
+// live as long as the connection, with a frameWriter under the write buffer, which it keeps for the edge's writes.
 type leanHijack struct {
 	gin.ResponseWriter
-	conn   net.Conn
 	frames *frameWriter
 }
 
@@ -65,7 +64,6 @@ func (h *leanHijack) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	h.conn = conn
 	brw, h.frames = wsBuffers(conn, brw.Reader)
 	return conn, brw, nil
 }
@@ -93,6 +91,7 @@ type frameWriter struct {
 	conn      net.Conn
 	mu        sync.Mutex
 	closeSent bool
+	deadline  writeDeadline // every write's, the library's included, once the handshake is done
 }
 
 // Write takes the library's frames.
@@ -102,6 +101,7 @@ func (w *frameWriter) Write(p []byte) (int, error) {
 	if h, n, _ := wire.ParseFrameHeader(p); n > 0 && h.Op == wire.OpClose {
 		w.closeSent = true
 	}
+	w.deadline.extend(w.conn)
 	return w.conn.Write(p)
 }
 
@@ -112,6 +112,7 @@ func (w *frameWriter) writeFrames(frames []byte) error {
 	if w.closeSent {
 		return net.ErrClosed
 	}
+	w.deadline.extend(w.conn)
 	_, err := w.conn.Write(frames)
 	return err
 }
@@ -181,7 +182,8 @@ func (s *Server) handleWS(c *gin.Context) {
 		return
 	}
 	conn.SetReadLimit(maxControlMessage)
-	wc := &wsConn{conn: conn, raw: hijack.conn, frames: hijack.frames, single: single, timeout: s.hub.opts.WriteTimeout, grant: g}
+	wc := newWSConn(conn, hijack.frames, single, s.hub.opts.WriteTimeout)
+	wc.grant = g
 	wc.expiry, release = closeAtExpiry(s.cfg.Auth != nil, release) // a token may come later, with an expiry
 	sub, ok := s.hub.newSubscriber(wc, "ws", c.ClientIP(), release)
 	if !ok {
@@ -451,10 +453,22 @@ func truncate(s string, n int) string {
 	return s[:n] + "…"
 }
 
+// newWSConn returns the sink of a WebSocket accepted over frames, whose writes time out after timeout.
+func newWSConn(conn *websocket.Conn, frames *frameWriter, single bool, timeout time.Duration) *wsConn {
+	frames.mu.Lock()
+	frames.deadline.timeout = timeout // from here on: the handshake's response went out without one
+	frames.mu.Unlock()
+	return &wsConn{conn: conn, frames: frames, single: single, timeout: timeout}
+}
+
 func (wc *wsConn) write(batch []*Update) error {
+	size := 0
+	for _, u := range batch {
+		size += wire.MaxFrameHeader + len(u.json)
+	}
 	bp := getBuf()
 	defer putBuf(bp)
-	b := *bp
+	b := slices.Grow(*bp, size)
 	if wc.single {
 		for _, u := range batch {
 			b = wire.AppendTextFrame(b, u.json[:len(u.json)-1]) // an update's shared line without its newline
@@ -463,9 +477,6 @@ func (wc *wsConn) write(batch []*Update) error {
 		b = appendLinesFrame(b, batch)
 	}
 	*bp = b
-	// The deadline is cleared afterwards: the library's own writes (pongs, the close handshake) share the socket.
-	wc.raw.SetWriteDeadline(time.Now().Add(wc.timeout))
-	defer wc.raw.SetWriteDeadline(time.Time{})
 	return wc.frames.writeFrames(b)
 }
 

@@ -279,7 +279,7 @@ func TestWSSingleFramesLeaveInOneWrite(t *testing.T) {
 				t.Error(err)
 				return
 			}
-			accepted <- &wsConn{conn: c, raw: h.conn, frames: h.frames, single: single, timeout: 5 * time.Second}
+			accepted <- newWSConn(c, h.frames, single, 5*time.Second)
 		}))
 		t.Cleanup(srv.Close)
 		client, _, err := websocket.Dial(t.Context(), "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
