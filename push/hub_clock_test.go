@@ -2,6 +2,7 @@ package push
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/livepush/livepush/subscriber/wire"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -371,10 +373,14 @@ func TestClockLatencyBudgetConflates(t *testing.T) {
 		time.Sleep(2 * write)
 		synctest.Wait()
 		sink.mu.Lock()
-		written, last := sink.count, sink.last
+		written, last, skipped, notices := sink.count, sink.last, sink.skipped, sink.notices
 		sink.mu.Unlock()
 		if s.conflated == 0 || written >= 2000 {
 			t.Errorf("%d updates written, %d conflated: want the writes to skip to the newest", written, s.conflated)
+		}
+		// The client is told: what it was sent and what the notices say was skipped account for every update.
+		if uint64(written)+skipped != 2000 || notices == 0 {
+			t.Errorf("%d updates written and %d reported skipped in %d notices, want 2000 in all", written, skipped, notices)
 		}
 		for topic, c := range newest {
 			if last[topic] != c {
@@ -408,16 +414,34 @@ type agedSink struct {
 	delay time.Duration
 	check func(u *Update, batch int, writeStart time.Time)
 
-	mu    sync.Mutex
-	last  map[string]uint64
-	count int
+	mu      sync.Mutex
+	last    map[string]uint64
+	count   int
+	skipped uint64 // what the edge's conflated notices said it skipped
+	notices int
 }
 
 func (a *agedSink) write(batch []*Update) error {
 	start := time.Now()
+	updates := 0
 	for _, u := range batch {
+		if u.Topic != "" {
+			updates++
+		}
+	}
+	for i, u := range batch {
 		if a.check != nil && u.Topic != "" {
-			a.check(u, len(batch), start)
+			a.check(u, updates, start)
+		}
+		var m wire.Message
+		if u.Topic == "" && json.Unmarshal(u.JSON(), &m) == nil && m.Type == wire.TypeConflated {
+			if i != 0 || m.Skipped == 0 {
+				return fmt.Errorf("conflated notice %s at %d of a batch, want one skipping something, first", u.JSON(), i)
+			}
+			a.mu.Lock()
+			a.skipped += m.Skipped
+			a.notices++
+			a.mu.Unlock()
 		}
 	}
 	time.Sleep(a.delay)

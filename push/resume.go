@@ -2,7 +2,6 @@ package push
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -13,6 +12,7 @@ import (
 	sse "github.com/tmaxmax/go-sse"
 
 	"github.com/livepush/livepush/subscriber/topic"
+	"github.com/livepush/livepush/subscriber/wire"
 )
 
 // Resuming: a client gives the cursor of the last update it has, and gets every update after it for its topics,
@@ -252,15 +252,18 @@ func (s *Subscriber) enqueueBatchLocked(updates []*Update) {
 
 // resetMessage tells a client its cursor is older than the stream keeps and a fresh snapshot follows.
 func resetMessage(since uint64) *Update {
-	body, _ := json.Marshal(struct {
-		Type   string `json:"type"`
-		Cursor string `json:"cursor"`
-		Reason string `json:"reason"`
-	}{"reset", strconv.FormatUint(since, 10), "cursor older than the stream keeps: a fresh snapshot follows"})
-	m := sse.Message{Type: sse.Type("reset")}
-	m.AppendData(string(body))
-	ev, _ := m.MarshalText()
-	return newControl(append(body, '\n'), ev)
+	return controlEvent(wire.EventReset, wire.Message{Type: wire.TypeReset, Cursor: strconv.FormatUint(since, 10),
+		Reason: "cursor older than the stream keeps: a fresh snapshot follows"})
+}
+
+// controlEvent makes a control message of m for every transport: its JSON line, and the SSE event named name with
+// the same JSON as data.
+func controlEvent(name string, m wire.Message) *Update {
+	line, _ := wire.MarshalLine(m)
+	ev := sse.Message{Type: sse.Type(name)}
+	ev.AppendData(string(line[:len(line)-1]))
+	text, _ := ev.MarshalText()
+	return newControl(line, text)
 }
 
 // replayFilters turns a client's patterns into the filter subjects of a stream consumer, which JetStream requires

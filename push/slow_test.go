@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/livepush/livepush/subscriber/wire"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	sse "github.com/tmaxmax/go-sse"
 )
@@ -111,6 +112,7 @@ func TestStuckSubscriberDoesNotHoldOthersBack(t *testing.T) {
 	type result struct {
 		worst    time.Duration
 		received int
+		skipped  uint64 // what conflated notices said was skipped
 		err      error
 	}
 	got := make(chan result, 1)
@@ -118,6 +120,10 @@ func TestStuckSubscriberDoesNotHoldOthersBack(t *testing.T) {
 		var r result
 		prev := uint64(0)
 		for m := range healthy.msgs {
+			if m.Type == wire.TypeConflated {
+				r.skipped += m.Skipped
+				continue
+			}
 			c := mustCursor(t, m.Cursor)
 			if c <= prev {
 				r.err = fmt.Errorf("cursor %d after %d", c, prev)
@@ -165,8 +171,15 @@ func TestStuckSubscriberDoesNotHoldOthersBack(t *testing.T) {
 		t.Fatal(r.err)
 	}
 	grown := edgeHeap() - before
-	t.Logf("healthy subscriber: %d of %d updates, worst latency %v; edge heap grew %d KiB", r.received, count,
-		r.worst, grown>>10)
+	fanOutSkipped := testutil.ToFloat64(e.hub.shards[0].skipped)
+	t.Logf("healthy subscriber: %d of %d updates, %d skipped as its notices said, %v at fan-out; worst latency %v; "+
+		"edge heap grew %d KiB", r.received, count, r.skipped, fanOutSkipped, r.worst, grown>>10)
+	// What the healthy one missed (the edge was busy with eight stuck clients at once) it was told of, save what the
+	// whole fan-out skipped, which reaches no connection's queue.
+	if got := uint64(r.received) + r.skipped + uint64(fanOutSkipped); got != count {
+		t.Errorf("received %d, told of %d skipped, %v skipped at fan-out: %d in all, want %d", r.received, r.skipped,
+			fanOutSkipped, got, count)
+	}
 	// Had a stuck client held the healthy one back, the healthy one would have waited out the stuck one's write
 	// (at least the slow timeout and the close grace: 6 s); the bound leaves room for a busy machine.
 	if r.worst > 5*time.Second {
@@ -229,7 +242,8 @@ func TestSlowSubscriberConflatedThenToldWhy(t *testing.T) {
 		buf := make([]byte, 2048)
 		published := pressure(t, func() { r.Read(buf); time.Sleep(100 * time.Millisecond) })
 		// Now read at full speed: what was written before the disconnect, then the reason.
-		var seen int
+		var seen, notices int
+		var skipped uint64
 		var reason string
 		for ev, err := range sse.Read(r, &sse.ReadConfig{MaxEventSize: 1 << 20}) {
 			if err != nil {
@@ -239,6 +253,11 @@ func TestSlowSubscriberConflatedThenToldWhy(t *testing.T) {
 				reason = ev.Data
 				break
 			}
+			if ev.Type == "conflated" {
+				notices++
+				skipped += conflatedSkipped(t, ev.Data)
+				continue
+			}
 			seen++
 		}
 		if !strings.Contains(reason, "slow_consumer") {
@@ -247,7 +266,13 @@ func TestSlowSubscriberConflatedThenToldWhy(t *testing.T) {
 		if seen >= published {
 			t.Errorf("slow client saw all %d updates: it was never conflated", published)
 		}
-		t.Logf("slow SSE client saw %d of %d updates, then %s", seen, published, reason)
+		// A notice is written before the values that follow a conflation; this client was too slow to get there
+		// before it was dropped (it resumes by cursor instead), and no notice may claim more than was published.
+		if uint64(seen)+skipped > uint64(published) {
+			t.Errorf("saw %d updates and %d conflated notices skipping %d of %d published", seen, notices, skipped, published)
+		}
+		t.Logf("slow SSE client saw %d of %d updates and %d notices skipping %d, then %s", seen, published, notices,
+			skipped, reason)
 	})
 
 	t.Run("ws", func(t *testing.T) {
@@ -257,7 +282,8 @@ func TestSlowSubscriberConflatedThenToldWhy(t *testing.T) {
 		}
 		defer c.CloseNow()
 		c.SetReadLimit(1 << 24)
-		seen := 0
+		var seen, notices int
+		var skipped uint64
 		var closed error
 		read := func() bool {
 			_, data, err := c.Read(t.Context())
@@ -265,7 +291,14 @@ func TestSlowSubscriberConflatedThenToldWhy(t *testing.T) {
 				closed = err
 				return false
 			}
-			seen += strings.Count(string(data), "\n") + 1
+			for line := range strings.Lines(string(data)) {
+				if strings.Contains(line, `"type":"conflated"`) {
+					notices++
+					skipped += conflatedSkipped(t, line)
+				} else {
+					seen++
+				}
+			}
 			return true
 		}
 		published := pressure(t, func() {
@@ -280,8 +313,22 @@ func TestSlowSubscriberConflatedThenToldWhy(t *testing.T) {
 		if seen >= published {
 			t.Errorf("slow client saw all %d updates: it was never conflated", published)
 		}
-		t.Logf("slow WebSocket client saw %d of %d messages, then %v", seen, published, closed)
+		if uint64(seen)+skipped > uint64(published) {
+			t.Errorf("saw %d updates and %d conflated notices skipping %d of %d published", seen, notices, skipped, published)
+		}
+		t.Logf("slow WebSocket client saw %d of %d messages and %d notices skipping %d, then %v", seen, published,
+			notices, skipped, closed)
 	})
+}
+
+// conflatedSkipped reads a conflated notice.
+func conflatedSkipped(t *testing.T, data string) uint64 {
+	t.Helper()
+	var m wire.Message
+	if err := json.Unmarshal([]byte(data), &m); err != nil || m.Type != wire.TypeConflated || m.Skipped == 0 {
+		t.Errorf("conflated notice %q: want type conflated, skipping something", data)
+	}
+	return m.Skipped
 }
 
 // slowDisconnects is how many subscribers the edge disconnected for being too slow.

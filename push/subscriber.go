@@ -3,11 +3,13 @@ package push
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/livepush/livepush/subscriber/topic"
+	"github.com/livepush/livepush/subscriber/wire"
 )
 
 // ErrClosed is returned when a subscriber is closed while something is being queued for it.
@@ -85,6 +87,7 @@ type Subscriber struct {
 	behind     time.Time // when the queue was first conflated and not drained since; zero when caught up
 	writeStart time.Time // when the write in progress began; zero when none is
 	conflated  uint64
+	unreported uint64               // updates conflated since the client was last told
 	throttles  map[string]*throttle // per topic, for rate-limited subscriptions; nil entries: not limited
 	room       chan struct{}        // signalled after each write while a replay waits for the queue to drain
 	endReplay  context.CancelFunc   // cancels a replay in progress when s closes
@@ -430,6 +433,7 @@ func (s *Subscriber) conflateLocked(now time.Time) (tooSlow bool) {
 		s.queue[w] = u
 	}
 	s.conflated += uint64(w)
+	s.unreported += uint64(w)
 	s.hub.metrics.conflated.Add(float64(w))
 	for _, u := range s.queue[:w] {
 		s.queued -= queuedSize(u)
@@ -542,6 +546,9 @@ func (s *Subscriber) takeBatchLocked() []*Update {
 		// Updates have waited past the budget (the last write was slow): what leaves now is the newest of each topic.
 		s.conflateLocked(time.Now())
 	}
+	if s.unreported > 0 {
+		s.reportConflatedLocked()
+	}
 	size, k := 0, 0
 	for k < len(s.queue) {
 		size += len(s.queue[k].json) + len(s.queue[k].sse)
@@ -564,6 +571,15 @@ func (s *Subscriber) takeBatchLocked() []*Update {
 	clear(s.queue[n:])
 	s.queue = s.queue[:n]
 	return batch
+}
+
+// reportConflatedLocked puts a notice of the updates conflated since the last one at the head of the queue, so
+// the client reads it before the newest values that replaced them. s.mu must be held.
+func (s *Subscriber) reportConflatedLocked() {
+	notice := controlEvent(wire.EventConflated, wire.Message{Type: wire.TypeConflated, Skipped: s.unreported})
+	s.unreported = 0
+	s.queue = slices.Insert(s.queue, 0, notice)
+	s.queued += queuedSize(notice)
 }
 
 // check runs on the hub's sweep: it asks for a heartbeat if nothing was written since idleSince and closes a

@@ -57,7 +57,8 @@ type Contract struct {
 }
 
 // ReservedEvents are the SSE event names only the edge sends: a producer's kind can never imitate them.
-var ReservedEvents = []string{wire.EventClose, wire.EventReset, wire.EventError, "message", "open", wire.EventUpdate}
+var ReservedEvents = []string{wire.EventClose, wire.EventReset, wire.EventError, wire.EventConflated, "message", "open",
+	wire.EventUpdate}
 
 // DefaultMaxPayload is Contract.MaxPayload's default.
 const DefaultMaxPayload = 64 << 10

@@ -31,6 +31,7 @@ type wsMessage struct {
 	Data    json.RawMessage `json:"data"`
 	Code    string          `json:"code"`
 	Message string          `json:"message"`
+	Skipped uint64          `json:"skipped"`
 }
 
 type wsClient struct {

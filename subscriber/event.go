@@ -21,10 +21,14 @@ const (
 	// Closed: the edge ended the connection on purpose, with Reason (server_restart, slow_consumer, …, or the
 	// WebSocket close code in words) and Message. A Reconnecting event follows.
 	Closed
+	// Conflated: the edge skipped Skipped updates, each superseded by a newer one on the same topic, because this
+	// client (or the edge itself) could not keep up. What follows is the newest value of each topic; the cursor
+	// still says where the client is.
+	Conflated
 )
 
 var kindNames = [...]string{Connecting: "connecting", Live: "live", Reconnecting: "reconnecting", Reset: "reset",
-	Closed: "closed"}
+	Closed: "closed", Conflated: "conflated"}
 
 func (k EventKind) String() string {
 	if k > 0 && int(k) < len(kindNames) {
@@ -43,4 +47,5 @@ type Event struct {
 	Cursor  uint64
 	Reason  string
 	Message string
+	Skipped uint64 // Conflated: how many updates were skipped since the previous Conflated event
 }

@@ -82,6 +82,10 @@ read:
 			json.Unmarshal(ev.Data, &msg)
 			cursor, _ := wire.ParseCursor([]byte(msg.Cursor))
 			c.reset(base, cursor, msg.Reason)
+		case wire.EventConflated:
+			var msg wire.Message
+			json.Unmarshal(ev.Data, &msg)
+			c.conflated(base, msg.Skipped)
 		case wire.EventError:
 			var msg wire.ErrorBody
 			json.Unmarshal(ev.Data, &msg)

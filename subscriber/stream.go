@@ -61,6 +61,7 @@ type Stream struct {
 	scratch     []byte // an SSE event's data joined from several lines
 	cursor      uint64
 	retry       time.Duration
+	skipped     uint64 // what the edge's conflated notices said it skipped
 }
 
 // StreamOptions configure DialStream. URL and Topics are required; each zero field takes the default it documents.
@@ -352,6 +353,10 @@ func (s *Stream) awaitSubscribed() error {
 // Cursor returns the highest cursor Next has returned since the stream opened or was last reset: resuming from it
 // (StreamOptions.Cursor, or Options.Cursor of a Client) continues after it.
 func (s *Stream) Cursor() uint64 { return s.cursor }
+
+// Skipped returns how many updates the edge has said it skipped on this stream, each superseded by a newer one on
+// the same topic, because the reader or the edge could not keep up (its conflated notices).
+func (s *Stream) Skipped() uint64 { return s.skipped }
 
 // Buffered returns how many bytes the stream has read from the connection and not yet returned: when it is 0, the
 // next Next waits for the network. A reader can flush per-read bookkeeping then.
@@ -687,6 +692,8 @@ func (s *Stream) parseWS() (m Message, ok bool, err error) {
 		case wire.TypeReset:
 			cursor, _ := wire.ParseCursor([]byte(msg.Cursor))
 			return Message{Cursor: cursor, Reset: true}, true, nil
+		case wire.TypeConflated:
+			s.skipped += msg.Skipped
 		case wire.TypeError:
 			if msg.IDString() == firstID || permanentCode(msg.Code) {
 				return m, false, &Error{Code: msg.Code, Message: msg.Message}
@@ -742,6 +749,11 @@ func (s *Stream) event(block []byte) (m Message, ok bool, err error) {
 		var msg wire.ErrorBody
 		json.Unmarshal(ev.Data, &msg)
 		return m, false, &Error{Code: msg.Code, Message: msg.Error}
+	case wire.EventConflated:
+		var msg wire.Message
+		json.Unmarshal(ev.Data, &msg)
+		s.skipped += msg.Skipped
+		return m, false, nil
 	}
 	cursor, ok := wire.ParseCursor(ev.ID)
 	if !ok {

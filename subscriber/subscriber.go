@@ -346,6 +346,12 @@ func (c *Client) reset(base string, cursor uint64, reason string) {
 	c.emit(Event{Kind: Reset, URL: base, Cursor: cursor, Reason: reason})
 }
 
+// conflated tells the client's OnEvent that the edge skipped superseded updates.
+func (c *Client) conflated(base string, skipped uint64) {
+	c.log.Debug("conflated", "url", base, "skipped", skipped)
+	c.emit(Event{Kind: Conflated, URL: base, Skipped: skipped})
+}
+
 func (c *Client) live(base string, cursor uint64) {
 	c.log.Debug("live", "url", base, "transport", c.transport, "cursor", cursor)
 	c.emit(Event{Kind: Live, URL: base, Cursor: cursor})

@@ -300,6 +300,8 @@ func (c *Client) runWS(ctx context.Context, base string, handle func(Update) err
 			case wire.TypeReset:
 				cursor, _ := wire.ParseCursor([]byte(m.Cursor))
 				c.reset(base, cursor, m.Reason)
+			case wire.TypeConflated:
+				c.conflated(base, m.Skipped)
 			}
 		}
 	}

@@ -77,11 +77,17 @@ func pageWithTestPage(t *testing.T) fs.FS {
 // edge starts an edge on addr ("127.0.0.1:0": any port) serving the test page.
 func (e *clientEnv) edge(addr string, cfg push.Config) *pushtest.Edge {
 	e.t.Helper()
+	return e.edgeWith(addr, cfg, push.HubOptions{})
+}
+
+// edgeWith starts an edge as edge does, with hub options.
+func (e *clientEnv) edgeWith(addr string, cfg push.Config, opts push.HubOptions) *pushtest.Edge {
+	e.t.Helper()
 	cfg.Page = e.page
 	if cfg.DrainTimeout == 0 {
 		cfg.DrainTimeout = time.Second
 	}
-	return e.nats.StartEdge(e.t, addr, cfg, push.HubOptions{})
+	return e.nats.StartEdge(e.t, addr, cfg, opts)
 }
 
 // openClientPage opens the test page at pageURL and waits until it has loaded the library.
@@ -127,6 +133,7 @@ type clientEvent struct {
 	Code      json.RawMessage `json:"code"`
 	Resumed   bool            `json:"resumed"`
 	Message   string          `json:"message"`
+	Skipped   uint64          `json:"skipped"`
 }
 
 func (e clientEvent) code() string { return strings.Trim(string(e.Code), `"`) }
@@ -718,6 +725,51 @@ func TestClientSurfacesReset(t *testing.T) {
 			p.noErrors(false)
 		})
 	}
+}
+
+// TestClientSurfacesConflation: an edge that cannot write as fast as updates arrive (here: each write waits longer
+// than the latency budget) sends the newest value of each topic, and the client says how many updates it skipped.
+// What a client received and what it was told it skipped account for every update published.
+func TestClientSurfacesConflation(t *testing.T) {
+	env := newClientEnv(t)
+	e := env.edgeWith("127.0.0.1:0", push.Config{}, push.HubOptions{WriteDelay: 300 * time.Millisecond,
+		LatencyBudget: 50 * time.Millisecond})
+	p := openClientPage(t, e.URL+clientPage)
+	clients := map[string]string{"ws": "websocket", "sse": "sse"}
+	for name, transport := range clients {
+		p.start(name, map[string]any{"transport": transport}, testTopics, nil)
+	}
+	for name, transport := range clients {
+		p.waitLive(name, transport, waitLong)
+	}
+	pub := env.publish(testTopics, time.Millisecond)
+	pub.waitCount(400)
+	sent := pub.stop()
+	total := 0
+	for _, list := range sent {
+		total += len(list)
+	}
+	for name := range clients {
+		p.waitAll(name, sent, waitLong)
+		received := 0
+		for topic, have := range p.received(name) {
+			if !slices.IsSorted(have) || len(slices.Compact(slices.Clone(have))) != len(have) {
+				t.Errorf("client %s, %s: received %v, out of order or twice", name, topic, have)
+			}
+			received += len(have)
+		}
+		var skipped uint64
+		events := p.events(name, "conflated")
+		for _, ev := range events {
+			skipped += ev.Skipped
+		}
+		if len(events) == 0 || received+int(skipped) != total {
+			t.Errorf("client %s: received %d and was told of %d skipped in %d conflated events; %d were published",
+				name, received, skipped, len(events), total)
+		}
+		t.Logf("client %s: received %d of %d, told of %d skipped in %d events", name, received, total, skipped, len(events))
+	}
+	p.noErrors(false)
 }
 
 // TestClientMaxRateLive: a subscription with maxRate 2 gets about 2 updates a second of a topic published at 50;

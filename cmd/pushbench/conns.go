@@ -167,8 +167,13 @@ func (cs *conns) again(ctx context.Context) bool {
 }
 
 func (cs *conns) read(s *subscriber.Stream, key int, tr *tracker, loc *local) error {
+	told := s.Skipped()
 	for {
 		m, err := s.Next()
+		if k := s.Skipped(); k != told { // a conflated notice came before m
+			loc.told += int64(k - told)
+			told = k
+		}
 		if err != nil {
 			return err
 		}

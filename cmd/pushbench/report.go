@@ -59,6 +59,7 @@ type Report struct {
 	Integrity struct {
 		Gaps       int64 `json:"gaps"`
 		Missed     int64 `json:"missed"`
+		Told       int64 `json:"told"` // of which the edge said it skipped them (conflated notices)
 		Duplicates int64 `json:"duplicates"`
 		OutOfOrder int64 `json:"out_of_order"`
 		Stale      int64 `json:"stale"`
@@ -162,7 +163,7 @@ func (r *Report) measure(start, end, final *Stats, measured, warmup time.Duratio
 	if w.Staleness.Count() > 0 {
 		r.Staleness = &stalenessSummary{latencySummary: w.Staleness.summary(), Fresh: w.Staleness.Zeros()}
 	}
-	r.Integrity.Gaps, r.Integrity.Missed = final.Gaps, final.Missed
+	r.Integrity.Gaps, r.Integrity.Missed, r.Integrity.Told = final.Gaps, final.Missed, final.Told
 	r.Integrity.Duplicates, r.Integrity.OutOfOrder = final.Duplicates, final.OutOfOrder
 	r.Integrity.Stale, r.Integrity.Resets, r.Integrity.Unchanged = final.Stale, final.Resets, final.Unchanged
 	r.Wire.BytesRead, r.Wire.BytesWritten, r.Wire.Requests = w.BytesRead, w.BytesWritten, w.Requests
@@ -354,8 +355,8 @@ func (r *Report) table(w io.Writer) {
 		row("staleness", "n/a (needs pushbench's own publisher: -publish-rate)")
 	}
 	g := r.Integrity
-	integrity := fmt.Sprintf("gaps %d (missing %d)  duplicates %d  out of order %d  stale %d  resets %d", g.Gaps,
-		g.Missed, g.Duplicates, g.OutOfOrder, g.Stale, g.Resets)
+	integrity := fmt.Sprintf("gaps %d (missing %d, conflated notices said %d)  duplicates %d  out of order %d  stale %d  resets %d",
+		g.Gaps, g.Missed, g.Told, g.Duplicates, g.OutOfOrder, g.Stale, g.Resets)
 	if c.Transport == trPoll {
 		integrity = fmt.Sprintf("not seen by polling %d  unchanged answers %d  duplicates %d  out of order %d",
 			g.Missed, g.Unchanged, g.Duplicates, g.OutOfOrder)

@@ -23,6 +23,7 @@ type Stats struct {
 	Snapshot      int64            `json:"snapshot"`       // of which first of their topic on a fresh connection
 	Gaps          int64            `json:"gaps"`           // jumps in a topic's n
 	Missed        int64            `json:"missed"`         // updates those jumps skipped (polling: updates it never saw)
+	Told          int64            `json:"told"`           // updates the edge's conflated notices said it skipped
 	Duplicates    int64            `json:"duplicates"`     // an update received again (same cursor or same n)
 	OutOfOrder    int64            `json:"out_of_order"`   // a cursor below the topic's last
 	Stale         int64            `json:"stale"`          // updates of another publisher run (an old snapshot)
@@ -62,6 +63,7 @@ func (s *Stats) Add(o *Stats) {
 	s.Snapshot += o.Snapshot
 	s.Gaps += o.Gaps
 	s.Missed += o.Missed
+	s.Told += o.Told
 	s.Duplicates += o.Duplicates
 	s.OutOfOrder += o.OutOfOrder
 	s.Stale += o.Stale
@@ -92,6 +94,7 @@ func (s *Stats) Since(earlier *Stats) *Stats {
 	d.Snapshot = s.Snapshot - earlier.Snapshot
 	d.Gaps = s.Gaps - earlier.Gaps
 	d.Missed = s.Missed - earlier.Missed
+	d.Told = s.Told - earlier.Told
 	d.Duplicates = s.Duplicates - earlier.Duplicates
 	d.OutOfOrder = s.OutOfOrder - earlier.OutOfOrder
 	d.Stale = s.Stale - earlier.Stale
@@ -131,6 +134,7 @@ type liveStats struct {
 	conns                                          int64
 	connsUp, connects                              atomic.Int64
 	deliveries, snapshot, gaps, missed, duplicates atomic.Int64
+	told                                           atomic.Int64
 	outOfOrder, stale, resets, unchanged           atomic.Int64
 	bytesRead, bytesWritten, requests, reads       atomic.Int64
 	latency, connectTime                           liveHist
@@ -162,6 +166,7 @@ func (l *liveStats) snapshotStats() *Stats {
 	s := &Stats{
 		Conns: l.conns, ConnsUp: l.connsUp.Load(), Connects: l.connects.Load(),
 		Deliveries: l.deliveries.Load(), Snapshot: l.snapshot.Load(), Gaps: l.gaps.Load(), Missed: l.missed.Load(),
+		Told:       l.told.Load(),
 		Duplicates: l.duplicates.Load(), OutOfOrder: l.outOfOrder.Load(), Stale: l.stale.Load(),
 		Resets: l.resets.Load(), Unchanged: l.unchanged.Load(), BytesRead: l.bytesRead.Load(),
 		BytesWritten: l.bytesWritten.Load(), Reads: l.reads.Load(), Requests: l.requests.Load(),
@@ -189,7 +194,7 @@ func (l *liveStats) addStaleness(h *Hist) {
 // local is what one connection counts between two flushes into the shared counters, so that a busy connection
 // touches the shared cache lines once per socket read rather than once per update.
 type local struct {
-	deliveries, snapshot, gaps, missed, duplicates, outOfOrder, stale, unchanged int64
+	deliveries, snapshot, gaps, missed, duplicates, outOfOrder, stale, unchanged, told int64
 }
 
 func (l *liveStats) flush(c *local) {
@@ -206,6 +211,7 @@ func (l *liveStats) flush(c *local) {
 	add(&l.outOfOrder, c.outOfOrder)
 	add(&l.stale, c.stale)
 	add(&l.unchanged, c.unchanged)
+	add(&l.told, c.told)
 	*c = local{}
 }
 

@@ -116,6 +116,9 @@ func (n *notices) event(e subscriber.Event) {
 	case subscriber.Reset:
 		fmt.Fprintf(n.w, "subscribe: %s could not resume: %s; starting again from a fresh snapshot\n", e.URL,
 			cmpOr(e.Reason, "cursor older than the stream keeps"))
+	case subscriber.Conflated:
+		fmt.Fprintf(n.w, "subscribe: %s skipped %d updates superseded by newer ones (the connection could not keep up)\n",
+			e.URL, e.Skipped)
 	}
 }
 

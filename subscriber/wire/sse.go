@@ -16,6 +16,9 @@ const (
 	EventReset  = "reset"  // the cursor could not be resumed: a Message of type reset in the data
 	EventError  = "error"  // an ErrorBody in the data
 	EventUpdate = "update" // a payload whose kind is not one the edge names events after
+	// EventConflated: the edge skipped updates superseded by newer ones on the same topics (the client or the edge
+	// could not keep up); a Message of type conflated in the data says how many.
+	EventConflated = "conflated"
 )
 
 // Event is one Server-Sent Event.

@@ -30,6 +30,7 @@ const (
 	TypeUpdate        = "update"
 	TypeReset         = "reset"
 	TypeError         = "error"
+	TypeConflated     = "conflated" // updates superseded by newer ones on the same topics were skipped: Skipped says how many
 )
 
 // Request is a control message from a client: subscribe, unsubscribe, ping or auth.
@@ -56,6 +57,7 @@ type Message struct {
 	Message string          `json:"message,omitempty"`
 	Reason  string          `json:"reason,omitempty"`
 	Unknown []string        `json:"unknown,omitempty"` // in subscribed: topics named in full that have no update yet
+	Skipped uint64          `json:"skipped,omitempty"` // in conflated: updates not sent since the previous notice
 }
 
 // IDString returns the message's id if it is a JSON string, else "".

@@ -82,6 +82,9 @@ export function compareCursors(a, b) {
  *   'reset'      {reason, message, cursor}: the edge could not resume from the client's cursor ('expired': older
  *                than the stream keeps; 'stream_recreated': the stream was deleted and made again). A fresh
  *                snapshot follows; updates in between are lost.
+ *   'conflated'  {skipped, transport}: the edge skipped `skipped` updates, each superseded by a newer one on the
+ *                same topic, because this client (or the edge) could not keep up. What follows is the newest value
+ *                of each topic: a screen of latest prices is still right; a list of every trade is not complete.
  *   'error'      {code, message, status, subscription}: something the edge refused (a subscription, a token).
  */
 export class Client {
@@ -121,7 +124,7 @@ export class Client {
     this._waking = false;
     this._closed = false;
     /** stats counts what the client did: requests made, bytes received, updates delivered, duplicates dropped. */
-    this.stats = { requests: 0, bytes: 0, updates: 0, duplicates: 0 };
+    this.stats = { requests: 0, bytes: 0, updates: 0, duplicates: 0, skipped: 0 };
     this._onOnline = () => this.reconnect();
     if (typeof window !== 'undefined') window.addEventListener('online', this._onOnline);
   }
@@ -180,7 +183,7 @@ export class Client {
     return sub;
   }
 
-  /** on calls listener(detail) on each event of type ('state', 'transport', 'reset', 'error'); it returns an off function. */
+  /** on calls listener(detail) on each event of type ('state', 'transport', 'reset', 'conflated', 'error'); it returns an off function. */
   on(type, listener) {
     if (typeof listener !== 'function') throw new TypeError('livepush: on needs a function');
     if (!this._listeners.has(type)) this._listeners.set(type, new Set());
@@ -847,6 +850,12 @@ class Transport {
     if (!this.stopped) this.client._reset({ reason, message, cursor: normCursor(cursor), transport: this.kind });
   }
 
+  conflated(skipped) {
+    if (this.stopped || !Number.isSafeInteger(skipped) || skipped <= 0) return;
+    this.client.stats.skipped += skipped;
+    this.client._emit('conflated', { skipped, transport: this.kind });
+  }
+
   isCatchUp(c, data) {
     if (this.head) return cmpCursor(c, this.head) <= 0;
     if (!this.tsPhase) return false;
@@ -1028,6 +1037,9 @@ class WebSocketTransport extends Transport {
         break;
       case 'reset':
         this.reset(m.cursor, 'expired', m.reason || 'cursor older than the stream keeps');
+        break;
+      case 'conflated':
+        this.conflated(m.skipped);
         break;
       case 'authenticated':
         this.scheduleRefresh();
@@ -1230,6 +1242,11 @@ class SSETransport extends Transport {
       this.client.stats.bytes += eventSize(e);
       const body = parseJSON(e.data) || {};
       this.reset(body.cursor, 'expired', body.reason || 'cursor older than the stream keeps');
+    });
+    es.addEventListener('conflated', (e) => {
+      if (this.es !== es) return;
+      this.client.stats.bytes += eventSize(e);
+      this.conflated((parseJSON(e.data) || {}).skipped);
     });
     es.addEventListener('close', (e) => {
       // The edge ends the stream on purpose, saying why and when to come back.

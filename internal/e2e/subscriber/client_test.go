@@ -3,6 +3,8 @@ package subscriber_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"runtime"
@@ -504,5 +506,52 @@ func TestTokenRefreshedOnReconnect(t *testing.T) {
 	var se *subscriber.Error
 	if err := r.wait(t); !errors.As(err, &se) || se.Code != "unauthorized" {
 		t.Errorf("Run without a token returned %v, want the edge's unauthorized", err)
+	}
+}
+
+// An edge that cannot write as fast as updates arrive (each write here waits longer than the latency budget) sends
+// the newest value of each topic and says how many it skipped: the client reports Conflated events, and what it
+// delivered and what it was told it skipped account for every update published.
+func TestConflationIsReported(t *testing.T) {
+	for _, tr := range []string{subscriber.TransportSSE, subscriber.TransportWebSocket} {
+		t.Run(tr, func(t *testing.T) {
+			n := pushtest.StartNATS(t, stream.Config{})
+			e := n.StartEdge(t, "127.0.0.1:0", push.Config{}, push.HubOptions{WriteDelay: 300 * time.Millisecond,
+				LatencyBudget: 50 * time.Millisecond})
+			r := start(t, subscriber.Options{URLs: []string{e.URL}, Transport: tr, Topics: []string{"market.*"}})
+			r.waitEvent(t, subscriber.Live)
+			const topics, count = 4, 400
+			last := map[string]uint64{}
+			for i := range count {
+				sym := fmt.Sprintf("S%d", i%topics)
+				last["market."+sym] = n.Publish(t, "market."+sym, pushtest.Quote(sym, float64(i+1)))
+			}
+			received := 0
+			for got := map[string]uint64{}; !maps.Equal(got, last); received++ {
+				u := r.next(t)
+				if u.Cursor <= got[u.Topic] {
+					t.Fatalf("%s: %d after %d", u.Topic, u.Cursor, got[u.Topic])
+				}
+				got[u.Topic] = u.Cursor
+			}
+			var skipped uint64
+			var events int
+			for drained := false; !drained; {
+				select {
+				case ev := <-r.events:
+					if ev.Kind == subscriber.Conflated {
+						skipped += ev.Skipped
+						events++
+					}
+				default:
+					drained = true
+				}
+			}
+			if events == 0 || received+int(skipped) != count {
+				t.Errorf("received %d and told of %d skipped in %d Conflated events; %d were published", received,
+					skipped, events, count)
+			}
+			t.Logf("received %d of %d, told of %d skipped in %d events", received, count, skipped, events)
+		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -261,5 +262,34 @@ func TestStreamRefusals(t *testing.T) {
 	if _, err := subscriber.DialStream(ctx, subscriber.StreamOptions{URL: "http://" + ln.Addr().String(),
 		Topics: []string{"market.A"}}); err == nil {
 		t.Error("DialStream to a closed port succeeded")
+	}
+}
+
+// A Stream counts what the edge's conflated notices say it skipped: with what Next returned, every update published.
+func TestStreamCountsSkipped(t *testing.T) {
+	for _, tr := range streamTransports {
+		t.Run(tr, func(t *testing.T) {
+			n := pushtest.StartNATS(t, stream.Config{})
+			e := n.StartEdge(t, "127.0.0.1:0", push.Config{}, push.HubOptions{WriteDelay: 300 * time.Millisecond,
+				LatencyBudget: 50 * time.Millisecond})
+			// DialStream returns once the edge has subscribed the stream.
+			s := dialStream(t, subscriber.StreamOptions{URL: e.URL, Transport: tr, Topics: []string{"market.*"}})
+			const count = 200
+			var last uint64
+			for i := range count {
+				sym := "S" + strconv.Itoa(i%2)
+				last = n.Publish(t, "market."+sym, pushtest.Quote(sym, float64(i+1)))
+			}
+			returned := 0
+			for m := next(t, s); ; m = next(t, s) {
+				returned++
+				if m.Cursor == last {
+					break
+				}
+			}
+			if s.Skipped() == 0 || uint64(returned)+s.Skipped() != count {
+				t.Errorf("Next returned %d updates and Skipped() is %d; %d were published", returned, s.Skipped(), count)
+			}
+		})
 	}
 }
