@@ -208,17 +208,19 @@ func (s *Server) handleWS(c *gin.Context) {
 			}
 			req.MaxRate = &rate
 		}
-		s.wsSubscribe(sub, req)
+		s.wsSubscribe(sub, wc, req)
 	}
 	// The request's context ends when this handler returns; the connection outlives it.
-	go s.wsReadLoop(sub, conn)
+	go s.wsReadLoop(sub, wc)
 }
 
-func (s *Server) wsReadLoop(sub *Subscriber, conn *websocket.Conn) {
+// wsReadLoop reads the client's control messages until the connection ends. sub is the connection's subscriber and
+// wc its sink, given to each handler rather than found again from sub.
+func (s *Server) wsReadLoop(sub *Subscriber, wc *wsConn) {
 	ctx := context.Background()
 	var limiter *rate.Limiter // made at the first message: most connections send one subscribe and nothing more
 	for {
-		typ, data, err := conn.Read(ctx)
+		typ, data, err := wc.conn.Read(ctx)
 		if err != nil {
 			reason := reasonClientGone
 			if websocket.CloseStatus(err) == websocket.StatusMessageTooBig {
@@ -248,7 +250,7 @@ func (s *Server) wsReadLoop(sub *Subscriber, conn *websocket.Conn) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			s.wsHandle(sub, data)
+			s.wsHandle(sub, wc, data)
 		}()
 		<-done
 		// A subscribe costs in proportion to the snapshot it queued: a client that subscribes and unsubscribes a
@@ -265,15 +267,15 @@ func (s *Server) wsReadLoop(sub *Subscriber, conn *websocket.Conn) {
 const catchUpsPerMessage = 500
 
 // wsHandle handles one frame from a client: one control message, or several separated by newlines.
-func (s *Server) wsHandle(sub *Subscriber, data []byte) {
+func (s *Server) wsHandle(sub *Subscriber, wc *wsConn, data []byte) {
 	for line := range bytes.SplitSeq(data, []byte("\n")) {
 		if len(bytes.TrimSpace(line)) > 0 {
-			s.wsHandleMessage(sub, line)
+			s.wsHandleMessage(sub, wc, line)
 		}
 	}
 }
 
-func (s *Server) wsHandleMessage(sub *Subscriber, data []byte) {
+func (s *Server) wsHandleMessage(sub *Subscriber, wc *wsConn, data []byte) {
 	var req wire.Request
 	if err := json.Unmarshal(data, &req); err != nil {
 		sub.Send(wsError(nil, "bad_request", "not a valid control message: %s", jsonProblem(err)))
@@ -285,7 +287,7 @@ func (s *Server) wsHandleMessage(sub *Subscriber, data []byte) {
 	}
 	switch req.Type {
 	case wire.TypeSubscribe:
-		s.wsSubscribe(sub, req)
+		s.wsSubscribe(sub, wc, req)
 	case wire.TypeUnsubscribe:
 		patterns, ok := s.wsTopics(sub, req)
 		if !ok {
@@ -295,7 +297,7 @@ func (s *Server) wsHandleMessage(sub *Subscriber, data []byte) {
 	case wire.TypePing:
 		sub.Send(wsReply(wire.Message{Type: wire.TypePong, ID: req.ID}))
 	case wire.TypeAuth:
-		s.wsAuth(sub, req)
+		s.wsAuth(sub, wc, req)
 	case "":
 		sub.Send(wsError(req.ID, "bad_request", `missing "type": one of subscribe, unsubscribe, ping, auth`))
 	default:
@@ -307,7 +309,7 @@ func (s *Server) wsHandleMessage(sub *Subscriber, data []byte) {
 // wsAuth takes a fresh token for a live connection, so that it need not end when its first token expires. The new
 // token must allow every topic the connection has; it then replaces the old one, expiry included. A token that
 // does not verify or allows less gets an error, and the old token stays in force.
-func (s *Server) wsAuth(sub *Subscriber, req wire.Request) {
+func (s *Server) wsAuth(sub *Subscriber, wc *wsConn, req wire.Request) {
 	a := s.cfg.Auth
 	if a == nil {
 		sub.Send(wsError(req.ID, "bad_request", "this edge does not check tokens"))
@@ -329,7 +331,6 @@ func (s *Server) wsAuth(sub *Subscriber, req wire.Request) {
 		sub.Send(wsError(req.ID, code, "%s", strings.TrimPrefix(err.Error(), "push: ")))
 		return
 	}
-	wc := sub.sink.(*wsConn)
 	wc.grant = g
 	wc.expiry.set(g.expires)
 	sub.Send(wsReply(wire.Message{Type: wire.TypeAuthenticated, ID: req.ID}))
@@ -337,7 +338,7 @@ func (s *Server) wsAuth(sub *Subscriber, req wire.Request) {
 
 // wsSubscribe handles a subscribe: a new subscription, a resume (with "since"), or a new rate for topics the
 // connection has. A resume runs here, in the read loop: later control messages wait until its catch-up is queued.
-func (s *Server) wsSubscribe(sub *Subscriber, req wire.Request) {
+func (s *Server) wsSubscribe(sub *Subscriber, wc *wsConn, req wire.Request) {
 	patterns, ok := s.wsTopics(sub, req)
 	if !ok {
 		return
@@ -347,7 +348,7 @@ func (s *Server) wsSubscribe(sub *Subscriber, req wire.Request) {
 		return
 	}
 	if a := s.cfg.Auth; a != nil {
-		if err := a.permit(sub.sink.(*wsConn).grant, patterns); err != nil {
+		if err := a.permit(wc.grant, patterns); err != nil {
 			code := "forbidden_topic"
 			if errors.Is(err, ErrUnauthorized) {
 				code = "unauthorized"

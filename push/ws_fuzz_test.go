@@ -51,7 +51,7 @@ func FuzzWSControl(f *testing.F) {
 		sink := &recordingSink{}
 		sub, _ := h.newSubscriber(sink, "ws", "fuzz", nil)
 		defer sub.Close(reasonClientGone)
-		srv.wsHandle(sub, frame)
+		srv.wsHandle(sub, &wsConn{}, frame) // the handlers read only a token's grant from it, and this edge checks none
 		waitIdle(t, sub)
 		for _, line := range sink.lines {
 			var m struct {
