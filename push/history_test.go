@@ -157,7 +157,9 @@ func TestHistoryJoinsLiveWithNoGapNoDuplicate(t *testing.T) {
 func TestHistoryBars(t *testing.T) {
 	n := startNATS(t)
 	e := startEdge(t, n, Config{}, HubOptions{})
-	base := time.Now().UTC().Truncate(time.Minute).Add(-3 * time.Minute)
+	// Ten minutes into the previous hour: the ticks' three minutes never straddle an hour, whenever the test runs
+	// (an hour's bar must hold them all), and they are recent enough to be plausible.
+	base := time.Now().UTC().Truncate(time.Hour).Add(-50 * time.Minute)
 	tick := func(sec int, price float64) uint64 {
 		ts := base.Add(time.Duration(sec) * time.Second).Format(time.RFC3339Nano)
 		return n.publish(t, "market.AAPL", fmt.Sprintf(`{"topic":"market.AAPL","kind":"quote","price":%g,"ts":"%s"}`, price, ts))

@@ -486,3 +486,39 @@ func (p *pacedSink) write(batch []*Update) error {
 	time.Sleep(p.delay)
 	return p.countingSink.write(batch)
 }
+
+// With -write-delay, updates arriving a few milliseconds apart leave together: a connection waits that long before
+// its write. Without it, each leaves as it comes.
+func TestWriteDelayGathersUpdates(t *testing.T) {
+	for _, tc := range []struct {
+		delay     time.Duration
+		maxFrames int // at most this many frames carry the 20 updates; 0: more than 3 must
+	}{{500 * time.Millisecond, 3}, {0, 0}} {
+		t.Run(tc.delay.String(), func(t *testing.T) {
+			n := startNATS(t)
+			// A budget far above the delay: nothing is conflated, every update arrives.
+			e := startEdge(t, n, Config{}, HubOptions{WriteDelay: tc.delay, LatencyBudget: time.Minute})
+			c := dialWS(t, e.url, "?topic=market.*&frames=lines", nil)
+			c.expect(t, "subscribed")
+			<-c.frames
+			for range 20 {
+				n.publish(t, "market.D", quote("D"))
+				time.Sleep(5 * time.Millisecond)
+			}
+			messages, frames := 0, 0
+			for deadline := time.After(10 * time.Second); messages < 20; {
+				select {
+				case k := <-c.frames:
+					messages += k
+					frames++
+				case <-deadline:
+					t.Fatalf("got %d of 20 updates", messages)
+				}
+			}
+			if tc.maxFrames > 0 && frames > tc.maxFrames || tc.maxFrames == 0 && frames <= 3 {
+				t.Errorf("20 updates 5 ms apart came in %d frames with a write delay of %v", frames, tc.delay)
+			}
+			t.Logf("write delay %v: 20 updates in %d frames", tc.delay, frames)
+		})
+	}
+}
