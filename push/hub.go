@@ -130,8 +130,8 @@ func (o HubOptions) withDefaults() HubOptions {
 
 // Hub routes updates to subscribers. It keeps the last update of every topic (the snapshot served on subscribe) and
 // the recent history, and hands what is published to its shards, which fan it out to their subscribers, each on
-// its own goroutine. Each subscriber owns its queue and writes its own socket: publishing never waits for fan-out,
-// and fan-out never waits for a client.
+// its own goroutine. Each subscriber owns its queue, and its shard's writer pool writes its socket: publishing never
+// waits for fan-out, and fan-out never waits for a client.
 type Hub struct {
 	opts HubOptions
 

@@ -9,8 +9,6 @@ import (
 	"strings"
 	"time"
 
-	sse "github.com/tmaxmax/go-sse"
-
 	"github.com/livepush/livepush/subscriber/topic"
 	"github.com/livepush/livepush/subscriber/wire"
 )
@@ -254,16 +252,6 @@ func (s *Subscriber) enqueueBatchLocked(updates []*Update) {
 func resetMessage(since uint64) *Update {
 	return controlEvent(wire.EventReset, wire.Message{Type: wire.TypeReset, Cursor: strconv.FormatUint(since, 10),
 		Reason: "cursor older than the stream keeps: a fresh snapshot follows"})
-}
-
-// controlEvent makes a control message of m for every transport: its JSON line, and the SSE event named name with
-// the same JSON as data.
-func controlEvent(name string, m wire.Message) *Update {
-	line, _ := wire.MarshalLine(m)
-	ev := sse.Message{Type: sse.Type(name)}
-	ev.AppendData(string(line[:len(line)-1]))
-	text, _ := ev.MarshalText()
-	return newControl(line, text)
 }
 
 // replayFilters turns a client's patterns into the filter subjects of a stream consumer, which JetStream requires

@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/livepush/livepush/subscriber/wire"
+	"github.com/tmaxmax/go-sse"
 )
 
 // ErrRejected is wrapped by every error of Contract.Update: the message breaks the producer contract and reaches
@@ -208,6 +209,16 @@ func plausibleTime(ts []byte, recv time.Time) time.Time {
 // exists on one transport.
 func newControl(jsonLine, sseEvent []byte) *Update {
 	return &Update{json: jsonLine, sse: sseEvent}
+}
+
+// controlEvent makes a control message of m for every transport: its JSON line, and the SSE event named name with
+// the same JSON as data.
+func controlEvent(name string, m wire.Message) *Update {
+	line, _ := wire.MarshalLine(m)
+	ev := sse.Message{Type: sse.Type(name)}
+	ev.AppendData(string(line[:len(line)-1]))
+	text, _ := ev.MarshalText()
+	return newControl(line, text)
 }
 
 // memSize is the memory an update holds: its payload, its two encodings and the struct.

@@ -64,6 +64,24 @@ rss_kib() {
   echo "$t"
 }
 
+# bench_one DIR NAME pushbench-flags…: a fresh nats-server and edge (given EDGE_FLAGS, an array, if set), one
+# pushbench run against them reported in DIR/NAME.{out,err,json}, the edge's lag and conflation metrics at the end
+# in DIR/NAME.metrics; fails the run if the edge or nats-server died.
+bench_one() {
+  local dir=$1 name=$2; shift 2
+  mkdir -p "$dir"
+  start_nats
+  start_edges 1 ${EDGE_FLAGS[@]+"${EDGE_FLAGS[@]}"}
+  ./pushbench -url "$EDGE_URL" -nats "$NATS_URL" -edge-pid $EDGES -nats-pid $NATS \
+    -progress 10s -report "$dir/$name.json" "$@" > "$dir/$name.out" 2> "$dir/$name.err"
+  echo "$(date +%T) $name exit $?"
+  curl -s "$EDGE_URL/metrics" | grep -E '^livepush_(ingest_lag|fanout_lag|stream_pending|fanout_conflated|conflated|disconnects)' \
+    > "$dir/$name.metrics"
+  check_alive
+  stop_all
+  sleep 2
+}
+
 stop_all() {
   kill ${EDGES:-} ${NATS:-} 2> /dev/null
   wait 2> /dev/null

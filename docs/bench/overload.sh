@@ -4,21 +4,8 @@
 # 5,000, 10,000 and 20,000/s. A fresh nats-server and edge per run, three runs of each row; extra edge flags go to
 # every edge (e.g. -write-delay 5ms). Reports in $BENCH_DIR/overload/NAME.{out,json,metrics}.
 source "$(dirname "$0")/lib.sh"
-mkdir -p overload
 EDGE_FLAGS=("$@")
-one() { # NAME pushbench-flags…
-  local name=$1; shift
-  start_nats
-  start_edges 1 "${EDGE_FLAGS[@]}"
-  ./pushbench -url "$EDGE_URL" -nats "$NATS_URL" -edge-pid $EDGES -nats-pid $NATS \
-    -progress 10s -report "overload/$name.json" "$@" > "overload/$name.out" 2> "overload/$name.err"
-  echo "$(date +%T) $name exit $?"
-  curl -s "$EDGE_URL/metrics" | grep -E '^livepush_(ingest_lag|fanout_lag|stream_pending|fanout_conflated|conflated|disconnects)' \
-    > "overload/$name.metrics"
-  check_alive
-  stop_all
-  sleep 2
-}
+one() { bench_one overload "$@"; }
 for run in 1 2 3; do
   for rate in 300 1000 2000; do
     one "ws-$rate-$run" -conns 10000 -transport ws -topics-per-conn 10 -symbols 500 -publish-rate $rate \

@@ -1,19 +1,8 @@
 #!/bin/bash
 # The fan-out, throughput and transport-comparison tables of docs/benchmarks.md: a fresh nats-server and edge for
-# every run, three runs (two for throughput) of each row; reports in $BENCH_DIR/suite/NAME.{out,json}.
+# every run, three runs (two for throughput) of each row; reports in $BENCH_DIR/suite/NAME.{out,json,metrics}.
 source "$(dirname "$0")/lib.sh"
-mkdir -p suite
-one() { # NAME pushbench-flags…
-  local name=$1; shift
-  start_nats
-  start_edges 1
-  ./pushbench -url "$EDGE_URL" -nats "$NATS_URL" -edge-pid $EDGES -nats-pid $NATS \
-    -progress 10s -report "suite/$name.json" "$@" > "suite/$name.out" 2> "suite/$name.err"
-  echo "$(date +%T) $name exit $?"
-  check_alive
-  stop_all
-  sleep 2
-}
+one() { bench_one suite "$@"; }
 for run in 1 2 3; do
   for rate in 200 250 300; do
     one "fan-ws-$rate-$run" -conns 10000 -transport ws -topics-per-conn 10 -symbols 500 -publish-rate $rate \
