@@ -193,7 +193,7 @@ func (h *Hub) subscriptionCount() (n int) {
 	for _, sh := range h.shards {
 		sh.mu.RLock()
 		for _, set := range sh.patterns {
-			n += len(set.subs)
+			n += len(set.members)
 		}
 		sh.mu.RUnlock()
 	}
@@ -338,7 +338,7 @@ func (h *Hub) newSubscriber(sink sink, transport, remote string, onClose func())
 	if h.closing.Load() { // Shutdown sets it before it takes the shards' subscribers
 		return nil, false
 	}
-	s.shard.subs[s] = struct{}{}
+	s.shard.members[s] = &member{s: s}
 	h.live.Add(1)
 	h.metrics.connections.WithLabelValues(transport).Inc()
 	h.metrics.connectionsTotal.WithLabelValues(transport).Inc()
@@ -377,10 +377,11 @@ func (h *Hub) Subscribe(s *Subscriber, sub Subscription, reply *Update) {
 	sh := s.shard
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if s.removed {
+	m := sh.members[s]
+	if m == nil { // removed meanwhile
 		return
 	}
-	sh.addPatternsLocked(s, sub)
+	sh.addPatternsLocked(m, sub)
 	// Holding the shard's index keeps its fan-out from offering anything until s is ready: updates up to head are in
 	// the snapshot, and the cursor check in offer drops them when the fan-out gets to them.
 	h.cacheMu.RLock()
@@ -403,11 +404,15 @@ func (h *Hub) Unsubscribe(s *Subscriber, patterns []string, reply *Update) {
 	sh := s.shard
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	for _, p := range patterns {
-		sh.removePatternLocked(s, p)
+	m := sh.members[s]
+	if m == nil {
+		return
 	}
-	s.ratesChangedLocked()
-	s.purge(func(t string) bool { return s.matchesLocked(t, len(s.patterns)) }, reply)
+	for _, p := range patterns {
+		sh.removePatternLocked(m, p)
+	}
+	sh.ratesChangedLocked(m)
+	s.purge(m.matches, reply)
 }
 
 // remove takes s out of the hub entirely. It reports false if s was already removed.
@@ -415,14 +420,14 @@ func (h *Hub) remove(s *Subscriber) bool {
 	sh := s.shard
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if s.removed {
+	m := sh.members[s]
+	if m == nil {
 		return false
 	}
-	s.removed = true
-	for len(s.patterns) > 0 {
-		sh.removePatternLocked(s, s.patterns[len(s.patterns)-1].set.pattern)
+	for len(m.subs) > 0 {
+		sh.removePatternLocked(m, m.subs[len(m.subs)-1].set.pattern)
 	}
-	delete(sh.subs, s)
+	delete(sh.members, s)
 	return true
 }
 
@@ -596,7 +601,7 @@ func (h *Hub) Stats() Stats {
 	var st Stats
 	for _, sh := range h.shards {
 		sh.mu.RLock()
-		st.Subscribers += len(sh.subs)
+		st.Subscribers += len(sh.members)
 		st.Patterns += len(sh.patterns)
 		sh.mu.RUnlock()
 	}

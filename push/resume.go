@@ -85,34 +85,52 @@ func (h *Hub) resume(ctx context.Context, s *Subscriber, sub Subscription, since
 		h.Subscribe(s, sub, reply)
 		return false, nil
 	}
+	r := &resumption{hub: h, s: s, sub: sub, since: since, from: "memory"}
 	if errors.Is(checked.err, ErrCursorExpired) {
-		h.reset(s, sub, since, reply)
+		r.reset(reply)
 		return true, nil
 	} else if checked.err != nil {
 		return false, checked.err
 	}
-	ctx, cancel := s.replayContext(ctx)
-	defer cancel()
+	defer func() { h.metrics.replays.WithLabelValues(r.from).Inc() }()
+	return r.run(ctx, reply, checked.epoch)
+}
 
-	existing := s.Patterns()
-	keep := func(u *Update) bool { return matchesAny(sub.Patterns, u.Topic) && !matchesAny(existing, u.Topic) }
+// A resumption brings one subscriber from a cursor to the live stream: every update after the cursor for the topics
+// its subscription adds, from the hub's memory where that reaches back and from the stream before, then live
+// updates, with no gap and no duplicate. It lives for one Resume.
+type resumption struct {
+	hub   *Hub
+	s     *Subscriber
+	sub   Subscription
+	since uint64             // everything up to it is queued, or was not asked for
+	keep  func(*Update) bool // what sub adds: updates it matches that none of the patterns s already had matches
+	from  string             // where the catch-up came from ("memory", "stream"), for the resumes metric
+}
+
+// run queues reply and then the catch-up, alternating between the stream and memory until memory reaches back to
+// r.since (a burst can evict what memory held meanwhile), and joins the live stream. epoch is the hub's when the
+// cursor was checked.
+func (r *resumption) run(ctx context.Context, reply *Update, epoch uint64) (reset bool, err error) {
+	ctx, cancel := r.s.replayContext(ctx)
+	defer cancel()
+	existing := r.s.Patterns()
+	r.keep = func(u *Update) bool { return matchesAny(r.sub.Patterns, u.Topic) && !matchesAny(existing, u.Topic) }
 	if reply != nil {
-		s.Send(reply)
+		r.s.Send(reply)
 	}
-	source := "memory"
-	defer func() { h.metrics.replays.WithLabelValues(source).Inc() }()
 	for {
-		if h.epoch.Load() != checked.epoch { // since belongs to a stream that was deleted and created again
+		if r.hub.epoch.Load() != epoch { // since belongs to a stream that was deleted and created again
 			return false, fmt.Errorf("%w: the stream was recreated", ErrCursorAhead)
 		}
-		if done, err := h.resumeFromMemory(s, sub, &since, keep); done || err != nil {
+		if done, err := r.fromMemory(); done || err != nil {
 			return false, err
 		}
-		source = "stream"
+		r.from = "stream"
 		// Memory does not reach back to since: read the stream up to where it does.
-		since, err = h.resumeFromStream(ctx, s, sub.Patterns, since, keep)
+		err := r.fromStream(ctx)
 		if errors.Is(err, ErrCursorExpired) {
-			h.reset(s, sub, since, nil)
+			r.reset(nil)
 			return true, nil
 		}
 		if err != nil {
@@ -122,13 +140,13 @@ func (h *Hub) resume(ctx context.Context, s *Subscriber, sub Subscription, since
 }
 
 // reset queues reply, a reset message and a snapshot, for a cursor the stream no longer reaches back to.
-func (h *Hub) reset(s *Subscriber, sub Subscription, since uint64, reply *Update) {
-	h.metrics.resets.Inc()
+func (r *resumption) reset(reply *Update) {
+	r.hub.metrics.resets.Inc()
 	if reply != nil {
-		s.Send(reply)
+		r.s.Send(reply)
 	}
-	s.Send(resetMessage(since))
-	h.Subscribe(s, sub, nil)
+	r.s.Send(resetMessage(r.since))
+	r.hub.Subscribe(r.s, r.sub, nil)
 }
 
 // CheckCursor tells whether since can be resumed: nil, ErrCursorExpired, ErrCursorAhead or ErrUnavailable.
@@ -173,27 +191,29 @@ func (h *Hub) CheckCursor(ctx context.Context, since uint64) error {
 	return nil
 }
 
-// resumeFromMemory serves the resume from the hub's recent updates if they reach back to *since. It copies what it
-// can without holding the subscription index, then takes the index to add the few updates that came meanwhile and
-// join the live stream. It reports done, or moves *since to what it has queued and returns false when memory no
-// longer reaches back that far (a burst evicted it meanwhile).
-func (h *Hub) resumeFromMemory(s *Subscriber, sub Subscription, since *uint64, keep func(*Update) bool) (bool, error) {
+// fromMemory serves the rest of the catch-up from the hub's recent updates if they reach back to r.since. It copies
+// what it can without holding the shard's index, then takes the index to add the few updates that came meanwhile
+// and join the live stream. It reports done, or moves r.since to what it has queued and returns false when memory no
+// longer reaches back that far.
+func (r *resumption) fromMemory() (bool, error) {
+	h, s := r.hub, r.s
 	h.cacheMu.RLock()
-	if !h.recent.covers(*since) {
+	if !h.recent.covers(r.since) {
 		h.cacheMu.RUnlock()
 		return false, nil
 	}
-	batch := h.recent.after(nil, *since, keep)
+	batch := h.recent.after(nil, r.since, r.keep)
 	seen := h.head
 	h.cacheMu.RUnlock()
 	s.mu.Lock()
 	s.enqueueBatchLocked(batch)
-	*since = seen
+	r.since = seen
 
 	sh := s.shard
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if s.removed {
+	m := sh.members[s]
+	if m == nil {
 		return true, ErrClosed
 	}
 	h.cacheMu.RLock()
@@ -201,30 +221,31 @@ func (h *Hub) resumeFromMemory(s *Subscriber, sub Subscription, since *uint64, k
 		h.cacheMu.RUnlock()
 		return false, nil
 	}
-	tail := h.recent.after(nil, seen, keep)
+	tail := h.recent.after(nil, seen, r.keep)
 	head := h.head
 	h.cacheMu.RUnlock()
-	sh.addPatternsLocked(s, sub)
+	sh.addPatternsLocked(m, r.sub)
 	s.enqueueLocked(nil, tail, head)
 	return true, nil
 }
 
-// resumeFromStream replays from the stream every update after since that keep accepts, until it reaches what the
-// hub's memory holds, and returns how far it got.
-func (h *Hub) resumeFromStream(ctx context.Context, s *Subscriber, patterns []string, since uint64, keep func(*Update) bool) (uint64, error) {
+// fromStream replays from the stream every update after r.since that r wants, until it reaches what the hub's
+// memory holds, and moves r.since as far as it got.
+func (r *resumption) fromStream(ctx context.Context) error {
+	h, s := r.hub, r.s
 	h.cacheMu.RLock()
 	until := h.recent.floor
 	h.cacheMu.RUnlock()
 	first, _, err := h.history.Bounds(ctx, 0)
 	if err != nil {
-		return since, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	if since+1 < first {
+	if r.since+1 < first {
 		// Retention removed what we were about to replay: the client has a gap it must know about.
-		return since, ErrCursorExpired
+		return ErrCursorExpired
 	}
-	next, err := h.replay(ctx, s.remote, 0, since, until, patterns, func(u *Update) error {
-		if !keep(u) {
+	r.since, err = h.replay(ctx, s.remote, 0, r.since, until, r.sub.Patterns, func(u *Update) error {
+		if !r.keep(u) {
 			return nil
 		}
 		return s.pushReplay(ctx, u)
@@ -232,20 +253,7 @@ func (h *Hub) resumeFromStream(ctx context.Context, s *Subscriber, patterns []st
 	if err != nil && !errors.Is(err, ErrClosed) && !errors.Is(err, ErrBusy) && ctx.Err() == nil {
 		err = fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	return next, err
-}
-
-// enqueueBatchLocked queues updates already held in memory; s.mu must be held and is released.
-func (s *Subscriber) enqueueBatchLocked(updates []*Update) {
-	if s.closing != nil {
-		s.mu.Unlock()
-		return
-	}
-	s.appendLocked(updates...)
-	s.catchUps.Add(int64(len(updates)))
-	s.protectLocked(updates)
-	s.raiseLimitsLocked()
-	s.startWriterLocked()
+	return err
 }
 
 // resetMessage tells a client its cursor is older than the stream keeps and a fresh snapshot follows.

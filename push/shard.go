@@ -19,12 +19,13 @@ import (
 type shard struct {
 	hub *Hub
 
-	// mu guards the index. The fan-out holds it for reading while it offers a batch (queueing only, never writing to
-	// a socket); subscribing and unsubscribing hold it for writing.
+	// mu guards the index: who belongs to the shard and which patterns each holds. The fan-out holds it for reading
+	// while it offers a batch (queueing only, never writing to a socket); subscribing and unsubscribing hold it for
+	// writing.
 	mu       sync.RWMutex
-	patterns map[string]*patternSet   // distinct pattern → its subscribers
+	patterns map[string]*patternSet   // distinct pattern → its members
 	matches  map[string][]*patternSet // topic → the pattern sets matching it; kept up to date as patterns come and go
-	subs     map[*Subscriber]struct{}
+	members  map[*Subscriber]*member  // a subscriber is here from newSubscriber until hub.remove
 
 	// The fan-out's position: the next entry of the log to fan out (read by the lag gauge), and, its goroutine's
 	// alone, the cursor of the newest update fanned out (past which a conflated catch-up starts).
@@ -40,7 +41,65 @@ type shard struct {
 
 type patternSet struct {
 	pattern string
-	subs    []*Subscriber
+	members []*member
+}
+
+// member is a subscriber's place in its shard's index: the patterns it holds. The index owns it (guarded by the
+// shard's mu); the subscriber owns its queue and is handed its member when the fan-out offers it an update.
+type member struct {
+	s     *Subscriber
+	subs  []subscription
+	rated bool // some subscription has a rate limit
+}
+
+type subscription struct {
+	set     *patternSet
+	index   int     // position of the member in set.members
+	maxRate float64 // updates per second per topic; zero: unlimited
+}
+
+// find returns the index of p in m.subs, or -1.
+func (m *member) find(p string) int {
+	for i, sub := range m.subs {
+		if sub.set.pattern == p {
+			return i
+		}
+	}
+	return -1
+}
+
+// matches reports whether one of m's patterns matches topic t.
+func (m *member) matches(t string) bool {
+	for _, sub := range m.subs {
+		if topic.Match(sub.set.pattern, t) {
+			return true
+		}
+	}
+	return false
+}
+
+// patterns returns the patterns m holds.
+func (m *member) patterns() []string {
+	ps := make([]string, len(m.subs))
+	for i, sub := range m.subs {
+		ps[i] = sub.set.pattern
+	}
+	return ps
+}
+
+// rateFor returns the rate limit of topic t: the least restrictive of the subscriptions matching it, or 0 when one
+// of them is unlimited.
+func (m *member) rateFor(t string) float64 {
+	rate := 0.0
+	for _, sub := range m.subs {
+		if topic.Match(sub.set.pattern, t) {
+			if sub.maxRate <= 0 {
+				return 0
+			}
+			rate = max(rate, sub.maxRate)
+		}
+	}
+	return rate
 }
 
 func newShard(h *Hub, index int) *shard {
@@ -49,7 +108,7 @@ func newShard(h *Hub, index int) *shard {
 		skipped:  h.metrics.fanOutConflated.WithLabelValues(strconv.Itoa(index)),
 		patterns: make(map[string]*patternSet),
 		matches:  make(map[string][]*patternSet),
-		subs:     make(map[*Subscriber]struct{}),
+		members:  make(map[*Subscriber]*member),
 		wake:     make(chan struct{}, 1),
 		writers:  newWriterPool((h.opts.Writers+index)/h.opts.Shards, h.opts.WriteDelay),
 	}
@@ -120,8 +179,8 @@ func (sh *shard) fanOut(batch []*Update) {
 			sets, ok = sh.matches[u.Topic] // read again: the index may have changed while it was not held
 		}
 		for _, set := range sets {
-			for _, s := range set.subs {
-				s.offer(u)
+			for _, m := range set.members {
+				m.s.offer(u, m)
 			}
 		}
 	}
@@ -168,12 +227,12 @@ func (sh *shard) matchLocked(t string) []*patternSet {
 	return sets
 }
 
-// addPatternsLocked registers the patterns of sub that s does not have yet and returns them; for those it has, it
+// addPatternsLocked registers the patterns of sub that m does not hold yet and returns them; for those it holds, it
 // sets the new rate. sh.mu must be held for writing.
-func (sh *shard) addPatternsLocked(s *Subscriber, sub Subscription) (added []string) {
+func (sh *shard) addPatternsLocked(m *member, sub Subscription) (added []string) {
 	for _, p := range sub.Patterns {
-		if i := s.patternIndexLocked(p); i >= 0 {
-			s.patterns[i].maxRate = sub.MaxRate
+		if i := m.find(p); i >= 0 {
+			m.subs[i].maxRate = sub.MaxRate
 			continue
 		}
 		if slices.Contains(added, p) {
@@ -186,38 +245,49 @@ func (sh *shard) addPatternsLocked(s *Subscriber, sub Subscription) (added []str
 			sh.patterns[p] = set
 			sh.patternAddedLocked(set)
 		}
-		s.patterns = append(s.patterns, subscription{set: set, index: len(set.subs), maxRate: sub.MaxRate})
-		set.subs = append(set.subs, s)
+		m.subs = append(m.subs, subscription{set: set, index: len(set.members), maxRate: sub.MaxRate})
+		set.members = append(set.members, m)
 	}
-	s.ratesChangedLocked()
+	sh.ratesChangedLocked(m)
 	return added
 }
 
-func (sh *shard) removePatternLocked(s *Subscriber, p string) {
-	i := s.patternIndexLocked(p)
+// removePatternLocked takes p from m. sh.mu must be held for writing.
+func (sh *shard) removePatternLocked(m *member, p string) {
+	i := m.find(p)
 	if i < 0 {
 		return
 	}
-	sub := s.patterns[i]
-	s.patterns = slices.Delete(s.patterns, i, i+1)
+	sub := m.subs[i]
+	m.subs = slices.Delete(m.subs, i, i+1)
 	set := sub.set
-	last := len(set.subs) - 1
+	last := len(set.members) - 1
 	if sub.index != last {
-		moved := set.subs[last]
-		set.subs[sub.index] = moved
-		for j := range moved.patterns {
-			if moved.patterns[j].set == set {
-				moved.patterns[j].index = sub.index
+		moved := set.members[last]
+		set.members[sub.index] = moved
+		for j := range moved.subs {
+			if moved.subs[j].set == set {
+				moved.subs[j].index = sub.index
 				break
 			}
 		}
 	}
-	set.subs[last] = nil
-	set.subs = set.subs[:last]
-	if len(set.subs) == 0 {
+	set.members[last] = nil
+	set.members = set.members[:last]
+	if len(set.members) == 0 {
 		delete(sh.patterns, p)
 		sh.patternRemovedLocked(set)
 	}
+}
+
+// ratesChangedLocked notes whether m has a rate limit left and has its subscriber start its throttles afresh, after
+// its subscriptions changed. sh.mu must be held for writing.
+func (sh *shard) ratesChangedLocked(m *member) {
+	m.rated = false
+	for _, sub := range m.subs {
+		m.rated = m.rated || sub.maxRate > 0
+	}
+	m.s.resetThrottles()
 }
 
 // patternAddedLocked adds a new pattern's set to the topics it matches in the match cache: a literal pattern is
@@ -261,9 +331,19 @@ func (sh *shard) patternRemovedLocked(set *patternSet) {
 func (sh *shard) subscribers() []*Subscriber {
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
-	subs := make([]*Subscriber, 0, len(sh.subs))
-	for s := range sh.subs {
+	subs := make([]*Subscriber, 0, len(sh.members))
+	for s := range sh.members {
 		subs = append(subs, s)
 	}
 	return subs
+}
+
+// patternsOf returns the patterns s holds.
+func (sh *shard) patternsOf(s *Subscriber) []string {
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	if m := sh.members[s]; m != nil {
+		return m.patterns()
+	}
+	return nil
 }

@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/livepush/livepush/subscriber/topic"
 	"github.com/livepush/livepush/subscriber/wire"
 )
 
@@ -67,11 +66,7 @@ type Subscriber struct {
 	metrics   subscriberMetrics
 	onClose   func() // releases the connection's admission slot
 
-	// Guarded by shard.mu.
-	patterns []subscription
-	removed  bool
-	rated    bool // some subscription has a rate limit
-
+	// Which patterns s holds is its shard's to know (a member of the index), not s's.
 	mu         sync.Mutex
 	queue      []*Update
 	spare      []*Update // the other of the two buffers the writer swaps with queue
@@ -96,12 +91,6 @@ type Subscriber struct {
 	closedOnce sync.Once
 }
 
-type subscription struct {
-	set     *patternSet
-	index   int     // position of the subscriber in set.subs
-	maxRate float64 // updates per second per topic; zero: unlimited
-}
-
 // throttle limits one topic of one subscriber to a rate: an update arriving too soon waits as pending, replaced by
 // any newer one, and goes out when the interval has passed, so the newest value always arrives.
 type throttle struct {
@@ -114,47 +103,19 @@ type throttle struct {
 // ID returns the connection's id, unique in this process, used in logs.
 func (s *Subscriber) ID() uint64 { return s.id }
 
-// patternIndexLocked returns the index of p in s.patterns, or -1. shard.mu must be held.
-func (s *Subscriber) patternIndexLocked(p string) int {
-	for i, sub := range s.patterns {
-		if sub.set.pattern == p {
-			return i
-		}
-	}
-	return -1
-}
-
-// matchesLocked reports whether one of the first n patterns of s matches topic t. shard.mu must be held.
-func (s *Subscriber) matchesLocked(t string, n int) bool {
-	for _, sub := range s.patterns[:n] {
-		if topic.Match(sub.set.pattern, t) {
-			return true
-		}
-	}
-	return false
-}
-
 // Patterns returns the patterns s is subscribed to.
-func (s *Subscriber) Patterns() []string {
-	s.shard.mu.RLock()
-	defer s.shard.mu.RUnlock()
-	ps := make([]string, len(s.patterns))
-	for i, sub := range s.patterns {
-		ps[i] = sub.set.pattern
-	}
-	return ps
-}
+func (s *Subscriber) Patterns() []string { return s.shard.patternsOf(s) }
 
-// offer queues a live update. It runs on the publish path under the shard's mu (read): it must never block, never write to
-// the socket, and never take the shard's mu.
-func (s *Subscriber) offer(u *Update) {
+// offer queues a live update for s, whose place in the index is m. It runs on the fan-out path under the shard's mu
+// (read): it must never block, never write to the socket, and never take the shard's mu.
+func (s *Subscriber) offer(u *Update, m *member) {
 	s.mu.Lock()
 	if s.closing != nil || u.Cursor <= s.last {
 		s.mu.Unlock()
 		return
 	}
 	s.last = u.Cursor
-	if s.rated && !s.allowLocked(u) {
+	if m.rated && !s.allowLocked(u, m) {
 		s.mu.Unlock()
 		return
 	}
@@ -198,6 +159,19 @@ func (s *Subscriber) enqueueLocked(reply *Update, updates []*Update, head uint64
 	s.last = max(s.last, head)
 	// A snapshot is one update per topic and a replay from memory is already in memory: let the queue hold them
 	// without calling the subscriber slow.
+	s.raiseLimitsLocked()
+	s.startWriterLocked()
+}
+
+// enqueueBatchLocked queues updates already held in memory; s.mu must be held and is released.
+func (s *Subscriber) enqueueBatchLocked(updates []*Update) {
+	if s.closing != nil {
+		s.mu.Unlock()
+		return
+	}
+	s.appendLocked(updates...)
+	s.catchUps.Add(int64(len(updates)))
+	s.protectLocked(updates)
 	s.raiseLimitsLocked()
 	s.startWriterLocked()
 }
@@ -252,10 +226,12 @@ func (s *Subscriber) signalRoomLocked() {
 
 // allowLocked applies the rate limit of u's topic: it reports true if u may be queued now; otherwise u waits as
 // the topic's pending update. Runs under the shard's mu (read) and s.mu.
-func (s *Subscriber) allowLocked(u *Update) bool {
+func (s *Subscriber) allowLocked(u *Update, m *member) bool {
 	th, ok := s.throttles[u.Topic]
 	if !ok {
-		th = s.newThrottleLocked(u.Topic)
+		if rate := m.rateFor(u.Topic); rate > 0 {
+			th = &throttle{interval: time.Duration(float64(time.Second) / rate)}
+		}
 		if s.throttles == nil {
 			s.throttles = make(map[string]*throttle)
 		}
@@ -277,24 +253,6 @@ func (s *Subscriber) allowLocked(u *Update) bool {
 	return false
 }
 
-// newThrottleLocked returns the throttle for topic t: the least restrictive rate of the subscriptions matching it,
-// or nil when one of them is unlimited.
-func (s *Subscriber) newThrottleLocked(t string) *throttle {
-	rate := -1.0
-	for _, sub := range s.patterns {
-		if topic.Match(sub.set.pattern, t) {
-			if sub.maxRate <= 0 {
-				return nil
-			}
-			rate = max(rate, sub.maxRate)
-		}
-	}
-	if rate <= 0 {
-		return nil
-	}
-	return &throttle{interval: time.Duration(float64(time.Second) / rate)}
-}
-
 // release queues a throttled topic's pending update once its interval has passed.
 func (s *Subscriber) release(th *throttle) {
 	s.mu.Lock()
@@ -310,13 +268,9 @@ func (s *Subscriber) release(th *throttle) {
 	s.startWriterLocked()
 }
 
-// ratesChangedLocked forgets the per-topic throttles after the subscriptions changed, queueing what they held so
-// no latest value is lost. shard.mu must be held for writing.
-func (s *Subscriber) ratesChangedLocked() {
-	s.rated = false
-	for _, sub := range s.patterns {
-		s.rated = s.rated || sub.maxRate > 0
-	}
+// resetThrottles forgets the per-topic throttles after the subscriptions changed, queueing what they held so no
+// latest value is lost. Its shard calls it holding the index for writing, so no offer runs meanwhile.
+func (s *Subscriber) resetThrottles() {
 	s.mu.Lock()
 	for _, th := range s.throttles {
 		if th != nil && th.pending != nil {
