@@ -92,5 +92,11 @@ func (h *Hub) replay(ctx context.Context, remote string, timeout time.Duration, 
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	return h.history.Replay(ctx, after, until, patterns, each)
+	// A topic the cache would refuse (past its limits) is not served live either: a replay skips it too.
+	return h.history.Replay(ctx, after, until, patterns, func(u *Update) error {
+		if !h.cachesTopic(u) {
+			return nil
+		}
+		return each(u)
+	})
 }

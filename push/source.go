@@ -307,7 +307,7 @@ func (s *Source) info(ctx context.Context) (*jetstream.StreamInfo, error) {
 // is created, so nothing is left on the server however the read ends.
 func (s *Source) Replay(ctx context.Context, after, until uint64, patterns []string, each func(*Update) error) (uint64, error) {
 	return s.history.Read(ctx, replayFilters(patterns), after, until, func(m stream.Msg) error {
-		if u := s.update(m.Subject, m.Seq, m.Data); u != nil && s.hub.cachesTopic(u) {
+		if u := s.update(m.Subject, m.Seq, m.Data); u != nil {
 			return each(u)
 		}
 		return nil
