@@ -66,6 +66,13 @@ func (l *fanOutLog) release(pos uint64) {
 	}
 }
 
+// oldest returns the position of the oldest update the log still holds.
+func (l *fanOutLog) oldest() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return max(l.floor, l.written-min(l.written, uint64(len(l.buf))))
+}
+
 // clear forgets every update (the stream was recreated): positions go on from where they are, and a reader behind
 // them finds its position lost.
 func (l *fanOutLog) clear() {

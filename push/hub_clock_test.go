@@ -29,6 +29,7 @@ type clockSink struct {
 	closedBy *closeReason
 	aborted  bool
 	hold     chan struct{} // while not nil, writes wait on it, as on a full socket
+	told     uint64        // what conflated notices said was skipped
 }
 
 type clockWrite struct {
@@ -44,12 +45,17 @@ func (r *clockSink) write(batch []*Update) error {
 		<-hold
 	}
 	w := clockWrite{at: time.Now()}
+	var told uint64
 	for _, u := range batch {
+		var m wire.Message
 		if u.Topic != "" {
 			w.cursors = append(w.cursors, u.Cursor)
+		} else if json.Unmarshal(u.JSON(), &m) == nil && m.Type == wire.TypeConflated {
+			told += m.Skipped
 		}
 	}
 	r.mu.Lock()
+	r.told += told
 	r.writes = append(r.writes, w)
 	r.mu.Unlock()
 	return nil
@@ -276,7 +282,8 @@ func TestClockTopicsExpire(t *testing.T) {
 
 // A fan-out that has fallen further behind than the latency budget, with many updates waiting, skips to the newest
 // value of each topic instead of offering every old one; a short backlog is offered whole however old (the
-// subscriber's own queue then conflates what is past the budget). Either way the newest of each topic arrives.
+// subscriber's own queue then conflates what is past the budget). Either way the newest of each topic arrives, and
+// the subscriber is told how many it was not sent.
 func TestClockFanOutSkipsToTheNewestWhenBehind(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
@@ -313,6 +320,14 @@ func TestClockFanOutSkipsToTheNewestWhenBehind(t *testing.T) {
 					if skipped := testutil.ToFloat64(sh.skipped); int(skipped) != tc.skipped {
 						t.Errorf("the fan-out skipped %v, want %d", skipped, tc.skipped)
 					}
+				}
+				// The client is told what was skipped, all of it that the log still held.
+				sink.mu.Lock()
+				told := sink.told
+				sink.mu.Unlock()
+				if overwritten := max(0, tc.published-fanOutLogSize); uint64(len(got))+told != uint64(tc.published-overwritten) {
+					t.Errorf("%d delivered and %d told skipped, want %d in all (%d published, %d overwritten in the log)",
+						len(got), told, tc.published-overwritten, tc.published, overwritten)
 				}
 				s.Close(reasonClientGone)
 				stop()

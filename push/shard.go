@@ -35,6 +35,7 @@ type shard struct {
 	wake   chan struct{} // a send says the log has grown
 
 	skipped prometheus.Counter // updates its fan-out skipped to catch up
+	rounds  uint64             // catch-ups so far (tellSkipped's)
 
 	writers *writerPool // writes to its subscribers' connections
 }
@@ -50,6 +51,10 @@ type member struct {
 	s     *Subscriber
 	subs  []subscription
 	rated bool // some subscription has a rate limit
+
+	// The fan-out's count of what its catch-up skipped for s (its goroutine's alone): since the cursor s had
+	// reached, in the catch-up numbered round.
+	skipRound, skipped, skipCursor uint64
 }
 
 type subscription struct {
@@ -169,22 +174,28 @@ func (sh *shard) run(ctx context.Context) {
 func (sh *shard) fanOut(batch []*Update) {
 	sh.mu.RLock()
 	for _, u := range batch {
-		sets, ok := sh.matches[u.Topic]
-		for !ok {
-			sh.mu.RUnlock()
-			sh.mu.Lock()
-			sh.matchLocked(u.Topic)
-			sh.mu.Unlock()
-			sh.mu.RLock()
-			sets, ok = sh.matches[u.Topic] // read again: the index may have changed while it was not held
-		}
-		for _, set := range sets {
+		for _, set := range sh.matchingRLocked(u.Topic) {
 			for _, m := range set.members {
 				m.s.offer(u, m)
 			}
 		}
 	}
 	sh.mu.RUnlock()
+}
+
+// matchingRLocked returns the pattern sets matching topic t, holding sh.mu for reading; the first time t is seen it
+// lets go of it a moment to fill the match cache.
+func (sh *shard) matchingRLocked(t string) []*patternSet {
+	sets, ok := sh.matches[t]
+	for !ok {
+		sh.mu.RUnlock()
+		sh.mu.Lock()
+		sh.matchLocked(t)
+		sh.mu.Unlock()
+		sh.mu.RLock()
+		sets, ok = sh.matches[t] // read again: the index may have changed while it was not held
+	}
+	return sets
 }
 
 // catchUp conflates a fan-out that has fallen behind: it offers the newest value of every topic updated since the
@@ -201,6 +212,7 @@ func (sh *shard) catchUp() {
 		}
 	}
 	sortByCursor(latest)
+	sh.tellSkipped(sh.pos.Load(), end, latest)
 	for i := 0; i < len(latest); i += fanOutBatch {
 		sh.fanOut(latest[i:min(i+fanOutBatch, len(latest))])
 	}
@@ -210,6 +222,62 @@ func (sh *shard) catchUp() {
 	sh.cursor = max(sh.cursor, head)
 	sh.pos.Store(end)
 	h.releaseLog()
+}
+
+// tellSkipped counts, for each subscriber, the updates between log positions from and end that it would have been
+// offered and that the catch-up skips (all but latest), so that its next write begins with a conflated notice: what
+// a client receives plus what it is told adds up to what was published for it. Positions the log has overwritten
+// cannot be attributed and go untold; rate-limited subscribers, which conflate anyway, are not told.
+func (sh *shard) tellSkipped(from, end uint64, latest []*Update) {
+	kept := make(map[*Update]struct{}, len(latest))
+	for _, u := range latest {
+		kept[u] = struct{}{}
+	}
+	sh.rounds++
+	var told []*member
+	batch := make([]*Update, fanOutBatch)
+	sh.mu.RLock()
+	for from < end {
+		n, lost := sh.hub.log.read(from, batch[:min(uint64(len(batch)), end-from)])
+		if lost {
+			if oldest := sh.hub.log.oldest(); oldest > from {
+				from = oldest
+				continue
+			}
+			break // the stream was recreated
+		}
+		if n == 0 {
+			break
+		}
+		for _, u := range batch[:n] {
+			if _, ok := kept[u]; ok {
+				continue
+			}
+			for _, set := range sh.matchingRLocked(u.Topic) {
+				for _, m := range set.members {
+					if m.rated {
+						continue
+					}
+					if m.skipRound != sh.rounds {
+						m.skipRound, m.skipped, m.skipCursor = sh.rounds, 0, m.s.lastOffered()
+						told = append(told, m)
+					}
+					if u.Cursor > m.skipCursor { // not already counted through another pattern, nor in a snapshot
+						m.skipped++
+						m.skipCursor = u.Cursor
+					}
+				}
+			}
+		}
+		clear(batch[:n])
+		from += uint64(n)
+	}
+	sh.mu.RUnlock()
+	for _, m := range told {
+		if m.skipped > 0 {
+			m.s.skippedByFanOut(m.skipped)
+		}
+	}
 }
 
 // matchLocked returns (and caches) the pattern sets that match topic t. sh.mu must be held for writing.

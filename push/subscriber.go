@@ -131,6 +131,23 @@ func (s *Subscriber) offer(u *Update, m *member) {
 	s.startWriterLocked()
 }
 
+// lastOffered returns the cursor of the newest update queued for s, live or in a snapshot.
+func (s *Subscriber) lastOffered() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.last
+}
+
+// skippedByFanOut notes n updates for s that a conflating fan-out skipped: its next write begins with a notice.
+func (s *Subscriber) skippedByFanOut(n uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing == nil {
+		s.conflated += n
+		s.unreported += n
+	}
+}
+
 // Send queues a control message (a reply, an error) in order with the updates.
 func (s *Subscriber) Send(ctrl *Update) {
 	s.mu.Lock()
