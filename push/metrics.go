@@ -64,7 +64,7 @@ func newMetrics() *metrics {
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "livepush_delivery_latency_seconds",
 			Help:    "From the payload's ts (publish) to the write to the subscriber, sampled once per write (its oldest update).",
-			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .015, .025, .05, .075, .1, .15, .2, .25, .3, .4, .5, .75, 1, 1.5, 2.5, 5, 10, 30},
 		}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "livepush_stream_dropped_total",

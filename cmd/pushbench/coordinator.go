@@ -320,6 +320,8 @@ func (b *bench) run(ctx context.Context) error {
 		pub0 = pub.sent.Load()
 	}
 	measureStart := time.Now()
+	// After measureStart: a busy edge may be slow to answer, and the measured time, as the workers' window, counts it.
+	lat0 := scrapeEdgeHists(ctx, probe.client, cfg)
 	completed := sleep(ctx, cfg.Duration)
 	endStats, err := markAll(hs, "end")
 	if err != nil {
@@ -327,6 +329,7 @@ func (b *bench) run(ctx context.Context) error {
 	}
 	measured := time.Since(measureStart)
 	cpu1 := probe.sample(context.Background())
+	lat1 := scrapeEdgeHists(context.Background(), probe.client, cfg)
 	if !cfg.InProcess {
 		rep.CPU.CoordinatorCores = (selfCPU() - self0) / measured.Seconds()
 	}
@@ -348,6 +351,7 @@ func (b *bench) run(ctx context.Context) error {
 	rep.Interrupted = !completed
 	rep.measure(startStats, endStats, final, measured, cfg.Warmup)
 	rep.cpu(cpu0, cpu1, probe.source())
+	rep.edgeLatency(lat0, lat1)
 	rep.check(cfg)
 	if err := rep.write(cfg, b.stdout); err != nil {
 		return err

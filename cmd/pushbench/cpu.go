@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strconv"
@@ -116,26 +117,42 @@ func procCPU(pid int) (float64, error) {
 
 // scrape reads process_cpu_seconds_total from a Prometheus text endpoint.
 func (p *cpuProbe) scrape(ctx context.Context, u string) (float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	body, err := getMetrics(ctx, p.client, u)
 	if err != nil {
 		return 0, err
 	}
-	resp, err := p.client.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("%s answered %s", u, resp.Status)
-	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	defer body.Close()
+	sc := metricsScanner(body)
 	for sc.Scan() {
 		if v, ok := strings.CutPrefix(sc.Text(), "process_cpu_seconds_total "); ok {
 			return strconv.ParseFloat(strings.Fields(v)[0], 64)
 		}
 	}
 	return 0, fmt.Errorf("%s has no process_cpu_seconds_total", u)
+}
+
+// getMetrics GETs a Prometheus text endpoint; the caller closes the body.
+func getMetrics(ctx context.Context, client *http.Client, u string) (io.ReadCloser, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, fmt.Errorf("%s answered %s", u, resp.Status)
+	}
+	return resp.Body, nil
+}
+
+// metricsScanner reads Prometheus text a line at a time.
+func metricsScanner(r io.Reader) *bufio.Scanner {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	return sc
 }
 
 // machineCPU returns the busy and total CPU seconds of all cores, from /proc/stat.

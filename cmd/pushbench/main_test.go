@@ -137,7 +137,7 @@ func TestRunTiny(t *testing.T) {
 			var raw map[string]any
 			json.Unmarshal(b, &raw)
 			for _, k := range []string{"command", "config", "connections", "deliveries", "latency", "integrity",
-				"wire", "publisher", "cpu", "memory", "staleness", "pass"} {
+				"wire", "publisher", "cpu", "memory", "staleness", "edge_latency", "pass"} {
 				if _, ok := raw[k]; !ok {
 					t.Errorf("report has no %q", k)
 				}
@@ -146,11 +146,16 @@ func TestRunTiny(t *testing.T) {
 			if !r.Pass || r.Deliveries.Total == 0 || r.Latency.Count == 0 || r.Integrity.Gaps != 0 ||
 				r.Connections.UpAtEnd != int64(conns) || r.Wire.BytesPerUpdate <= 0 || r.Wire.RequestsRun < int64(conns) ||
 				r.Publisher == nil || r.Publisher.Acked == 0 || r.CPU.EdgeSeconds == nil || r.Command[0] != "pushbench" ||
-				r.Staleness == nil || r.Staleness.Count == 0 {
+				r.Staleness == nil || r.Staleness.Count == 0 || r.EdgeLatency == nil ||
+				tc.name != "poll" && (r.EdgeLatency.Count == 0 || r.EdgeLatency.P99 <= 0) { // polls' /api/snapshot is not timed
 				t.Errorf("report %s", b)
 			}
 			if !strings.Contains(stdout.String(), "PASS") || !strings.Contains(stderr.String(), "upd/s") {
 				t.Errorf("stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
+			}
+			if e := r.EdgeLatency; e != nil && tc.name != "poll" &&
+				!strings.Contains(stdout.String(), fmt.Sprintf("n=%d writes)", e.Count)) {
+				t.Errorf("no edge latency row:\n%s", stdout.String())
 			}
 			if tc.name == "ws-2-workers" && r.Connections.Workers != 2 {
 				t.Errorf("%d workers", r.Connections.Workers)

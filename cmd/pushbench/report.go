@@ -53,6 +53,9 @@ type Report struct {
 		Run         int64   `json:"total_run"`
 	} `json:"deliveries"`
 	Latency latencySummary `json:"latency"`
+	// EdgeLatency is the edges' own account of the same window (edgelatency.go): publish to their write, from their
+	// metrics. What Latency adds to it is the time updates waited in the socket for the subscriber to read them.
+	EdgeLatency *edgeLatency `json:"edge_latency,omitempty"`
 	// Staleness is sampled over the measured window (staleness.go): for each subscriber and topic, how long the
 	// value it held had been superseded; zero while it held the newest. Only with pushbench's own publisher.
 	Staleness *stalenessSummary `json:"staleness,omitempty"`
@@ -348,6 +351,12 @@ func (r *Report) table(w io.Writer) {
 	l := r.Latency
 	row("latency", "p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  (n=%d)", msStr(l.P50), msStr(l.P90), msStr(l.P99),
 		msStr(l.P999), msStr(l.Max), l.Count)
+	if e := r.EdgeLatency; e != nil && e.Error != "" {
+		row("edge latency", "n/a (%s)", e.Error)
+	} else if e != nil {
+		row("edge latency", "p50 %s  p90 %s  p99 %s  (publish → write, from the edges' metrics, n=%d writes)",
+			msStr(e.P50), msStr(e.P90), msStr(e.P99), e.Count)
+	}
 	if s := r.Staleness; s != nil {
 		row("staleness", "p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  (n=%d samples, %.1f%% fresh)", staleStr(s.P50),
 			staleStr(s.P90), staleStr(s.P99), staleStr(s.P999), staleStr(s.Max), s.Count, 100*s.Fresh)
