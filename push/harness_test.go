@@ -91,8 +91,9 @@ func startEdgeOn(t testing.TB, n *testNATS, ln net.Listener, cfg Config, hubOpts
 	if cfg.DrainTimeout == 0 {
 		cfg.DrainTimeout = 2 * time.Second
 	}
+	src := NewSource(n.JS, n.Stream, cfg.Log)
+	hubOpts.History = src
 	hub := NewHub(hubOpts)
-	src := NewSource(n.JS, n.Stream, hub, cfg.Log)
 	for _, f := range tune {
 		f(src)
 	}

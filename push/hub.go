@@ -65,6 +65,9 @@ type HubOptions struct {
 	// WriteDelay is how long a subscriber with something to write waits for its write, so that what arrives
 	// meanwhile leaves in the same write: fewer, larger writes for a few milliseconds of latency. Zero: no wait.
 	WriteDelay time.Duration
+	// History is the stream, for resumes from further back than ReplayBuffer holds (a Source). Nil: such resumes
+	// get a reset.
+	History History
 	// CloseGrace is how long the write in progress of a subscriber being closed (slow, draining, token expired) may
 	// still take before the connection is cut without a goodbye. Zero: 5s, or WriteTimeout if that is shorter.
 	CloseGrace time.Duration
@@ -149,7 +152,7 @@ type Hub struct {
 	cached  int                   // memory held by the slots' updates
 	recent  ring                  // the latest updates, in cursor order: every update after recent.floor, once history is on
 
-	history History       // the stream, for resumes from further back than recent holds; set once by NewSource
+	history History       // the stream, for resumes from further back than recent holds; nil: none
 	reads   *readGate     // bounds concurrent reads of history
 	epoch   atomic.Uint64 // streams followed so far, minus one: a cursor means nothing across a recreation
 
@@ -159,11 +162,12 @@ type Hub struct {
 	closing atomic.Bool
 }
 
-// NewHub returns an empty hub. Until a Source is attached, resumes older than the hub's memory get a reset.
+// NewHub returns an empty hub. Without opts.History, resumes older than the hub's memory get a reset.
 func NewHub(opts HubOptions) *Hub {
 	opts = opts.withDefaults()
 	h := &Hub{
 		opts:    opts,
+		history: opts.History,
 		metrics: newMetrics(),
 		recent:  newRing(opts.ReplayBuffer, opts.ReplayBytes),
 		log:     newFanOutLog(fanOutLogSize),

@@ -23,7 +23,6 @@ type metrics struct {
 	replays          *prometheus.CounterVec // resumes, by source: memory, stream
 	resets           prometheus.Counter
 	latency          prometheus.Histogram
-	dropped          *prometheus.CounterVec // stream messages rejected, by reason
 	requests         *prometheus.CounterVec // HTTP API requests, by route and status
 	historyReads     *prometheus.CounterVec // history cache extensions, by source: memory, stream
 }
@@ -66,9 +65,6 @@ func newMetrics() *metrics {
 			Help:    "From the payload's ts (publish) to the write to the subscriber, sampled once per write (its oldest update).",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .015, .025, .05, .075, .1, .15, .2, .25, .3, .4, .5, .75, 1, 1.5, 2.5, 5, 10, 30},
 		}),
-		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "livepush_stream_dropped_total",
-			Help: "Stream messages rejected by the producer contract, delivered to nobody, by reason."}, []string{"reason"}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "livepush_http_requests_total", Help: "HTTP requests, by route and status code."},
 			[]string{"route", "code"}),
@@ -78,7 +74,7 @@ func newMetrics() *metrics {
 			[]string{"source"}),
 	}
 	m.registry.MustRegister(m.connections, m.connectionsTotal, m.disconnects, m.refused, m.deliveries, m.writes,
-		m.conflated, m.fanOutConflated, m.replays, m.resets, m.latency, m.dropped, m.requests, m.historyReads,
+		m.conflated, m.fanOutConflated, m.replays, m.resets, m.latency, m.requests, m.historyReads,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -98,11 +98,14 @@ type Server struct {
 	draining  atomic.Bool
 }
 
-// NewServer returns an edge serving hub, with readiness taken from src.
+// NewServer returns an edge serving hub, which src feeds (src is also hub's History), with readiness taken from src.
 func NewServer(cfg Config, hub *Hub, src *Source) *Server {
 	cfg = cfg.withDefaults()
 	s := &Server{cfg: cfg, hub: hub, src: src, log: cfg.Log, admission: admission{limits: cfg.Limits},
 		origins: newOriginPolicy(cfg.AllowedOrigins, cfg.TrustedProxies), history: newHistoryCache(cfg.History)}
+	if src != nil {
+		hub.metrics.registry.MustRegister(src.metrics...)
+	}
 	hub.metrics.gauge("livepush_history_cache_bytes", "Memory held by the history cache of /api/history.",
 		func() float64 { return float64(s.history.size()) })
 	s.handler = s.routes()
@@ -184,7 +187,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	defer stop()
 	var wg sync.WaitGroup
 	wg.Go(func() { s.hub.Run(bg) })
-	wg.Go(func() { s.src.Run(bg) })
+	wg.Go(func() { s.src.Run(bg, s.hub) })
 
 	served := make(chan error, 1)
 	s.log.Info("edge listening", "addr", ln.Addr().String(), "tls", srv.TLSConfig != nil,

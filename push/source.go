@@ -14,6 +14,7 @@ import (
 	"github.com/livepush/livepush/internal/natsconn"
 	"github.com/livepush/livepush/internal/stream"
 	"github.com/livepush/livepush/subscriber/topic"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Source feeds the hub from the stream: one ordered consumer per edge process, whatever the number of clients.
@@ -23,11 +24,13 @@ import (
 type Source struct {
 	js       jetstream.JetStream
 	stream   stream.Config
-	hub      *Hub
+	hub      *Hub // the hub Run feeds; Run's goroutines only
 	log      *slog.Logger
 	contract Contract
 	history  *stream.History
 	drops    dropLog
+	dropped  *prometheus.CounterVec // stream messages rejected, by reason
+	metrics  []prometheus.Collector // the source's, for the edge's /metrics
 
 	caughtUp atomic.Bool   // the consumer has delivered everything the stream held when it started
 	running  atomic.Bool   // a consumer is consuming
@@ -62,38 +65,46 @@ func WithContract(c Contract) SourceOption {
 	return func(s *Source) { s.contract = c.withDefaults() }
 }
 
-// NewSource returns a source that feeds hub from the stream described by cfg over js, and serves the hub's resumes
-// from further back than its memory.
-func NewSource(js jetstream.JetStream, cfg stream.Config, hub *Hub, log *slog.Logger, opts ...SourceOption) *Source {
-	s := &Source{js: js, stream: cfg, hub: hub, log: log, checkEvery: stallCheck, contract: defaultContract,
+// NewSource returns a source that reads the stream described by cfg over js: Run feeds a hub from it, and it
+// serves that hub's resumes from further back than its memory (give it to the hub as HubOptions.History).
+func NewSource(js jetstream.JetStream, cfg stream.Config, log *slog.Logger, opts ...SourceOption) *Source {
+	s := &Source{js: js, stream: cfg, log: log, checkEvery: stallCheck, contract: defaultContract,
 		history: stream.NewHistory(js.Conn(), cfg.StreamName())}
 	for _, o := range opts {
 		o(s)
 	}
-	hub.history = s
-	hub.metrics.gauge("livepush_nats_connected", "1 while the edge's NATS connection is up.", func() float64 {
-		if js.Conn().IsConnected() {
-			return 1
-		}
-		return 0
-	})
-	hub.metrics.gauge("livepush_stream_pending", "Messages in the stream the edge has not taken yet: how far its ingest is behind.",
-		func() float64 { return float64(s.pending.Load()) })
-	hub.metrics.gauge("livepush_ingest_lag_seconds", "How long the last message the edge took had been in the stream (clocks of NATS and the edge compared).",
-		func() float64 { return time.Duration(s.lagNanos.Load()).Seconds() })
-	hub.metrics.gauge("livepush_ready", "1 while the edge follows the stream and has caught up.", func() float64 {
-		if s.Ready() == nil {
-			return 1
-		}
-		return 0
-	})
+	s.dropped = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "livepush_stream_dropped_total",
+		Help: "Stream messages rejected by the producer contract, delivered to nobody, by reason."}, []string{"reason"})
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	s.metrics = []prometheus.Collector{s.dropped,
+		gauge("livepush_nats_connected", "1 while the edge's NATS connection is up.", func() float64 {
+			if js.Conn().IsConnected() {
+				return 1
+			}
+			return 0
+		}),
+		gauge("livepush_stream_pending", "Messages in the stream the edge has not taken yet: how far its ingest is behind.",
+			func() float64 { return float64(s.pending.Load()) }),
+		gauge("livepush_ingest_lag_seconds", "How long the last message the edge took had been in the stream (clocks of NATS and the edge compared).",
+			func() float64 { return time.Duration(s.lagNanos.Load()).Seconds() }),
+		gauge("livepush_ready", "1 while the edge follows the stream and has caught up.", func() float64 {
+			if s.Ready() == nil {
+				return 1
+			}
+			return 0
+		}),
+	}
 	return s
 }
 
 var _ History = (*Source)(nil)
 
-// Run ensures the stream exists and consumes it until ctx ends. While NATS is unreachable it keeps trying.
-func (s *Source) Run(ctx context.Context) error {
+// Run ensures the stream exists and consumes it into hub until ctx ends. While NATS is unreachable it keeps trying.
+func (s *Source) Run(ctx context.Context, hub *Hub) error {
+	s.hub = hub
 	name := s.stream.StreamName()
 	const minBackoff = 250 * time.Millisecond
 	backoff := minBackoff
@@ -317,7 +328,7 @@ func (s *Source) Replay(ctx context.Context, after, until uint64, patterns []str
 // drop counts a rejected stream message by reason and logs it, at most once a second per reason: a misbehaving
 // producer must not flood the log.
 func (s *Source) drop(reason, subject string, cursor uint64, err error) {
-	s.hub.metrics.dropped.WithLabelValues(reason).Inc()
+	s.dropped.WithLabelValues(reason).Inc()
 	if suppressed, ok := s.drops.allow(reason); ok {
 		s.log.Warn("stream message rejected", "reason", reason, "subject", truncate(subject, 160), "cursor", cursor,
 			"err", err, "suppressed_since_last", suppressed)

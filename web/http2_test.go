@@ -62,9 +62,9 @@ func (s *system) startTLSEdge() *tlsEdge {
 	}
 	e.url = "https://" + ln.Addr().String()
 	log := slog.New(slog.NewTextHandler(e.log, nil))
-	hub := push.NewHub(push.HubOptions{})
-	srv := push.NewServer(push.Config{Page: web.FS, Log: log, TLS: cfg, DrainTimeout: time.Second}, hub,
-		push.NewSource(s.js, s.cfg, hub, log))
+	src := push.NewSource(s.js, s.cfg, log)
+	hub := push.NewHub(push.HubOptions{History: src})
+	srv := push.NewServer(push.Config{Page: web.FS, Log: log, TLS: cfg, DrainTimeout: time.Second}, hub, src)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx, ln) }()

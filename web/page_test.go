@@ -131,8 +131,8 @@ func (s *system) startEdge() {
 	}
 	s.addr = ln.Addr().String()
 
-	hub := push.NewHub(push.HubOptions{})
-	src := push.NewSource(s.js, s.cfg, hub, s.log)
+	src := push.NewSource(s.js, s.cfg, s.log)
+	hub := push.NewHub(push.HubOptions{History: src})
 	srv := push.NewServer(push.Config{Page: web.FS, Log: s.log, DrainTimeout: time.Second}, hub, src)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -775,8 +775,8 @@ func (s *system) startExtraEdge() (addr string, kill func()) {
 		t.Fatal(err)
 	}
 	tl := &trackingListener{Listener: ln}
-	hub := push.NewHub(push.HubOptions{})
-	src := push.NewSource(s.js, s.cfg, hub, s.log)
+	src := push.NewSource(s.js, s.cfg, s.log)
+	hub := push.NewHub(push.HubOptions{History: src})
 	srv := push.NewServer(push.Config{Page: web.FS, Log: s.log, DrainTimeout: time.Second}, hub, src)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

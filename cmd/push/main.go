@@ -191,12 +191,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		}
 		defer stopProfiling()
 	}
-	hub := push.NewHub(push.HubOptions{QueueLimit: *queueLimit, QueueBytes: *queueBytes, SlowTimeout: *slowTimeout,
+	src := push.NewSource(js, streamCfg, log, push.WithContract(contract))
+	hub := push.NewHub(push.HubOptions{History: src, QueueLimit: *queueLimit, QueueBytes: *queueBytes, SlowTimeout: *slowTimeout,
 		WriteTimeout: *writeTimeout, Heartbeat: *heartbeat, Retention: streamCfg.MaxAge,
 		ReplayBuffer: *replayBuffer, ReplayBytes: *replayBytes, MaxTopics: *maxCachedTopics, CacheBytes: *cacheBytes,
 		MaxStreamReads: *maxStreamReads, MaxStreamReadsPerIP: *maxStreamReadsPerIP, LatencyBudget: *latencyBudget,
 		Writers: *writers, WriteDelay: *writeDelay})
-	src := push.NewSource(js, streamCfg, hub, log, push.WithContract(contract))
 	srv := push.NewServer(push.Config{
 		AllowedOrigins: *allowed,
 		CORSOrigins:    *corsOrigins,

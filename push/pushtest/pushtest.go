@@ -71,8 +71,9 @@ func (n *NATS) StartEdge(t testing.TB, addr string, cfg push.Config, hubOpts pus
 	if cfg.DrainTimeout == 0 {
 		cfg.DrainTimeout = 2 * time.Second
 	}
+	src := push.NewSource(n.JS, n.Stream, cfg.Log, opts...)
+	hubOpts.History = src
 	hub := push.NewHub(hubOpts)
-	src := push.NewSource(n.JS, n.Stream, hub, cfg.Log, opts...)
 	srv := push.NewServer(cfg, hub, src)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
