@@ -300,9 +300,18 @@ func TestClockFanOutSkipsToTheNewestWhenBehind(t *testing.T) {
 				sink := &clockSink{}
 				s, _ := h.newSubscriber(sink, "test", "", nil)
 				h.Subscribe(s, Subscription{Patterns: []string{"market.*"}}, nil)
+				// Two patterns that match the same updates, and a subscriber that joins halfway with a snapshot.
+				overlapping, late := &clockSink{}, &clockSink{}
+				o, _ := h.newSubscriber(overlapping, "test", "", nil)
+				h.Subscribe(o, Subscription{Patterns: []string{"market.*", "market.S1"}}, nil)
+				l, _ := h.newSubscriber(late, "test", "", nil)
 				received := time.Now().Add(-time.Second) // received a second ago, and not fanned out since
 				newest := map[string]uint64{}
+				half := tc.published / 2
 				for i := range tc.published {
+					if i == half {
+						h.Subscribe(l, Subscription{Patterns: []string{"market.*"}}, nil)
+					}
 					topic := fmt.Sprintf("market.S%d", i%10)
 					u, _ := NewUpdate(topic, uint64(i+1), []byte(`{"kind":"quote"}`), received)
 					h.Publish(u)
@@ -321,14 +330,29 @@ func TestClockFanOutSkipsToTheNewestWhenBehind(t *testing.T) {
 						t.Errorf("the fan-out skipped %v, want %d", skipped, tc.skipped)
 					}
 				}
-				// The client is told what was skipped, all of it that the log still held.
-				sink.mu.Lock()
-				told := sink.told
-				sink.mu.Unlock()
-				if overwritten := max(0, tc.published-fanOutLogSize); uint64(len(got))+told != uint64(tc.published-overwritten) {
-					t.Errorf("%d delivered and %d told skipped, want %d in all (%d published, %d overwritten in the log)",
-						len(got), told, tc.published-overwritten, tc.published, overwritten)
+				// Each client is told what was skipped for it, all of it that the log still held: what it received
+				// and what it was told add up to what was published for it.
+				overwritten := max(0, tc.published-fanOutLogSize)
+				for _, c := range []struct {
+					name string
+					sink *clockSink
+					want int
+				}{
+					{"market.*", sink, tc.published - overwritten},
+					{"market.* and market.S1", overlapping, tc.published - overwritten},
+					{"market.* from halfway, with a snapshot of 10", late, tc.published - half + 10},
+				} {
+					got, _ := c.sink.delivered()
+					c.sink.mu.Lock()
+					told := c.sink.told
+					c.sink.mu.Unlock()
+					if uint64(len(got))+told != uint64(c.want) {
+						t.Errorf("%s: %d delivered and %d told skipped, want %d in all (%d published, %d overwritten in the log)",
+							c.name, len(got), told, c.want, tc.published, overwritten)
+					}
 				}
+				o.Close(reasonClientGone)
+				l.Close(reasonClientGone)
 				s.Close(reasonClientGone)
 				stop()
 				synctest.Wait()

@@ -131,18 +131,13 @@ func (s *Subscriber) offer(u *Update, m *member) {
 	s.startWriterLocked()
 }
 
-// lastOffered returns the cursor of the newest update queued for s, live or in a snapshot.
-func (s *Subscriber) lastOffered() uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.last
-}
-
-// skippedByFanOut notes n updates for s that a conflating fan-out skipped: its next write begins with a notice.
-func (s *Subscriber) skippedByFanOut(n uint64) {
+// skippedByFanOut notes the updates for s, whose place in the index is m, that a conflating fan-out skipped after
+// what s had already been sent or given in a snapshot: its next write begins with a notice.
+func (s *Subscriber) skippedByFanOut(m *member, skipped map[*patternSet][]uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing == nil {
+		n := m.skippedAfter(s.last, skipped)
 		s.conflated += n
 		s.unreported += n
 	}
