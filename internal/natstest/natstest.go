@@ -103,11 +103,21 @@ func (n *NATS) PublishMany(t testing.TB, count int, message func(i int) (subject
 // Consumers returns how many consumers the stream has.
 func (n *NATS) Consumers(t testing.TB) int {
 	t.Helper()
-	str, err := n.JS.Stream(context.Background(), n.Stream.StreamName())
+	c, err := n.ConsumerCount(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return str.CachedInfo().State.Consumers
+	return c
+}
+
+// ConsumerCount is Consumers for a goroutine other than the test's, which must not call t.Fatal: the error is the
+// caller's to judge.
+func (n *NATS) ConsumerCount(ctx context.Context) (int, error) {
+	str, err := n.JS.Stream(ctx, n.Stream.StreamName())
+	if err != nil {
+		return 0, err
+	}
+	return str.CachedInfo().State.Consumers, nil
 }
 
 // Quote returns a quote payload in the feeds' format.
