@@ -65,8 +65,9 @@ type Subscriber struct {
 	remote    string
 	metrics   subscriberMetrics
 	onClose   func() // releases the connection's admission slot
+	// Which patterns s holds is not here: the shard's index owns that (s's member).
 
-	// Which patterns s holds is its shard's to know (a member of the index), not s's.
+	// mu guards the queue and the write turns.
 	mu         sync.Mutex
 	queue      []*Update
 	spare      []*Update // the other of the two buffers the writer swaps with queue
