@@ -337,15 +337,20 @@ func (h *Hub) newSubscriber(sink sink, transport, remote string, onClose func())
 	}
 	s.shard = h.shards[s.id%uint64(len(h.shards))]
 	s.lastWrite.Store(time.Now().UnixNano())
-	s.shard.mu.Lock()
-	defer s.shard.mu.Unlock()
-	if h.closing.Load() { // Shutdown sets it before it takes the shards' subscribers
+	joined := false
+	s.shard.change(func() {
+		if h.closing.Load() { // Shutdown sets it before it takes the shards' subscribers
+			return
+		}
+		s.shard.members[s] = &member{s: s}
+		h.live.Add(1)
+		h.metrics.connections.WithLabelValues(transport).Inc()
+		h.metrics.connectionsTotal.WithLabelValues(transport).Inc()
+		joined = true
+	})
+	if !joined {
 		return nil, false
 	}
-	s.shard.members[s] = &member{s: s}
-	h.live.Add(1)
-	h.metrics.connections.WithLabelValues(transport).Inc()
-	h.metrics.connectionsTotal.WithLabelValues(transport).Inc()
 	return s, true
 }
 
@@ -379,60 +384,61 @@ func (h *Hub) Subscribe(s *Subscriber, sub Subscription, reply *Update) {
 	}
 
 	sh := s.shard
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	m := sh.members[s]
-	if m == nil { // removed meanwhile
-		return
-	}
-	sh.addPatternsLocked(m, sub)
-	// Holding the shard's index keeps its fan-out from offering anything until s is ready: updates up to head are in
-	// the snapshot, and the cursor check in offer drops them when the fan-out gets to them.
-	h.cacheMu.RLock()
-	head := h.head
-	switch {
-	case len(added) == 0 || head == asOf:
-	case h.recent.covers(asOf):
-		snapshot = h.recent.after(snapshot, asOf, func(u *Update) bool { return keep(u.Topic) })
-	default: // memory does not reach back that far (the edge is still catching up): look again, holding the cache
-		snapshot = scanLatest(h.slots, head, added, keep, nil)
-		sortByCursor(snapshot)
-	}
-	h.cacheMu.RUnlock()
-	s.enqueueLocked(reply, snapshot, head)
+	sh.change(func() {
+		m := sh.members[s]
+		if m == nil { // removed meanwhile
+			return
+		}
+		sh.addPatternsLocked(m, sub)
+		// Holding the shard's index keeps its fan-out from offering anything until s is ready: updates up to head
+		// are in the snapshot, and the cursor check in offer drops them when the fan-out gets to them.
+		h.cacheMu.RLock()
+		head := h.head
+		switch {
+		case len(added) == 0 || head == asOf:
+		case h.recent.covers(asOf):
+			snapshot = h.recent.after(snapshot, asOf, func(u *Update) bool { return keep(u.Topic) })
+		default: // memory does not reach back that far (the edge is still catching up): look again, holding the cache
+			snapshot = scanLatest(h.slots, head, added, keep, nil)
+			sortByCursor(snapshot)
+		}
+		h.cacheMu.RUnlock()
+		s.enqueueLocked(reply, snapshot, head)
+	})
 }
 
 // Unsubscribe removes patterns from s, drops the updates queued for s that no remaining pattern matches, and queues
 // reply (if not nil): after the reply, s receives nothing for the removed patterns.
 func (h *Hub) Unsubscribe(s *Subscriber, patterns []string, reply *Update) {
 	sh := s.shard
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	m := sh.members[s]
-	if m == nil {
-		return
-	}
-	for _, p := range patterns {
-		sh.removePatternLocked(m, p)
-	}
-	sh.ratesChangedLocked(m)
-	s.purge(m.matches, reply)
+	sh.change(func() {
+		m := sh.members[s]
+		if m == nil {
+			return
+		}
+		for _, p := range patterns {
+			sh.removePatternLocked(m, p)
+		}
+		sh.ratesChangedLocked(m)
+		s.purge(m.matches, reply)
+	})
 }
 
 // remove takes s out of the hub entirely. It reports false if s was already removed.
-func (h *Hub) remove(s *Subscriber) bool {
+func (h *Hub) remove(s *Subscriber) (removed bool) {
 	sh := s.shard
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	m := sh.members[s]
-	if m == nil {
-		return false
-	}
-	for len(m.subs) > 0 {
-		sh.removePatternLocked(m, m.subs[len(m.subs)-1].set.pattern)
-	}
-	delete(sh.members, s)
-	return true
+	sh.change(func() {
+		m := sh.members[s]
+		if m == nil {
+			return
+		}
+		for len(m.subs) > 0 {
+			sh.removePatternLocked(m, m.subs[len(m.subs)-1].set.pattern)
+		}
+		delete(sh.members, s)
+		removed = true
+	})
+	return removed
 }
 
 // Snapshot returns the head cursor and the latest update of every topic matching one of patterns, in cursor order.

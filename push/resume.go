@@ -209,24 +209,30 @@ func (r *resumption) fromMemory() (bool, error) {
 	s.enqueueBatchLocked(batch)
 	r.since = seen
 
+	var (
+		done bool
+		err  error
+	)
 	sh := s.shard
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	m := sh.members[s]
-	if m == nil {
-		return true, ErrClosed
-	}
-	h.cacheMu.RLock()
-	if !h.recent.covers(seen) {
+	sh.change(func() {
+		m := sh.members[s]
+		if m == nil {
+			done, err = true, ErrClosed
+			return
+		}
+		h.cacheMu.RLock()
+		if !h.recent.covers(seen) {
+			h.cacheMu.RUnlock()
+			return
+		}
+		tail := h.recent.after(nil, seen, r.keep)
+		head := h.head
 		h.cacheMu.RUnlock()
-		return false, nil
-	}
-	tail := h.recent.after(nil, seen, r.keep)
-	head := h.head
-	h.cacheMu.RUnlock()
-	sh.addPatternsLocked(m, r.sub)
-	s.enqueueLocked(nil, tail, head)
-	return true, nil
+		sh.addPatternsLocked(m, r.sub)
+		s.enqueueLocked(nil, tail, head)
+		done = true
+	})
+	return done, err
 }
 
 // fromStream replays from the stream every update after r.since that r wants, until it reaches what the hub's

@@ -27,6 +27,11 @@ type shard struct {
 	matches  map[string][]*patternSet // topic → the pattern sets matching it; kept up to date as patterns come and go
 	members  map[*Subscriber]*member  // a subscriber is here from newSubscriber until hub.remove
 
+	// Changes to the index waiting for the goroutine that applies them (see change).
+	changesMu sync.Mutex
+	changes   []*indexChange
+	applying  bool // a goroutine is applying changes, or has been handed the turn to
+
 	// The fan-out's position: the next entry of the log to fan out (read by the lag gauge), and, its goroutine's
 	// alone, the cursor of the newest update fanned out (past which a conflated catch-up starts).
 	pos    atomic.Uint64
@@ -122,6 +127,65 @@ func (sh *shard) notify() {
 	select {
 	case sh.wake <- struct{}{}:
 	default:
+	}
+}
+
+// indexChange is a change to a shard's index waiting to be applied.
+type indexChange struct {
+	apply func()
+	turn  chan bool // receives false once applied, or true: its goroutine is to apply the changes waiting
+}
+
+// maxChangesPerHold is the most changes applied under one hold of the index, so that a connect storm holds up the
+// fan-out for a moment at a time.
+const maxChangesPerHold = 256
+
+// change runs apply holding sh.mu for writing and returns once it has run. Every connect, subscribe and disconnect
+// changes the index, and on a saturated edge a storm of them queued for mu one at a time: the mutex hands itself to
+// each waiter in turn, and each must wait for the fan-out's batch and then to be scheduled, so a few hundred got in
+// a second while thousands of clients timed out and came back. So changes wait in a list, and one goroutine at a
+// time applies all that are waiting, up to maxChangesPerHold, under one hold of mu; then it hands the turn to the
+// goroutine of the next change waiting, if any.
+func (sh *shard) change(apply func()) {
+	c := &indexChange{apply: apply, turn: make(chan bool, 1)}
+	sh.changesMu.Lock()
+	sh.changes = append(sh.changes, c)
+	first := !sh.applying
+	sh.applying = true
+	sh.changesMu.Unlock()
+	if !first && !<-c.turn {
+		return // another goroutine applied it
+	}
+	sh.applyChanges()
+}
+
+// applyChanges applies the changes waiting, holding mu, and tells their goroutines.
+func (sh *shard) applyChanges() {
+	sh.changesMu.Lock()
+	n := min(len(sh.changes), maxChangesPerHold)
+	batch := slices.Clone(sh.changes[:n])
+	sh.changes = slices.Delete(sh.changes, 0, n)
+	sh.changesMu.Unlock()
+	defer func() { // even if one panics: the others must not wait forever
+		sh.changesMu.Lock()
+		var next *indexChange
+		if len(sh.changes) > 0 {
+			next = sh.changes[0]
+		} else {
+			sh.applying = false
+		}
+		sh.changesMu.Unlock()
+		for _, c := range batch {
+			c.turn <- false
+		}
+		if next != nil {
+			next.turn <- true
+		}
+	}()
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	for _, c := range batch {
+		c.apply()
 	}
 }
 

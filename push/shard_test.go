@@ -1,0 +1,128 @@
+package push
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+// A storm of connects, subscribes, unsubscribes and disconnects while updates are published as fast as the hub
+// takes them: the changes are applied in batches, between two updates of a fan-out, and each subscriber still gets
+// its snapshot and then every update of its topics, none twice, none missing, in order.
+func TestSubscribeStormWhilePublishing(t *testing.T) {
+	const (
+		topics      = 20
+		clients     = 400
+		publishedN  = 20_000
+		maxPatterns = 3
+	)
+	h := NewHub(HubOptions{LatencyBudget: time.Hour, QueueLimit: 1 << 20, QueueBytes: 1 << 30, Shards: 2})
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go h.Run(ctx)
+
+	topicOf := func(i int) string { return fmt.Sprintf("market.S%d", i%topics) }
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		for i := range publishedN {
+			publishQuote(h, topicOf(i), uint64(i+1))
+		}
+	}()
+
+	type client struct {
+		sink   *clockSink
+		s      *Subscriber
+		topics []string // what it holds at the end
+		closed bool
+	}
+	cs := make([]*client, clients)
+	var wg sync.WaitGroup
+	for i := range cs {
+		c := &client{sink: &clockSink{}}
+		cs[i] = c
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(i), 1))
+			s, ok := h.newSubscriber(c.sink, "test", "", nil)
+			if !ok {
+				t.Error("newSubscriber refused")
+				return
+			}
+			c.s = s
+			for range 1 + rng.IntN(maxPatterns) {
+				if tp := topicOf(rng.IntN(topics)); !slices.Contains(c.topics, tp) {
+					c.topics = append(c.topics, tp)
+				}
+			}
+			h.Subscribe(s, Subscription{Patterns: c.topics}, nil)
+			switch i % 4 {
+			case 1: // drops its first topic: receives nothing more of it after the unsubscribe
+				h.Unsubscribe(s, c.topics[:1], nil)
+				c.topics = c.topics[1:]
+			case 2:
+				s.Close(reasonClientGone)
+				c.closed = true
+			}
+		})
+	}
+	wg.Wait()
+	<-published
+
+	newest := map[string]uint64{}
+	for i := range publishedN {
+		newest[topicOf(i)] = uint64(i + 1)
+	}
+	// perTopic returns what c received of topic tp, in order.
+	perTopic := func(c *client, tp string) []uint64 {
+		got, _ := c.sink.delivered()
+		var mine []uint64
+		for _, cur := range got {
+			if topicOf(int(cur-1)) == tp {
+				mine = append(mine, cur)
+			}
+		}
+		return mine
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for _, c := range cs {
+		if c.closed {
+			continue
+		}
+		for _, tp := range c.topics {
+			for {
+				mine := perTopic(c, tp)
+				if len(mine) > 0 && mine[len(mine)-1] == newest[tp] {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("subscriber %d has %d updates of %s, the last %v; the newest published is %d",
+						c.s.id, len(mine), tp, mine[max(0, len(mine)-1):], newest[tp])
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+	}
+	for _, c := range cs {
+		if c.closed {
+			continue
+		}
+		for _, tp := range c.topics {
+			mine := perTopic(c, tp)
+			// From the snapshot on, every update of the topic, in order: cursors of one topic are topics apart.
+			for k := 1; k < len(mine); k++ {
+				if mine[k] != mine[k-1]+topics {
+					t.Fatalf("subscriber %d, %s: %d followed by %d (want %d): a gap, a duplicate or out of order",
+						c.s.id, tp, mine[k-1], mine[k], mine[k-1]+topics)
+				}
+			}
+		}
+		c.s.Close(reasonClientGone)
+	}
+	if st := h.Stats(); st.Subscribers != 0 || st.Patterns != 0 {
+		t.Errorf("after every client left, the hub holds %d subscribers and %d patterns", st.Subscribers, st.Patterns)
+	}
+}
