@@ -78,6 +78,7 @@ type Subscriber struct {
 	protect    uint64    // queued updates at or below it are a snapshot or a replay the client asked for: never conflated
 	oldestLive time.Time // when the oldest live update waiting was received; zero when none waits
 	writing    bool      // a write turn is scheduled or in progress
+	scheduled  bool      // a write turn has been scheduled before: the first one goes ahead of the others'
 	beat       bool      // a heartbeat is due
 	closing    *closeReason
 	behind     time.Time // when the queue was first conflated and not drained since; zero when caught up
@@ -285,13 +286,19 @@ func (s *Subscriber) release(th *throttle) {
 // latest value is lost. Its shard calls it holding the index for writing, so no offer runs meanwhile.
 func (s *Subscriber) resetThrottles() {
 	s.mu.Lock()
+	released := false
 	for _, th := range s.throttles {
 		if th != nil && th.pending != nil {
 			s.appendLocked(th.pending)
 			th.pending = nil
+			released = true
 		}
 	}
 	s.stopThrottlesLocked()
+	if !released { // a write turn for nothing would also use up a new subscriber's first turn
+		s.mu.Unlock()
+		return
+	}
 	s.startWriterLocked()
 }
 
@@ -421,11 +428,11 @@ func (s *Subscriber) conflateLocked(now time.Time) (tooSlow bool) {
 
 // startWriterLocked schedules a write turn unless one is scheduled or in progress, and unlocks s.mu.
 func (s *Subscriber) startWriterLocked() {
-	start := !s.writing
-	s.writing = true
+	start, first := !s.writing, !s.scheduled
+	s.writing, s.scheduled = true, true
 	s.mu.Unlock()
 	if start {
-		s.shard.writers.schedule(s)
+		s.shard.writers.schedule(s, first)
 	}
 }
 
