@@ -132,8 +132,19 @@ func (sh *shard) notify() {
 
 // indexChange is a change to a shard's index waiting to be applied.
 type indexChange struct {
-	apply func()
-	turn  chan bool // receives false once applied, or true: its goroutine is to apply the changes waiting
+	apply    func()
+	turn     chan bool // receives false once applied, or true: its goroutine is to apply the changes waiting
+	panicked any       // what apply panicked with, to panic with in the goroutine the change is for
+}
+
+// run applies c, keeping a panic for c's own goroutine: the applier goes on with the others.
+func (c *indexChange) run() {
+	defer func() {
+		if r := recover(); r != nil {
+			c.panicked = r
+		}
+	}()
+	c.apply()
 }
 
 // maxChangesPerHold is the most changes applied under one hold of the index, so that a connect storm holds up the
@@ -153,10 +164,12 @@ func (sh *shard) change(apply func()) {
 	first := !sh.applying
 	sh.applying = true
 	sh.changesMu.Unlock()
-	if !first && !<-c.turn {
-		return // another goroutine applied it
+	if first || <-c.turn { // else another goroutine applied it
+		sh.applyChanges()
 	}
-	sh.applyChanges()
+	if c.panicked != nil {
+		panic(c.panicked)
+	}
 }
 
 // applyChanges applies the changes waiting, holding mu, and tells their goroutines.
@@ -166,30 +179,30 @@ func (sh *shard) applyChanges() {
 	batch := slices.Clone(sh.changes[:n])
 	sh.changes = slices.Delete(sh.changes, 0, n)
 	sh.changesMu.Unlock()
-	defer func() { // even if one panics: the others must not wait forever
-		sh.changesMu.Lock()
-		var next *indexChange
-		if len(sh.changes) > 0 {
-			next = sh.changes[0]
-		} else {
-			sh.applying = false
-		}
-		sh.changesMu.Unlock()
-		for _, c := range batch {
-			c.turn <- false
-		}
-		if next != nil {
-			next.turn <- true
-		}
-	}()
 	sh.mu.Lock()
-	defer sh.mu.Unlock()
 	for _, c := range batch {
-		c.apply()
+		c.run()
+	}
+	sh.mu.Unlock()
+
+	sh.changesMu.Lock()
+	var next *indexChange
+	if len(sh.changes) > 0 {
+		next = sh.changes[0]
+	} else {
+		sh.applying = false
+	}
+	sh.changesMu.Unlock()
+	for _, c := range batch {
+		c.turn <- false
+	}
+	if next != nil {
+		next.turn <- true
 	}
 }
 
-// fanOutBatch is how many updates the fan-out takes from the log at a time: a subscribe waits at most one batch.
+// fanOutBatch is how many updates the fan-out takes from the log at a time: changes to the index wait at most one
+// batch for it.
 const fanOutBatch = 256
 
 // skipBacklog is how many updates must wait for a fan-out past its latency budget before it skips to the newest

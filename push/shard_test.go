@@ -126,3 +126,57 @@ func TestSubscribeStormWhilePublishing(t *testing.T) {
 		t.Errorf("after every client left, the hub holds %d subscribers and %d patterns", st.Subscribers, st.Patterns)
 	}
 }
+
+// A change that panics does so in the goroutine it was made for, which the server's recovery handles as before; the
+// changes applied in the same hold after it are applied all the same, and nobody waits forever.
+func TestIndexChangePanicsInItsOwnGoroutine(t *testing.T) {
+	h := NewHub(HubOptions{Shards: 1})
+	sh := h.shards[0]
+	queued := func() (waiting int, applying bool) {
+		sh.changesMu.Lock()
+		defer sh.changesMu.Unlock()
+		return len(sh.changes), sh.applying
+	}
+	// As a fan-out batch does, the test holds the index: the first change's goroutine takes it out of the list and
+	// waits for the index, and the others queue up behind it, to be applied together in the next hold.
+	sh.mu.RLock()
+	const n, panicking = 5, 2
+	applied := make([]bool, n)
+	recovered := make([]any, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			defer func() { recovered[i] = recover() }()
+			sh.change(func() {
+				if i == panicking {
+					panic("change 2 broke")
+				}
+				applied[i] = true
+			})
+		})
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+			if waiting, applying := queued(); applying && waiting == i {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("change %d did not join the list", i)
+			}
+		}
+	}
+	sh.mu.RUnlock()
+	wg.Wait()
+	for i := range n {
+		if i == panicking {
+			if recovered[i] != "change 2 broke" || applied[i] {
+				t.Errorf("the panicking change's own goroutine recovered %v, want its panic", recovered[i])
+			}
+			continue
+		}
+		if !applied[i] || recovered[i] != nil {
+			t.Errorf("change %d: applied %v, its goroutine recovered %v; want applied, no panic", i, applied[i], recovered[i])
+		}
+	}
+	if waiting, applying := queued(); applying || waiting != 0 {
+		t.Errorf("after the storm: applying %v, %d changes waiting", applying, waiting)
+	}
+}

@@ -78,7 +78,7 @@ type Subscriber struct {
 	protect    uint64    // queued updates at or below it are a snapshot or a replay the client asked for: never conflated
 	oldestLive time.Time // when the oldest live update waiting was received; zero when none waits
 	writing    bool      // a write turn is scheduled or in progress
-	scheduled  bool      // a write turn has been scheduled before: the first one goes ahead of the others'
+	scheduled  bool      // a write turn has been scheduled before: the first one goes ahead of the others' (writerPool.schedule)
 	beat       bool      // a heartbeat is due
 	closing    *closeReason
 	behind     time.Time // when the queue was first conflated and not drained since; zero when caught up

@@ -21,8 +21,9 @@ type writerPool struct {
 	delay time.Duration // how long a subscriber waits after it becomes ready, so that what follows joins its write
 
 	mu      sync.Mutex
-	first   readyQueue    // subscribers whose first write turn it is: their subscribe's answer and snapshot
+	first   readyQueue    // subscribers whose first write turn it is (a new connection's: its subscribe's answer and snapshot)
 	ready   readyQueue    // the others
+	firsts  int           // turns taken from first in a row while others waited in ready
 	running int           // writers taking work, not counting the ones replaced while stuck
 	writers []*writer     // every writer alive, for the watch
 	unwatch chan struct{} // closed to end the watch when the last writer leaves; nil when no watch runs
@@ -46,7 +47,8 @@ func newWriterPool(size int, delay time.Duration) *writerPool {
 // guarantees s is not in the queue already (the subscriber's writing flag). A subscriber's first turn goes ahead of
 // the others: on a saturated edge a round of the queue can take a second, and a client that has just connected
 // (say, to an edge taking over from one that died) has nothing yet, while the others have their last values and
-// are conflated meanwhile. Connects are bounded by their rate, so they cannot starve the others.
+// are conflated meanwhile. So that a stream of new connections (a storm, or long polls, each a new subscriber)
+// cannot starve the others, every firstsPerTurn first turns in a row let one of the others go.
 func (p *writerPool) schedule(s *Subscriber, first bool) {
 	e := readyEntry{s, time.Now()}
 	p.mu.Lock()
@@ -57,6 +59,21 @@ func (p *writerPool) schedule(s *Subscriber, first bool) {
 	}
 	p.startLocked()
 	p.mu.Unlock()
+}
+
+// firstsPerTurn is how many first turns in a row may go ahead of a subscriber waiting in the ready queue.
+const firstsPerTurn = 8
+
+// popLocked takes the next subscriber to write to.
+func (p *writerPool) popLocked() (readyEntry, bool) {
+	if p.firsts < firstsPerTurn || p.ready.len() == 0 {
+		if e, ok := p.first.pop(); ok {
+			p.firsts++
+			return e, true
+		}
+	}
+	p.firsts = 0
+	return p.ready.pop()
 }
 
 // waitingLocked is how many subscribers wait for a write turn.
@@ -99,10 +116,7 @@ func (p *writerPool) work(w *writer) {
 			p.running++
 		}
 		var ok bool
-		if e, ok = p.first.pop(); !ok {
-			e, ok = p.ready.pop()
-		}
-		if !ok {
+		if e, ok = p.popLocked(); !ok {
 			p.running--
 			p.removeLocked(w)
 			p.mu.Unlock()
