@@ -147,9 +147,13 @@ func (c *indexChange) run() {
 	c.apply()
 }
 
-// maxChangesPerHold is the most changes applied under one hold of the index, so that a connect storm holds up the
-// fan-out for a moment at a time.
-const maxChangesPerHold = 256
+// maxChangesPerHold and maxHoldTime bound one hold of the index, so that a connect storm holds up the fan-out for
+// a moment at a time. The time bound is for changes that cost more than most: a new wildcard pattern is matched
+// against every topic in the match cache, and a stranger can send many distinct ones from many connections.
+const (
+	maxChangesPerHold = 256
+	maxHoldTime       = time.Millisecond
+)
 
 // change runs apply holding sh.mu for writing and returns once it has run. Every connect, subscribe and disconnect
 // changes the index, and on a saturated edge a storm of them queued for mu one at a time: the mutex hands itself to
@@ -172,7 +176,8 @@ func (sh *shard) change(apply func()) {
 	}
 }
 
-// applyChanges applies the changes waiting, holding mu, and tells their goroutines.
+// applyChanges applies the changes waiting, holding mu, and tells their goroutines. Those left when the hold's
+// time is up go back to the front of the list, for the next hold.
 func (sh *shard) applyChanges() {
 	sh.changesMu.Lock()
 	n := min(len(sh.changes), maxChangesPerHold)
@@ -180,12 +185,19 @@ func (sh *shard) applyChanges() {
 	sh.changes = slices.Delete(sh.changes, 0, n)
 	sh.changesMu.Unlock()
 	sh.mu.Lock()
-	for _, c := range batch {
+	start := time.Now()
+	for i, c := range batch {
 		c.run()
+		if i+1 < len(batch) && time.Since(start) > maxHoldTime {
+			n = i + 1
+			break
+		}
 	}
 	sh.mu.Unlock()
 
 	sh.changesMu.Lock()
+	sh.changes = slices.Insert(sh.changes, 0, batch[n:]...)
+	batch = batch[:n]
 	var next *indexChange
 	if len(sh.changes) > 0 {
 		next = sh.changes[0]

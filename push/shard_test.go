@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -178,5 +179,58 @@ func TestIndexChangePanicsInItsOwnGoroutine(t *testing.T) {
 	}
 	if waiting, applying := queued(); applying || waiting != 0 {
 		t.Errorf("after the storm: applying %v, %d changes waiting", applying, waiting)
+	}
+}
+
+// A hold of the index is bounded in time as well as in count: changes that are slow to apply (new wildcard patterns,
+// matched against every cached topic) must let a waiting fan-out in between them, not hold it up for all of them.
+func TestSlowIndexChangesLetTheFanOutIn(t *testing.T) {
+	h := NewHub(HubOptions{Shards: 1})
+	sh := h.shards[0]
+	waiting := func() int {
+		sh.changesMu.Lock()
+		defer sh.changesMu.Unlock()
+		if !sh.applying {
+			return -1
+		}
+		return len(sh.changes)
+	}
+	// Holding the index as a fan-out batch does, the test lets the first change take the list's only entry and wait,
+	// then queues the slow ones behind it, to be applied in the holds after.
+	sh.mu.RLock()
+	const n = 20
+	slow := 5 * maxHoldTime
+	var applied atomic.Int32
+	secondHold := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			sh.change(func() {
+				if i == 1 {
+					close(secondHold)
+				}
+				if i > 0 {
+					time.Sleep(slow)
+				}
+				applied.Add(1)
+			})
+		})
+		for deadline := time.Now().Add(10 * time.Second); waiting() != i; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("change %d did not join the list", i)
+			}
+		}
+	}
+	sh.mu.RUnlock()
+	<-secondHold
+	sh.mu.RLock() // the fan-out, waiting for the index while the slow changes are applied
+	seen := applied.Load()
+	sh.mu.RUnlock()
+	wg.Wait()
+	if seen >= n {
+		t.Errorf("a reader waiting for the index got it after all %d slow changes (%v each): holds are not bounded in time", n, slow)
+	}
+	if got := applied.Load(); got != n || waiting() != -1 {
+		t.Errorf("%d of %d changes applied, %d still waiting", got, n, waiting())
 	}
 }
