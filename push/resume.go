@@ -149,6 +149,12 @@ func (r *resumption) reset(reply *Update) {
 	r.hub.Subscribe(r.s, r.sub, nil)
 }
 
+// aheadGrace is how long a cursor ahead of the stream's answer is given to reach this edge before the stream is
+// asked again. A clustered stream's leader can answer with a last sequence a moment behind what a consumer on
+// another node has already delivered to another edge, and a client resuming here with that edge's cursor is not
+// ahead of anything.
+const aheadGrace = time.Second
+
 // CheckCursor tells whether since can be resumed: nil, ErrCursorExpired, ErrCursorAhead or ErrUnavailable.
 // A cursor a little ahead of this edge but not of the stream (the client comes from an edge that is further along)
 // waits until this edge catches up.
@@ -168,11 +174,14 @@ func (h *Hub) CheckCursor(ctx context.Context, since uint64) error {
 	bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	first, last, err := h.history.Bounds(bctx, since)
+	if err == nil && since > last && !h.waitHead(bctx, since, aheadGrace) {
+		first, last, err = h.history.Bounds(bctx, since)
+	}
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	if since > last {
-		return fmt.Errorf("%w (newest is %d)", ErrCursorAhead, last)
+	if since > last && h.Head() < since {
+		return fmt.Errorf("%w (newest is %d)", ErrCursorAhead, max(last, h.Head()))
 	}
 	if since+1 < first {
 		return ErrCursorExpired
@@ -189,6 +198,23 @@ func (h *Hub) CheckCursor(ctx context.Context, since uint64) error {
 		h.cacheMu.RUnlock()
 	}
 	return nil
+}
+
+// waitHead waits up to d for the hub's head to reach cursor, and tells whether it did.
+func (h *Hub) waitHead(ctx context.Context, cursor uint64, d time.Duration) bool {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(d)
+	for h.Head() < cursor {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-deadline:
+			return false
+		case <-tick.C:
+		}
+	}
+	return true
 }
 
 // fromMemory serves the rest of the catch-up from the hub's recent updates if they reach back to r.since. It copies

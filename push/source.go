@@ -50,7 +50,7 @@ type Source struct {
 // streamBounds is the stream's first and last sequence as last asked.
 type streamBounds struct {
 	first, last uint64
-	at          time.Time
+	at          time.Time // when they were asked for
 }
 
 // boundsFresh is how long an answer about the stream's bounds serves other resumes: a burst of resumes costs the
@@ -290,18 +290,21 @@ func (s *Source) caughtUpAt(floor uint64) {
 }
 
 // Bounds returns the cursors of the oldest and newest update in the stream, as the stream stood at most
-// boundsFresh ago, unless that answer's newest is below need.
+// boundsFresh ago, unless that answer's newest is below need. An answer asked for while this call waited for
+// boundsMu serves it whatever its newest: cursors that look ahead (a stranger's, say) share one request.
 func (s *Source) Bounds(ctx context.Context, need uint64) (first, last uint64, err error) {
+	asked := time.Now()
 	s.boundsMu.Lock()
 	defer s.boundsMu.Unlock()
-	if b := s.bounds; time.Since(b.at) < boundsFresh && b.last >= need {
+	if b := s.bounds; b.at.After(asked) || time.Since(b.at) < boundsFresh && b.last >= need {
 		return b.first, b.last, nil
 	}
+	at := time.Now()
 	info, err := s.info(ctx)
 	if err != nil {
 		return 0, 0, err
 	}
-	s.bounds = streamBounds{info.State.FirstSeq, info.State.LastSeq, time.Now()}
+	s.bounds = streamBounds{info.State.FirstSeq, info.State.LastSeq, at}
 	return info.State.FirstSeq, info.State.LastSeq, nil
 }
 
