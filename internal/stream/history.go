@@ -210,14 +210,19 @@ func (r *filterReader) fetch(ctx context.Context) (more bool, err error) {
 		if err != nil {
 			return false, fmt.Errorf("stream: direct get from %d on %s: %w", r.next, r.filter, err)
 		}
-		switch status := msg.Header.Get("Status"); status {
-		case "":
-			seq, err := strconv.ParseUint(msg.Header.Get("Nats-Sequence"), 10, 64)
+		// A stored message comes with its producer's headers, and the server appends its own after them: the
+		// server's are the last of each name. A producer's Status, Nats-Sequence or Nats-Subject, even a status in
+		// its header line, must not pass for the server's. Only a stored message carries Nats-Stream.
+		if serverHeader(msg.Header, "Nats-Stream") != "" {
+			seq, err := strconv.ParseUint(serverHeader(msg.Header, "Nats-Sequence"), 10, 64)
 			if err != nil {
-				return false, fmt.Errorf("stream: direct get: bad Nats-Sequence %q", msg.Header.Get("Nats-Sequence"))
+				return false, fmt.Errorf("stream: direct get: bad Nats-Sequence %q", serverHeader(msg.Header, "Nats-Sequence"))
 			}
-			r.buf = append(r.buf, Msg{Subject: msg.Header.Get("Nats-Subject"), Seq: seq, Data: msg.Data})
+			r.buf = append(r.buf, Msg{Subject: serverHeader(msg.Header, "Nats-Subject"), Seq: seq, Data: msg.Data})
 			r.next = seq + 1
+			continue
+		}
+		switch status := msg.Header.Get("Status"); status {
 		case "204": // end of batch
 			return msg.Header.Get("Nats-Num-Pending") != "0", nil
 		case "404": // nothing from r.next on
@@ -228,6 +233,15 @@ func (r *filterReader) fetch(ctx context.Context) (more bool, err error) {
 			return false, fmt.Errorf("stream: direct get: %s %s", status, msg.Header.Get("Description"))
 		}
 	}
+}
+
+// serverHeader is the last value of header key: the one the server appended, where a producer set it too.
+func serverHeader(h nats.Header, key string) string {
+	v := h.Values(key)
+	if len(v) == 0 {
+		return ""
+	}
+	return v[len(v)-1]
 }
 
 // leaderNext asks the stream's leader for the first message at or after seq matching filter.

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -131,5 +134,70 @@ func TestHistoryEmpty(t *testing.T) {
 		if err != nil || reached != ack.Sequence {
 			t.Errorf("%s after %d: reached %d, %v", tc.filter, tc.after, reached, err)
 		}
+	}
+}
+
+// A producer's headers travel with its message, and a direct get answers with them ahead of the server's own. A
+// producer naming its headers Status, Nats-Sequence or Nats-Subject, even putting a status in its header line,
+// must not change what a read returns: each message once, under its own subject and sequence, and the read ends.
+func TestHistoryIgnoresProducersHeaders(t *testing.T) {
+	n := natstest.Start(t, stream.Config{})
+	pub := func(subject string, h nats.Header) uint64 {
+		t.Helper()
+		ack, err := n.JS.PublishMsg(t.Context(), &nats.Msg{Subject: subject, Header: h, Data: []byte(`{"p":1}`)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ack.Sequence
+	}
+	type msg struct {
+		subject string
+		seq     uint64
+	}
+	var want []msg
+	add := func(subject string, seq uint64) { want = append(want, msg{subject, seq}) }
+	add("market.A", pub("market.A", nil))
+	add("market.B", pub("market.B", nats.Header{"Nats-Sequence": {"999999"}, "Nats-Subject": {"market.A"}}))
+	third := pub("market.A", nats.Header{"Status": {"503"}, "Nats-Num-Pending": {"0"}})
+	add("market.A", third)
+	// A header line with a status, as a raw client can send it.
+	raw, err := net.Dial("tcp", strings.TrimPrefix(n.URL, "nats://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	hdr := "NATS/1.0 503 Forged\r\nNats-Sequence: 1\r\n\r\n"
+	payload := `{"p":2}`
+	fmt.Fprintf(raw, "CONNECT {\"verbose\":false,\"headers\":true}\r\nHPUB market.C %d %d\r\n%s%s\r\n",
+		len(hdr), len(hdr)+len(payload), hdr, payload)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		str, err := n.JS.Stream(t.Context(), "LIVEPUSH")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if str.CachedInfo().State.LastSeq == third+1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the raw client's message was not stored")
+		}
+	}
+	add("market.C", third+1)
+	add("market.A", pub("market.A", nats.Header{"Nats-Sequence": {"1"}}))
+	last := third + 2
+	h := stream.NewHistory(n.NC, "LIVEPUSH")
+	h.Batch = 2
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	var got []msg
+	reached, err := h.Read(ctx, []string{"market.>"}, 0, last, func(m stream.Msg) error {
+		got = append(got, msg{m.Subject, m.Seq})
+		return nil
+	})
+	if err != nil || reached < last {
+		t.Fatalf("Read: reached %d of %d, %v", reached, last, err)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("got  %v\nwant %v", got, want)
 	}
 }
