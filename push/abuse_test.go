@@ -1,6 +1,7 @@
 package push
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -174,6 +175,30 @@ func TestSlowHeadersCutOff(t *testing.T) {
 		conn.Close()
 		if err != nil || time.Since(start) > 3*time.Second {
 			t.Errorf("%q: still connected after %v (%v), want it closed after the header timeout", partial[:20], time.Since(start), err)
+		}
+	}
+}
+
+// A request announcing a body that never comes is answered at once and its connection closed: Go's server would
+// wait for up to 256 KiB of it before answering, with no deadline and outside every connection limit.
+func TestBodyThatNeverComesIsRefused(t *testing.T) {
+	n := startNATS(t)
+	e := startEdge(t, n, Config{}, HubOptions{})
+	for _, req := range []string{
+		"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n",
+		"GET /api/snapshot?topic=market.AAPL HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"POST /api/poll?topic=market.AAPL HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n",
+	} {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(conn, req)
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		answer, err := io.ReadAll(conn) // to the end: the edge closes the connection
+		conn.Close()
+		if err != nil || !bytes.HasPrefix(answer, []byte("HTTP/1.1 400")) || !bytes.Contains(answer, []byte(`"code":"bad_request"`)) {
+			t.Errorf("%.40q: %v, answered %q; want 400 bad_request at once and the connection closed", req, err, answer)
 		}
 	}
 }

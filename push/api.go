@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -56,8 +57,15 @@ func (s *Server) checkQuery(c *gin.Context) {
 	if c.Request.Method == http.MethodOptions {
 		return // a CORS preflight carries the query of the request it asks about; that request is checked
 	}
+	// URL.Query drops what it cannot parse (a bad escape, a ';', more parameters than Go's limit): a cursor or a
+	// topic would be ignored without a word.
+	query, err := url.ParseQuery(c.Request.URL.RawQuery)
+	if err != nil {
+		writeError(c, http.StatusBadRequest, "bad_request", "malformed query string: "+truncate(err.Error(), 80))
+		return
+	}
 	allowed := queryParams[c.FullPath()]
-	for name := range c.Request.URL.Query() {
+	for name := range query {
 		if slices.Contains(allowed, name) {
 			continue
 		}

@@ -126,6 +126,26 @@ func TestUnknownQueryParametersAreRefused(t *testing.T) {
 		t.Errorf("GET /ws?frames=many = %d %s, want 400 bad_request naming single and lines", status, body)
 	}
 
+	// A query Go cannot parse whole is refused, not read in part: the part dropped may be the cursor.
+	for _, q := range []string{
+		"/api/poll?topic=market.AAPL&cursor=1%",
+		"/sse?topic=market.AAPL&lastEventId=%ZZ",
+		"/api/snapshot?topic=market.AAPL&topic=market.MSFT;x",
+		"/api/snapshot?topic=market.AAPL" + strings.Repeat("&cursor=1", 10_001),
+	} {
+		status, body, _ := getJSON(t, e.url+q)
+		if status != 400 || !strings.Contains(body, `"code":"bad_request"`) || !strings.Contains(body, "malformed query string") {
+			t.Errorf("GET %.60s = %d %s, want 400 bad_request: malformed query string", q, status, body)
+		}
+	}
+	// A WebSocket's since and maxRate in the URL go with the topics there.
+	for _, q := range []string{"/ws?since=5", "/ws?maxRate=abc"} {
+		status, body, _ := getJSON(t, e.url+q)
+		if status != 400 || !strings.Contains(body, `"code":"bad_request"`) || !strings.Contains(body, "give topic too") {
+			t.Errorf("GET %s = %d %s, want 400 bad_request", q, status, body)
+		}
+	}
+
 	cursor := n.publish(t, "market.AAPL", quote("AAPL"))
 	e.waitHead(t, cursor)
 	c := strconv.FormatUint(cursor, 10)

@@ -119,7 +119,7 @@ func (s *Server) routes() http.Handler {
 		s.log.Error("trusted proxies ignored", "err", err)
 		r.SetTrustedProxies(nil)
 	}
-	r.Use(s.recover)
+	r.Use(s.recover, refuseBody)
 
 	// Streams manage their own connection: no middleware that buffers or times out the response. CORS headers on
 	// /sse reach only its refusals (a stream writes its own), so that a page on another origin can read why.
@@ -293,6 +293,20 @@ func (s *Server) cors(c *gin.Context) {
 func (s *Server) countRequests(c *gin.Context) {
 	c.Next()
 	s.hub.metrics.requests.WithLabelValues(c.FullPath(), strconv.Itoa(c.Writer.Status())).Inc()
+}
+
+// refuseBody answers a request that carries a body, which no endpoint here takes, and closes its connection. Left
+// to itself, Go's server reads up to 256 KiB of a body the handler did not read before it answers, with no deadline:
+// a body announced and never sent held a goroutine and a socket for good, outside every connection limit.
+func refuseBody(c *gin.Context) {
+	if c.Request.ContentLength == 0 {
+		return
+	}
+	if c.Request.ProtoMajor == 1 {
+		c.Header("Connection", "close")
+		http.NewResponseController(c.Writer).SetReadDeadline(time.Now()) // nothing more is read from it
+	}
+	writeError(c, http.StatusBadRequest, "bad_request", "requests here take no body")
 }
 
 func (s *Server) recover(c *gin.Context) {

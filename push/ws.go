@@ -160,6 +160,13 @@ func (s *Server) handleWS(c *gin.Context) {
 				truncate(v, 32)))
 		return
 	}
+	_, since := c.GetQuery("since")
+	_, maxRate := c.GetQuery("maxRate")
+	if (since || maxRate) && len(c.QueryArray("topic")) == 0 {
+		writeError(c, http.StatusBadRequest, "bad_request",
+			"since and maxRate apply to the topics in the URL: give topic too, or send them in a subscribe message")
+		return
+	}
 	hijack := &leanHijack{ResponseWriter: c.Writer}
 	conn, err := websocket.Accept(hijack, c.Request, &websocket.AcceptOptions{InsecureSkipVerify: true})
 	if err != nil {
