@@ -151,3 +151,51 @@ func TestResumeAcrossARecreationIsRefused(t *testing.T) {
 		t.Fatalf("resume from 5 after the recreation: %v, want ErrCursorAhead", err)
 	}
 }
+
+// A stream that ends with a message the edge refuses is not ahead of the edge: the consumer is not taken for stalled,
+// restarted, and made to refuse the message again every check while producers are quiet.
+func TestRefusedMessageAtTheTailIsNotAStall(t *testing.T) {
+	n := startNATS(t)
+	var src *Source
+	e := startEdgeOn(t, n, listen(t, "127.0.0.1:0"), Config{}, HubOptions{},
+		func(s *Source) { s.checkEvery, s.stallAfter = 20*time.Millisecond, 100*time.Millisecond; src = s })
+	e.waitHead(t, n.publish(t, "market.GOOD", quote("GOOD")))
+	n.publish(t, "market.aapl", "x")   // a subject outside the grammar, and not JSON
+	time.Sleep(500 * time.Millisecond) // 25 checks, most of them past the stall threshold
+	if got := src.started.Load(); got != 1 {
+		t.Errorf("the consumer started %d times, want once", got)
+	}
+	if got := scrape(t, e.url)[`livepush_stream_dropped_total{reason="bad_subject"}`]; got != 1 {
+		t.Errorf("the refused message was counted %v times, want once", got)
+	}
+	good := n.publish(t, "market.GOOD", quote("GOOD"))
+	e.waitHead(t, good)
+}
+
+// A stream deleted under the edge is created again, and the edge follows the new one: the ordered consumer alone
+// would wait for the old one for good while /readyz said ready.
+func TestDeletedStreamIsCreatedAgain(t *testing.T) {
+	n := startNATS(t)
+	e := startEdgeOn(t, n, listen(t, "127.0.0.1:0"), Config{}, HubOptions{},
+		func(s *Source) { s.checkEvery = 20 * time.Millisecond })
+	e.waitHead(t, n.publish(t, "market.OLD", quote("OLD")))
+	if err := n.JS.DeleteStream(t.Context(), n.Stream.StreamName()); err != nil {
+		t.Fatal(err)
+	}
+	var cursor uint64
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		ack, err := n.JS.Publish(t.Context(), "market.NEW", []byte(quote("NEW")))
+		if err == nil {
+			cursor = ack.Sequence
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the stream was not created again: %v", err)
+		}
+	}
+	ws := dialWS(t, e.url, "?topic=market.NEW", nil)
+	ws.expect(t, "subscribed")
+	if u := ws.expect(t, "update").received(t); u.Cursor != cursor {
+		t.Errorf("the new stream's update has cursor %d, want %d", u.Cursor, cursor)
+	}
+}

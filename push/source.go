@@ -35,6 +35,7 @@ type Source struct {
 	caughtUp atomic.Bool   // the consumer has delivered everything the stream held when it started
 	running  atomic.Bool   // a consumer is consuming
 	lastMsg  atomic.Int64  // unix nanoseconds of the last message consumed
+	consumed atomic.Uint64 // the stream cursor of the last message consumed, an update or refused
 	pending  atomic.Uint64 // messages the stream holds that the consumer has not delivered yet, as of the last one
 	lagNanos atomic.Int64  // how long the last message waited in the stream before the edge took it
 	target   atomic.Uint64 // the stream's last cursor when the consumer started: caught up once past it
@@ -42,6 +43,7 @@ type Source struct {
 
 	created    time.Time     // when the stream the hub holds updates of was created; Run's goroutine only
 	checkEvery time.Duration // how often the consumer is checked for a stall or a recreated stream (tests shorten it)
+	stallAfter time.Duration // how long with no message while the stream holds more is a stall (tests shorten it)
 
 	boundsMu sync.Mutex // one stream info request at a time; the others take its answer
 	bounds   streamBounds
@@ -68,7 +70,7 @@ func WithContract(c Contract) SourceOption {
 // NewSource returns a source that reads the stream described by cfg over js: Run feeds a hub from it, and it
 // serves that hub's resumes from further back than its memory (give it to the hub as HubOptions.History).
 func NewSource(js jetstream.JetStream, cfg stream.Config, log *slog.Logger, opts ...SourceOption) *Source {
-	s := &Source{js: js, stream: cfg, log: log, checkEvery: stallCheck, contract: defaultContract,
+	s := &Source{js: js, stream: cfg, log: log, checkEvery: stallCheck, stallAfter: stallCheck, contract: defaultContract,
 		history: stream.NewHistory(js.Conn(), cfg.StreamName())}
 	for _, o := range opts {
 		o(s)
@@ -137,7 +139,9 @@ func (s *Source) consume(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	head := s.hub.Head()
+	// Where the consumer is: past the hub's head if the last messages were refused, which are not taken (and
+	// refused) again.
+	head := max(s.hub.Head(), s.consumed.Load())
 	if s.recreated(info, head) && info.Created.Equal(s.created) {
 		// Shorter than the hub but created at the same time: ask once more before believing it, in case a
 		// replica that lags answered.
@@ -154,6 +158,7 @@ func (s *Source) consume(ctx context.Context, name string) error {
 		s.log.Warn("the stream was recreated and its cursors start over: closing every subscriber, who come back for a fresh snapshot",
 			"stream", name, "head", head, "stream_last", info.State.LastSeq)
 		s.caughtUp.Store(false)
+		s.consumed.Store(0)
 		s.hub.streamRecreated()
 		head = 0
 	}
@@ -209,10 +214,14 @@ func (s *Source) consume(ctx context.Context, name string) error {
 		case <-watch.C:
 			// The head first: updates stored after the stream's answer may reach the hub before this line, and
 			// must not make a busy stream look shorter than the hub.
-			head := s.hub.Head()
+			head := max(s.hub.Head(), s.consumed.Load())
 			bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			info, err := s.info(bctx)
 			cancel()
+			if errors.Is(err, jetstream.ErrStreamNotFound) {
+				// Deleted: the ordered consumer would wait for it for good. Starting over creates it again.
+				return err
+			}
 			if err != nil {
 				continue // NATS trouble: the ordered consumer rides it out, or cc closes
 			}
@@ -222,7 +231,7 @@ func (s *Source) consume(ctx context.Context, name string) error {
 				return errors.New("push: the stream was recreated")
 			}
 			behind = info.State.LastSeq < head
-			idle := time.Since(time.Unix(0, s.lastMsg.Load())) >= stallCheck
+			idle := time.Since(time.Unix(0, s.lastMsg.Load())) >= s.stallAfter
 			if idle && info.State.LastSeq > head {
 				return fmt.Errorf("push: consumer stalled at %d while the stream is at %d", head, info.State.LastSeq)
 			}
@@ -257,6 +266,7 @@ func (s *Source) handle(m jetstream.Msg) {
 	}
 	s.pending.Store(md.NumPending)
 	s.lagNanos.Store(int64(time.Since(md.Timestamp)))
+	defer s.consumed.Store(md.Sequence.Stream) // after the hub has it, so that consumed is never ahead of the hub
 	if u := s.update(m.Subject(), md.Sequence.Stream, m.Data()); u != nil {
 		if err := s.hub.Publish(u); err != nil {
 			s.drop(RejectTooManyTopics, u.Topic, u.Cursor, err)
