@@ -155,6 +155,60 @@ func TestControlMessageFloodCloses1008(t *testing.T) {
 	}
 }
 
+// Control messages sent several to a frame, one per line, count one each against the rate.
+func TestControlMessagesCountedPerLine(t *testing.T) {
+	n := startNATS(t)
+	e := startEdge(t, n, Config{Limits: Limits{ControlRate: 5}}, HubOptions{}) // bursts of 10
+	c := dialWS(t, e.url, "", nil)
+	for i := range 6 { // 12 messages in 6 frames
+		if err := c.conn.Write(t.Context(), websocket.MessageText, fmt.Appendf(nil, `{"type":"ping","id":%d}`+"\n"+`{"type":"ping"}`, i)); err != nil {
+			break
+		}
+	}
+	select {
+	case err := <-c.closed:
+		if websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
+			t.Fatalf("closed with %v, want 1008", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("12 control messages in 6 frames passed a burst of 10")
+	}
+}
+
+// A control message that is not UTF-8 is refused: decoding it would replace its bad bytes, and an id echoed back
+// would carry them to a client whose WebSocket library fails on them.
+func TestControlMessageNotUTF8Refused(t *testing.T) {
+	n := startNATS(t)
+	e := startEdge(t, n, Config{}, HubOptions{})
+	c := dialWS(t, e.url, "", nil)
+	if err := c.conn.Write(t.Context(), websocket.MessageText, []byte("{\"type\":\"ping\",\"id\":\"\xff\"}")); err != nil {
+		t.Fatal(err)
+	}
+	if m := c.expect(t, "error"); m.Code != "bad_request" || !strings.Contains(m.Message, "UTF-8") || len(m.ID) != 0 {
+		t.Errorf("got %+v, want a bad_request error with no id", m)
+	}
+	c.send(t, `{"type":"ping","id":"ok"}`)
+	c.expect(t, "pong")
+}
+
+// Subscribing again to topics a connection holds, to change their rate, takes no more of its topic allowance.
+func TestResubscribeCountsOnlyNewTopics(t *testing.T) {
+	n := startNATS(t)
+	e := startEdge(t, n, Config{MaxTopics: 8}, HubOptions{})
+	c := dialWS(t, e.url, "", nil)
+	topics := `["market.A","market.B","market.C","market.D","market.E","market.F"]`
+	c.send(t, `{"type":"subscribe","id":"all","topics":`+topics+`}`)
+	c.expect(t, "subscribed")
+	c.send(t, `{"type":"subscribe","id":"slower","topics":`+topics+`,"maxRate":1}`)
+	c.expect(t, "subscribed")
+	c.send(t, `{"type":"subscribe","id":"twice","topics":["market.G","market.G","market.A","market.H"]}`)
+	c.expect(t, "subscribed")
+	c.send(t, `{"type":"subscribe","id":"one-too-many","topics":["market.I"]}`)
+	if m := c.expect(t, "error"); m.Code != "too_many_topics" {
+		t.Errorf("a ninth topic: %+v, want too_many_topics", m)
+	}
+}
+
 // A client that sends its request headers too slowly is cut off (slowloris), and so is a WebSocket handshake that
 // never completes.
 func TestSlowHeadersCutOff(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 	"github.com/gin-gonic/gin"
@@ -242,13 +243,17 @@ func (s *Server) wsReadLoop(sub *Subscriber, wc *wsConn) {
 			r := s.cfg.Limits.ControlRate
 			limiter = rate.NewLimiter(rate.Limit(r), int(2*r))
 		}
-		if !limiter.AllowN(time.Now(), max(1, bytes.Count(data, []byte("\n")))) {
+		if !limiter.AllowN(time.Now(), messagesIn(data)) {
 			sub.Close(closeReason{code: int(websocket.StatusPolicyViolation), err: "flood",
 				text: fmt.Sprintf("too many control messages: at most %g per second", s.cfg.Limits.ControlRate)})
 			continue
 		}
 		if typ != websocket.MessageText {
 			sub.Send(wsError(nil, "bad_request", "control messages are JSON text frames"))
+			continue
+		}
+		if !utf8.Valid(data) { // JSON decoding would replace the bad bytes, and an id echoed back would carry them
+			sub.Send(wsError(nil, "bad_request", "control messages are UTF-8 text"))
 			continue
 		}
 		// Handled on a goroutine of its own, waited for so messages stay in order: decoding and subscribing need a
@@ -350,7 +355,7 @@ func (s *Server) wsSubscribe(sub *Subscriber, wc *wsConn, req wire.Request) {
 	if !ok {
 		return
 	}
-	if len(sub.Patterns())+len(patterns) > s.cfg.MaxTopics {
+	if held := sub.Patterns(); len(held)+countNew(held, patterns) > s.cfg.MaxTopics {
 		sub.Send(wsError(req.ID, "too_many_topics", "at most %d topics per connection", s.cfg.MaxTopics))
 		return
 	}
@@ -404,6 +409,23 @@ func parseSince(raw json.RawMessage) (uint64, error) {
 		return ParseCursor(str)
 	}
 	return ParseCursor(string(raw))
+}
+
+// messagesIn counts the control messages of a frame, one per line, for the rate limit.
+func messagesIn(data []byte) int {
+	return max(1, bytes.Count(bytes.TrimRight(data, "\n"), []byte("\n"))+1)
+}
+
+// countNew counts the distinct patterns of patterns that held does not have: subscribing again to held topics (to
+// change their rate, say) takes no more of the connection's allowance.
+func countNew(held, patterns []string) int {
+	n := 0
+	for i, p := range patterns {
+		if !slices.Contains(held, p) && !slices.Contains(patterns[:i], p) {
+			n++
+		}
+	}
+	return n
 }
 
 // wsTopics validates the topics of a subscribe or unsubscribe, replying with an error if one is invalid.
