@@ -70,7 +70,7 @@ func WithContract(c Contract) SourceOption {
 // NewSource returns a source that reads the stream described by cfg over js: Run feeds a hub from it, and it
 // serves that hub's resumes from further back than its memory (give it to the hub as HubOptions.History).
 func NewSource(js jetstream.JetStream, cfg stream.Config, log *slog.Logger, opts ...SourceOption) *Source {
-	s := &Source{js: js, stream: cfg, log: log, checkEvery: stallCheck, stallAfter: stallCheck, contract: defaultContract,
+	s := &Source{js: js, stream: cfg, log: log, checkEvery: consumerCheck, stallAfter: consumerStall, contract: defaultContract,
 		history: stream.NewHistory(js.Conn(), cfg.StreamName())}
 	for _, o := range opts {
 		o(s)
@@ -179,7 +179,7 @@ func (s *Source) consume(ctx context.Context, name string) error {
 	if ci := cons.CachedInfo(); ci != nil && ci.NumPending == 0 {
 		s.caughtUpAt(max(head, info.State.LastSeq))
 	}
-	cc, err := cons.Consume(s.handle, jetstream.PullMaxMessages(ingestBatch), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+	cc, err := cons.Consume(s.handle, jetstream.PullMaxMessages(ingestBatch), jetstream.PullHeartbeat(consumerHeartbeat), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		// The ordered consumer recovers by itself (it recreates its server-side consumer after the last sequence it
 		// delivered): these are for the operator to see.
 		if !errors.Is(err, jetstream.ErrOrderedConsumerReset) {
@@ -253,8 +253,18 @@ func (s *Source) recreated(info *jetstream.StreamInfo, head uint64) bool {
 // the stream with CPU to spare.
 const ingestBatch = 5000
 
-// stallCheck is how often the source checks its consumer, and how long without a message counts as a stall.
-const stallCheck = 10 * time.Second
+// consumerHeartbeat is how often the server tells an idle consumer it is there. Two missed, and the ordered
+// consumer recreates itself: when the NATS node it lived on dies, that is how long the edge goes without updates
+// (nats.go's default of 5 s froze edges for 10 s and more when a cluster lost a node).
+const consumerHeartbeat = 2 * time.Second
+
+// consumerCheck and consumerStall: how often the source checks its consumer against the stream, and how long
+// without a message while the stream holds more counts as a stall, for what the ordered consumer does not notice
+// itself (one edge of three recovered only this way, 23 s after its node was killed, when a stall took 10 s).
+const (
+	consumerCheck = 2 * time.Second
+	consumerStall = 5 * time.Second
+)
 
 // handle turns a stream message into an update for the hub. It runs on the consumer's goroutine and must be quick.
 func (s *Source) handle(m jetstream.Msg) {
