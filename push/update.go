@@ -151,16 +151,16 @@ func (c Contract) Update(topic string, cursor uint64, data []byte, recv time.Tim
 		data = buf.Bytes()
 	}
 	top, duplicate, _ := wire.CheckPayload(data) // an object: json.Valid said so
-	switch topicValue, isString := top.Topic.Str(); {
+	// Values are compared decoded, as clients read them: "market.\u0041APL" is market.AAPL.
+	switch {
 	case duplicate != "":
 		return nil, reject(RejectDuplicate, "%q appears more than once at its top level", duplicate)
 	case !top.Topic.Present():
 		data = withTopic(data, topic)
-	case !isString || string(topicValue) != topic:
+	case string(top.Topic.Unquote()) != topic: // a value that is no string unquotes to nothing
 		return nil, reject(RejectTopicMismatch, "its topic %s is not the subject %s", truncate(string(top.Topic.Raw), 140), topic)
 	}
-	kind, _ := top.Kind.Str()
-	u := &Update{Topic: topic, Cursor: cursor, Kind: c.eventName(kind), Data: data, Recv: recv}
+	u := &Update{Topic: topic, Cursor: cursor, Kind: c.eventName(top.Kind.Unquote()), Data: data, Recv: recv}
 	if ts, ok := top.TS.Str(); ok {
 		u.Published = plausibleTime(ts, recv)
 	}

@@ -46,6 +46,8 @@ func TestEventNamesComeFromTheAllowlist(t *testing.T) {
 		{nil, `{"kind":"score"}`, "score"},
 		{nil, `{"kind":"close","reason":"server_restart"}`, "update"},
 		{nil, `{"kind":"reset"}`, "update"},
+		{nil, `{"kind":"\u0071uote"}`, "quote"}, // read as clients read it
+		{nil, `{"kind":"\u0063lose"}`, "update"},
 		{nil, `{"kind":"error"}`, "update"},
 		{nil, `{"kind":"trade"}`, "update"},
 		{nil, `{"price":1}`, "update"},
@@ -101,6 +103,7 @@ func TestTopicAddedWhenMissing(t *testing.T) {
 		`{ }`:                           `{"topic":"market.X" }`,
 		`{"meta":{"topic":"market.Y"}}`: `{"topic":"market.X","meta":{"topic":"market.Y"}}`,
 		`{"topic":"market.X","p":2}`:    `{"topic":"market.X","p":2}`,
+		`{"topic":"market.\u0058"}`:     `{"topic":"market.\u0058"}`, // the subject, written with an escape
 	} {
 		u, err := NewUpdate("market.X", 1, []byte(payload), time.Now())
 		if err != nil {
