@@ -2,6 +2,7 @@ package push
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -172,6 +173,25 @@ func TestControlMessagesCountedPerLine(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("12 control messages in 6 frames passed a burst of 10")
+	}
+}
+
+// WebSocket pings beyond the control rate get no pong: a ping flood cannot make the edge write as fast as it sends.
+func TestPingFloodGetsPongsAtTheControlRate(t *testing.T) {
+	n := startNATS(t)
+	e := startEdge(t, n, Config{Limits: Limits{ControlRate: 1}}, HubOptions{}) // bursts of 2
+	c := dialWS(t, e.url, "", nil)
+	ponged := 0
+	for range 10 {
+		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+		if c.conn.Ping(ctx) == nil {
+			ponged++
+		}
+		cancel()
+	}
+	// 2 at once, then about one a second over the 2 s of unanswered pings.
+	if ponged < 1 || ponged > 5 {
+		t.Errorf("%d of 10 pings sent within 2 s got a pong, want the burst of 2 and about one a second after", ponged)
 	}
 }
 

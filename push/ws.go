@@ -169,7 +169,15 @@ func (s *Server) handleWS(c *gin.Context) {
 		return
 	}
 	hijack := &leanHijack{ResponseWriter: c.Writer}
-	conn, err := websocket.Accept(hijack, c.Request, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	var pings *rate.Limiter // made at the first ping: browsers never send one
+	conn, err := websocket.Accept(hijack, c.Request, &websocket.AcceptOptions{InsecureSkipVerify: true,
+		OnPingReceived: func(context.Context, []byte) bool { // on the connection's one reading goroutine
+			if pings == nil {
+				r := s.cfg.Limits.ControlRate
+				pings = rate.NewLimiter(rate.Limit(r), int(2*r))
+			}
+			return pings.Allow() // past the control rate a ping gets no pong: each costs the edge a write
+		}})
 	if err != nil {
 		// Accept has answered already (400 or 426 for a bad handshake).
 		s.log.Info("websocket refused", "remote", c.ClientIP(), "origin", c.GetHeader("Origin"), "err", err)
