@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -346,6 +347,34 @@ func TestHeadAndPreflight(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
 			t.Errorf("HEAD %s: %d, want 200", path, resp.StatusCode)
+		}
+	}
+	for _, path := range []string{"/sse?topic=market.*", "/ws"} {
+		resp, err := http.Head(e.url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET" {
+			t.Errorf("HEAD %s: %d, Allow %q; want 405, Allow GET", path, resp.StatusCode, resp.Header.Get("Allow"))
+		}
+	}
+	// What is not a WebSocket handshake gets a JSON error, as everything else here does.
+	for _, h := range []http.Header{
+		{},
+		{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}, "Sec-Websocket-Version": {"8"}, "Sec-Websocket-Key": {"dGhlIHNhbXBsZSBub25jZQ=="}},
+		{"Connection": {"keep-alive, Upgrade"}, "Upgrade": {"websocket"}, "Sec-Websocket-Version": {"13"}, "Sec-Websocket-Key": {"short"}},
+	} {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, e.url+"/ws", nil)
+		maps.Copy(req.Header, h)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode/100 != 4 || resp.Header.Get("Content-Type") != "application/json; charset=utf-8" || !bytes.Contains(body, []byte(`"code":"bad_request"`)) {
+			t.Errorf("GET /ws with %v: %d %s %s, want a 4xx JSON error", h, resp.StatusCode, resp.Header.Get("Content-Type"), body)
 		}
 	}
 	for _, path := range []string{"/api/snapshot?topic=market.*", "/api/poll?topic=market.*", "/sse?topic=market.*"} {

@@ -126,6 +126,13 @@ func (s *Server) routes() http.Handler {
 	r.GET("/sse", s.cors, s.checkQuery, s.handleSSE)
 	r.OPTIONS("/sse", s.preflight)
 	r.GET("/ws", s.requireHTTP1, s.checkQuery, s.handleWS)
+	// A stream has nothing to say to HEAD: refused as such, rather than taken for a page that is not there.
+	for _, path := range []string{"/sse", "/ws"} {
+		r.HEAD(path, func(c *gin.Context) {
+			c.Header("Allow", "GET")
+			writeError(c, http.StatusMethodNotAllowed, "method_not_allowed", path+" is opened with GET")
+		})
+	}
 
 	// GET and HEAD alike: load balancers check health with HEAD.
 	getOrHead := []string{http.MethodGet, http.MethodHead}

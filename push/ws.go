@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -148,6 +149,10 @@ func (s *Server) handleWS(c *gin.Context) {
 		s.log.Info("websocket refused", "remote", c.ClientIP(), "peer", c.Request.RemoteAddr,
 			"origin", c.GetHeader("Origin"), "host", c.Request.Host, "err", refusal.message)
 		writeError(c, http.StatusForbidden, "forbidden_origin", refusal.message)
+		return
+	}
+	if status, msg := checkHandshake(c); status != 0 {
+		writeError(c, status, "bad_request", msg)
 		return
 	}
 	single := true
@@ -417,6 +422,40 @@ func parseSince(raw json.RawMessage) (uint64, error) {
 		return ParseCursor(str)
 	}
 	return ParseCursor(string(raw))
+}
+
+// checkHandshake checks what websocket.Accept checks of a handshake, so that a request that is none gets the
+// edge's JSON error rather than the library's plain text. It returns 0 for a handshake, or the status and why.
+func checkHandshake(c *gin.Context) (int, string) {
+	h := c.Request.Header
+	if !headerHasToken(h, "Connection", "upgrade") || !headerHasToken(h, "Upgrade", "websocket") {
+		c.Header("Connection", "Upgrade")
+		c.Header("Upgrade", "websocket")
+		return http.StatusUpgradeRequired, "/ws speaks WebSocket: open it with a WebSocket client (a browser's WebSocket, wscat), " +
+			"or read /sse with curl -N"
+	}
+	if h.Get("Sec-WebSocket-Version") != "13" {
+		c.Header("Sec-WebSocket-Version", "13")
+		return http.StatusBadRequest, "only WebSocket version 13 is spoken here (Sec-WebSocket-Version: 13)"
+	}
+	if keys := h.Values("Sec-WebSocket-Key"); len(keys) != 1 {
+		return http.StatusBadRequest, "a WebSocket handshake has one Sec-WebSocket-Key"
+	} else if k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(keys[0])); err != nil || len(k) != 16 {
+		return http.StatusBadRequest, "Sec-WebSocket-Key must be 16 bytes in base64"
+	}
+	return 0, ""
+}
+
+// headerHasToken tells whether one of header name's comma-separated values is token, in any case.
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // messagesIn counts the control messages of a frame, one per line, for the rate limit.
