@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -193,6 +194,7 @@ func TestReadmeExamples(t *testing.T) {
 		cmd := exec.Command("bash", "-c", connect)
 		stdin, _ := cmd.StdinPipe()
 		stdout, _ := cmd.StdoutPipe()
+		before := edgeConnections(t, addr)
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -206,7 +208,13 @@ func TestReadmeExamples(t *testing.T) {
 			}
 			close(lines)
 		}()
-		time.Sleep(time.Second) // wscat drops what is typed before it connects
+		// wscat drops what is typed before it connects, and prints nothing when it does without a terminal: wait
+		// for the edge to count the connection.
+		for deadline := time.Now().Add(20 * time.Second); edgeConnections(t, addr) <= before; time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("wscat did not connect within 20s")
+			}
+		}
 		for _, l := range session[1:] {
 			switch {
 			case strings.HasPrefix(l, "> "):
@@ -222,6 +230,21 @@ func TestReadmeExamples(t *testing.T) {
 
 // expectLine waits for an output line containing want (a message type); for replies, the whole README line must
 // be what wscat printed.
+// edgeConnections is the number of connections the edge at addr holds, from its /readyz.
+func edgeConnections(t *testing.T, addr string) int {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var ready struct{ Connections int }
+	if err := json.NewDecoder(resp.Body).Decode(&ready); err != nil {
+		t.Fatal(err)
+	}
+	return ready.Connections
+}
+
 func expectLine(t *testing.T, lines <-chan string, want, readme string) {
 	t.Helper()
 	timeout := time.After(10 * time.Second)

@@ -54,7 +54,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	allowed := f.List("allowed-origins", "PUSH_ALLOWED_ORIGINS", "other `origins` whose pages may open WebSockets, as host patterns (example.com, *.example.com), comma-separated")
 	corsOrigins := f.List("cors-origins", "PUSH_CORS_ORIGINS", "`origins` that may read SSE, the JSON API and /readyz and import /livepush.js cross-site (https://example.com, or *), comma-separated")
 	maxTopics := f.Int("max-topics", "PUSH_MAX_TOPICS", 64, "most topic patterns per connection or request")
-	maxConns := f.Int("max-conns", "PUSH_MAX_CONNS", 0, "most connections this process holds; more get 503 / close 1013 (0: no limit)")
+	maxConns := f.Int("max-conns", "PUSH_MAX_CONNS", 0, "most connections this process holds; more get 503 / close 1013 (0: the open-file limit less a tenth, kept for NATS and requests; -1: no limit)")
 	maxConnsPerIP := f.Int("max-conns-per-ip", "PUSH_MAX_CONNS_PER_IP", 0, "most connections per client address; more get 429 / close 1013 (0: no limit)")
 	controlRate := f.Float64("control-rate", "PUSH_CONTROL_RATE", 20, "WebSocket control messages per second per connection (bursts of twice that); a flood closes with 1008")
 	trustedProxies := f.List("trusted-proxies", "PUSH_TRUSTED_PROXIES", "`addresses` or CIDRs of load balancers whose X-Forwarded-For names the client and whose forwarded host counts for the WebSocket origin check, comma-separated")
@@ -197,13 +197,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		ReplayBuffer: *replayBuffer, ReplayBytes: *replayBytes, MaxTopics: *maxCachedTopics, CacheBytes: *cacheBytes,
 		MaxStreamReads: *maxStreamReads, MaxStreamReadsPerIP: *maxStreamReadsPerIP, LatencyBudget: *latencyBudget,
 		Writers: *writers, WriteDelay: *writeDelay})
+	connLimit := connectionLimit(*maxConns)
+	log.Info("connection limit", "max_conns", connLimit, "max_conns_per_ip", *maxConnsPerIP)
 	srv := push.NewServer(push.Config{
 		AllowedOrigins: *allowed,
 		CORSOrigins:    *corsOrigins,
 		MaxTopics:      *maxTopics,
 		PollBytes:      *pollBytes,
 		History:        push.HistoryOptions{MaxUpdates: *historyMax, MaxBytes: *historyBytes, CacheBytes: *historyCacheBytes},
-		Limits: push.Limits{MaxConnections: *maxConns, MaxConnectionsPerIP: *maxConnsPerIP,
+		Limits: push.Limits{MaxConnections: connLimit, MaxConnectionsPerIP: *maxConnsPerIP,
 			ControlRate: *controlRate},
 		TrustedProxies:    *trustedProxies,
 		Auth:              auth,
@@ -321,6 +323,24 @@ func authenticator(secret, keyFile, jwksURL, issuer, audience string, anonymous 
 		}
 	}
 	return push.NewAuthenticator(cfg)
+}
+
+// connectionLimit is the -max-conns to apply. By default it stays clear of the open-file limit (which Go raises to
+// the hard limit at start): past it, accepting fails for everyone and an embedded NATS cannot open its files, so a
+// stranger opening connections from many addresses would take the edge down instead of being told it is full.
+func connectionLimit(flag int) int {
+	switch {
+	case flag > 0:
+		return flag
+	case flag < 0:
+		return 0 // no limit
+	}
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur > 1<<30 {
+		return 0
+	}
+	files := int(lim.Cur)
+	return max(files-max(files/10, 256), 64)
 }
 
 // serveProfiles serves net/http/pprof on its own address, kept apart from the public port. /debug/pprof/cmdline is

@@ -11,7 +11,10 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -381,5 +384,26 @@ func TestBusyPortFailsBeforeTheStore(t *testing.T) {
 	}
 	if _, statErr := os.Stat(dir); !errors.Is(statErr, os.ErrNotExist) || time.Since(began) > 2*time.Second {
 		t.Errorf("push on a busy port took %v and left the store %v: want it to fail before the store", time.Since(began), statErr)
+	}
+}
+
+// By default an edge refuses connections before it runs out of file descriptors, which it shares with an embedded
+// NATS: a stranger opening connections gets 503s, not an edge that can no longer accept or write its store.
+func TestDefaultConnectionLimitStaysClearOfTheFileLimit(t *testing.T) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	base, logs := start(t, nil, "-no-market", "-no-sports", "-data", t.TempDir())
+	waitReady(t, base)
+	m := regexp.MustCompile(`connection limit.*max_conns=(-?\d+)`).FindStringSubmatch(logs.String())
+	if m == nil {
+		t.Fatalf("no connection limit logged:\n%s", logs)
+	}
+	if n, _ := strconv.Atoi(m[1]); n <= 0 || uint64(n) > lim.Cur-lim.Cur/10 {
+		t.Errorf("default max_conns %d with %d files open at most, want a limit a tenth below it", n, lim.Cur)
+	}
+	if connectionLimit(500) != 500 || connectionLimit(-1) != 0 {
+		t.Errorf("-max-conns 500 gives %d, -1 gives %d; want 500 and no limit (0)", connectionLimit(500), connectionLimit(-1))
 	}
 }
