@@ -34,6 +34,7 @@ type Source struct {
 
 	caughtUp atomic.Bool   // the consumer has delivered everything the stream held when it started
 	running  atomic.Bool   // a consumer is consuming
+	troubled atomic.Bool   // the consumer reported trouble (a missed heartbeat, a reset) and has not delivered since
 	lastMsg  atomic.Int64  // unix nanoseconds of the last message consumed
 	consumed atomic.Uint64 // the stream cursor of the last message consumed, an update or refused
 	pending  atomic.Uint64 // messages the stream holds that the consumer has not delivered yet, as of the last one
@@ -44,6 +45,11 @@ type Source struct {
 	created    time.Time     // when the stream the hub holds updates of was created; Run's goroutine only
 	checkEvery time.Duration // how often the consumer is checked for a stall or a recreated stream (tests shorten it)
 	stallAfter time.Duration // how long with no message while the stream holds more is a stall (tests shorten it)
+
+	// ingestMu is held while a message goes to the hub, so that a consumer given up on (whose Stop may take a
+	// while) cannot hand it one more once the next has started. consumerNo numbers the consumers; under ingestMu.
+	ingestMu   sync.Mutex
+	consumerNo uint64
 
 	boundsMu sync.Mutex // one stream info request at a time; the others take its answer
 	bounds   streamBounds
@@ -179,9 +185,14 @@ func (s *Source) consume(ctx context.Context, name string) error {
 	if ci := cons.CachedInfo(); ci != nil && ci.NumPending == 0 {
 		s.caughtUpAt(max(head, info.State.LastSeq))
 	}
-	cc, err := cons.Consume(s.handle, jetstream.PullMaxMessages(ingestBatch), jetstream.PullHeartbeat(consumerHeartbeat), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+	s.ingestMu.Lock()
+	s.consumerNo++
+	no := s.consumerNo
+	s.ingestMu.Unlock()
+	cc, err := cons.Consume(func(m jetstream.Msg) { s.handle(no, m) }, jetstream.PullMaxMessages(ingestBatch), jetstream.PullHeartbeat(consumerHeartbeat), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		// The ordered consumer recovers by itself (it recreates its server-side consumer after the last sequence it
 		// delivered): these are for the operator to see.
+		s.troubled.Store(true)
 		if !errors.Is(err, jetstream.ErrOrderedConsumerReset) {
 			s.log.Warn("stream consumer interrupted", "err", err)
 		}
@@ -190,12 +201,18 @@ func (s *Source) consume(ctx context.Context, name string) error {
 		return err
 	}
 	s.running.Store(true)
+	s.troubled.Store(false)
 	s.started.Add(1)
 	s.lastMsg.Store(time.Now().UnixNano()) // a stall is measured from here, not from the last consumer's messages
 	s.log.Info("consuming stream", "stream", name, "from", cfg.DeliverPolicy.String(), "head", s.hub.Head())
 	defer func() {
 		s.running.Store(false)
-		cc.Stop()
+		s.ingestMu.Lock()
+		s.consumerNo++ // what this consumer still delivers is dropped
+		s.ingestMu.Unlock()
+		// Not waited for: nats.go holds the consumer's lock while it retries recreating itself, and when the NATS
+		// node it lived on died that kept the edge from starting the next consumer for 11 s.
+		go cc.Stop()
 	}()
 	// A watch for two things the ordered consumer cannot see by itself: a stall (the stream holds updates past the
 	// hub's head and nothing has arrived for a while; seen once when a cluster lost the node hosting the consumer),
@@ -231,6 +248,9 @@ func (s *Source) consume(ctx context.Context, name string) error {
 				return errors.New("push: the stream was recreated")
 			}
 			behind = info.State.LastSeq < head
+			if info.State.LastSeq <= head {
+				s.troubled.Store(false) // current: whatever the trouble was, nothing is missing
+			}
 			idle := time.Since(time.Unix(0, s.lastMsg.Load())) >= s.stallAfter
 			if idle && info.State.LastSeq > head {
 				return fmt.Errorf("push: consumer stalled at %d while the stream is at %d", head, info.State.LastSeq)
@@ -267,8 +287,16 @@ const (
 )
 
 // handle turns a stream message into an update for the hub. It runs on the consumer's goroutine and must be quick.
-func (s *Source) handle(m jetstream.Msg) {
+func (s *Source) handle(consumer uint64, m jetstream.Msg) {
+	s.ingestMu.Lock()
+	defer s.ingestMu.Unlock()
+	if consumer != s.consumerNo {
+		return // from a consumer given up on: the one after it delivers this again, in order
+	}
 	s.lastMsg.Store(time.Now().UnixNano())
+	if s.troubled.Load() {
+		s.troubled.Store(false)
+	}
 	md, err := m.Metadata()
 	if err != nil {
 		s.drop("bad_metadata", m.Subject(), 0, err)
@@ -395,6 +423,9 @@ func (s *Source) Ready() error {
 	switch {
 	case !s.running.Load():
 		return errors.New("stream not reachable")
+	case s.troubled.Load():
+		// Its NATS node lost, say: the edge gets nothing until the consumer is recreated.
+		return errors.New("stream consumer interrupted: recreating it")
 	case !s.caughtUp.Load():
 		return errors.New("catching up with the stream")
 	}
