@@ -151,10 +151,6 @@ func (s *Server) handleWS(c *gin.Context) {
 		writeError(c, http.StatusForbidden, "forbidden_origin", refusal.message)
 		return
 	}
-	if status, msg := checkHandshake(c); status != 0 {
-		writeError(c, status, "bad_request", msg)
-		return
-	}
 	single := true
 	switch v := c.Query("frames"); v {
 	case "", framesSingle:
@@ -171,6 +167,10 @@ func (s *Server) handleWS(c *gin.Context) {
 	if (since || maxRate) && len(c.QueryArray("topic")) == 0 {
 		writeError(c, http.StatusBadRequest, "bad_request",
 			"since and maxRate apply to the topics in the URL: give topic too, or send them in a subscribe message")
+		return
+	}
+	if status, msg := checkHandshake(c); status != 0 { // after the query's checks, which say more
+		writeError(c, status, "bad_request", msg)
 		return
 	}
 	hijack := &leanHijack{ResponseWriter: c.Writer}

@@ -159,10 +159,10 @@ func (p *Proxy) runNginx(file, site string, lns ...*net.TCPListener) {
 daemon off;
 master_process on;
 %[2]s
-worker_processes auto;
+worker_processes 1;
 pid %[3]s/nginx.pid;
 error_log %[3]s/error.log info;
-events { worker_connections 768; }
+events { worker_connections 4096; }
 http {
     sendfile on;
     tcp_nopush on;
