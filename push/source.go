@@ -189,7 +189,7 @@ func (s *Source) consume(ctx context.Context, name string) error {
 	s.consumerNo++
 	no := s.consumerNo
 	s.ingestMu.Unlock()
-	cc, err := cons.Consume(func(m jetstream.Msg) { s.handle(no, m) }, jetstream.PullMaxMessages(ingestBatch), jetstream.PullHeartbeat(consumerHeartbeat), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+	cc, err := cons.Consume(func(m jetstream.Msg) { s.handle(no, m) }, jetstream.PullMaxMessages(ingestBatch), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		// The ordered consumer recovers by itself (it recreates its server-side consumer after the last sequence it
 		// delivered): these are for the operator to see.
 		s.troubled.Store(true)
@@ -273,14 +273,11 @@ func (s *Source) recreated(info *jetstream.StreamInfo, head uint64) bool {
 // the stream with CPU to spare.
 const ingestBatch = 5000
 
-// consumerHeartbeat is how often the server tells an idle consumer it is there. Two missed, and the ordered
-// consumer recreates itself: when the NATS node it lived on dies, that is how long the edge goes without updates
-// (nats.go's default of 5 s froze edges for 10 s and more when a cluster lost a node).
-const consumerHeartbeat = 2 * time.Second
-
 // consumerCheck and consumerStall: how often the source checks its consumer against the stream, and how long
 // without a message while the stream holds more counts as a stall, for what the ordered consumer does not notice
-// itself (one edge of three recovered only this way, 23 s after its node was killed, when a stall took 10 s).
+// itself (one edge of three recovered only this way, 23 s after its node was killed, when a stall took 10 s). The
+// consumer's own heartbeats stay nats.go's (5 s, two missed): shorter ones misfire on a machine starved of CPU, and
+// each misfire recreates the consumer.
 const (
 	consumerCheck = 2 * time.Second
 	consumerStall = 5 * time.Second
