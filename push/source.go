@@ -222,6 +222,7 @@ func (s *Source) consume(ctx context.Context, name string) error {
 	defer watch.Stop()
 	closed := cc.Closed() // once: each call starts a goroutine that lives until the consumer stops
 	behind := false       // the stream's last cursor was below the hub's head at the previous check
+	missing := 0          // checks running that found no stream
 	for {
 		select {
 		case <-ctx.Done():
@@ -236,9 +237,14 @@ func (s *Source) consume(ctx context.Context, name string) error {
 			info, err := s.info(bctx)
 			cancel()
 			if errors.Is(err, jetstream.ErrStreamNotFound) {
-				// Deleted: the ordered consumer would wait for it for good. Starting over creates it again.
-				return err
+				// Deleted: the ordered consumer would wait for it for good, and starting over creates it again. Said
+				// twice running, in case a server still recovering its streams said it once.
+				if missing++; missing >= 2 {
+					return err
+				}
+				continue
 			}
+			missing = 0
 			if err != nil {
 				continue // NATS trouble: the ordered consumer rides it out, or cc closes
 			}
