@@ -160,7 +160,7 @@ const aheadGrace = time.Second
 // waits until this edge catches up.
 func (h *Hub) CheckCursor(ctx context.Context, since uint64) error {
 	h.cacheMu.RLock()
-	head, inMemory, historyOn := h.head, h.recent.covers(since), h.recent.on
+	head, inMemory := h.head, h.recent.covers(since)
 	h.cacheMu.RUnlock()
 	if since <= head && inMemory {
 		return nil // the common case answers without asking NATS
@@ -174,7 +174,7 @@ func (h *Hub) CheckCursor(ctx context.Context, since uint64) error {
 	bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	first, last, err := h.history.Bounds(bctx, since)
-	if err == nil && since > last && !h.waitHead(bctx, since, aheadGrace) {
+	if err == nil && since > last && !waitUntil(bctx, aheadGrace, func() bool { return h.Head() >= since }) {
 		first, last, err = h.history.Bounds(bctx, since)
 	}
 	if err != nil {
@@ -187,25 +187,23 @@ func (h *Hub) CheckCursor(ctx context.Context, since uint64) error {
 		return ErrCursorExpired
 	}
 	// Wait for this edge to follow the stream up to since, and to have started its memory of recent updates.
-	for !historyOn || h.Head() < since {
-		select {
-		case <-bctx.Done():
-			return fmt.Errorf("%w: this edge is not following the stream", ErrUnavailable)
-		case <-time.After(10 * time.Millisecond):
-		}
+	following := func() bool {
 		h.cacheMu.RLock()
-		historyOn = h.recent.on
-		h.cacheMu.RUnlock()
+		defer h.cacheMu.RUnlock()
+		return h.recent.on && h.head >= since
+	}
+	if !waitUntil(bctx, 5*time.Second, following) { // bctx ends it first
+		return fmt.Errorf("%w: this edge is not following the stream", ErrUnavailable)
 	}
 	return nil
 }
 
-// waitHead waits up to d for the hub's head to reach cursor, and tells whether it did.
-func (h *Hub) waitHead(ctx context.Context, cursor uint64, d time.Duration) bool {
+// waitUntil checks done every 10 ms until it is true, ctx ends or d passes, and tells whether done came true.
+func waitUntil(ctx context.Context, d time.Duration, done func() bool) bool {
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	deadline := time.After(d)
-	for h.Head() < cursor {
+	for !done() {
 		select {
 		case <-ctx.Done():
 			return false

@@ -184,7 +184,7 @@ func (s *Server) handleWS(c *gin.Context) {
 			return pings.Allow() // past the control rate a ping gets no pong: each costs the edge a write
 		}})
 	if err != nil {
-		// Accept has answered already (400 or 426 for a bad handshake).
+		// Accept has answered already, in plain text, for what checkHandshake does not check.
 		s.log.Info("websocket refused", "remote", c.ClientIP(), "origin", c.GetHeader("Origin"), "err", err)
 		return
 	}
