@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -78,17 +79,26 @@ func startPush(t *testing.T, bin string, args ...string) string {
 			}
 		}
 		if addr != "" {
-			if resp, err := http.Get("http://" + addr + "/readyz"); err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == 200 {
-					return addr
-				}
+			// Ready, and with a price for AAPL, which the README's examples show moving.
+			if get(addr+"/readyz", "") && get(addr+"/api/snapshot?topic=market.AAPL", `"topic":"market.AAPL"`) {
+				return addr
 			}
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("push not ready (address %q)", addr)
 		}
 	}
+}
+
+// get tells whether http://url answers 200 with a body containing want.
+func get(url, want string) bool {
+	resp, err := http.Get("http://" + url)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode == 200 && strings.Contains(string(body), want)
 }
 
 // readmeBlocks returns the README's fenced code blocks with their info strings.
