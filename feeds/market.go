@@ -45,6 +45,12 @@ var referencePrices = map[string]float64{
 	"PYPL": 78, "MU": 100, "SPY": 580, "QQQ": 500, "IWM": 225, "DIA": 430,
 }
 
+// mostTraded are the symbols whose quotes come most often, as on a real tape: a board or a newcomer watching AAPL
+// sees it move every second or so at the default rate. Other symbols draw a liquidity weight between 0.3 and 3.
+var mostTraded = map[string]float64{
+	"SPY": 4, "QQQ": 3.5, "NVDA": 3.5, "TSLA": 3, "AAPL": 3, "AMD": 2.5, "AMZN": 2.5, "MSFT": 2.5, "META": 2,
+}
+
 // DefaultRate is the total number of quotes per second when
 // MarketConfig.Rate is zero.
 const DefaultRate = 50
@@ -224,7 +230,11 @@ func newSymbol(name string, seed int64) (*symbolState, float64) {
 	// Yesterday closed within a couple of percent of today's open.
 	s.prevClose = roundPrice(open * math.Exp(0.01*r.NormFloat64()))
 	s.high, s.low = s.openR, s.openR
-	return s, logUniform(0.3, 3)
+	weight := logUniform(0.3, 3) // drawn for every symbol, so the seed's other draws do not depend on the list
+	if w, ok := mostTraded[name]; ok {
+		weight = w
+	}
+	return s, weight
 }
 
 // validSymbol reports whether s matches [A-Z0-9_-]+.

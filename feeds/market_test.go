@@ -141,6 +141,29 @@ func TestMarketRate(t *testing.T) {
 	}
 }
 
+// TestMostTradedTickOften: whatever the seed, AAPL (the README's example, which waits for five of its quotes) and
+// SPY quote about once a second or more at the default rate, as the busiest names on a real tape do.
+func TestMostTradedTickOften(t *testing.T) {
+	for seed := range int64(30) {
+		m, err := NewMarket(MarketConfig{Seed: seed})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var elapsed time.Duration
+		ticks := map[string]int{}
+		for elapsed < 10*time.Minute {
+			wait, q := m.Next()
+			elapsed += wait
+			ticks[q.Symbol]++
+		}
+		for _, symbol := range []string{"AAPL", "SPY"} {
+			if perSecond := float64(ticks[symbol]) / elapsed.Seconds(); perSecond < 1 {
+				t.Errorf("seed %d: %s quotes %.2f times a second, want at least once", seed, symbol, perSecond)
+			}
+		}
+	}
+}
+
 func TestMarketDeterministic(t *testing.T) {
 	a, _ := NewMarket(MarketConfig{Seed: 42})
 	b, _ := NewMarket(MarketConfig{Seed: 42})
