@@ -161,6 +161,7 @@ func (s *Server) poll(ctx context.Context, deadline time.Time, remote string, su
 		}
 		since = cursor // nothing for these topics up to the head: wait for the next one
 	}
+	request := ctx
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	sink := &pollSink{got: make(chan []*Update, 1), closed: make(chan struct{})}
@@ -173,10 +174,21 @@ func (s *Server) poll(ctx context.Context, deadline time.Time, remote string, su
 	if _, err := s.hub.Resume(ctx, subscriber, sub, since, nil); err != nil && ctx.Err() == nil {
 		return since, nil, err
 	}
+	// A poll answer has no place for a conflated notice. If the edge skipped updates for this poll (it fell behind),
+	// the answer is read again by cursor, from memory or the stream, so that the client misses nothing.
+	reread := func() (uint64, []*Update, error) {
+		if cursor, updates, ok := s.hub.recentAfter(sub.Patterns, since, limit); ok {
+			return cursor, updates, nil
+		}
+		if s.hub.history != nil {
+			return s.hub.historyAfter(request, remote, sub.Patterns, since, limit)
+		}
+		return since, nil, ErrCursorExpired
+	}
 	answer := func(batch []*Update) (uint64, []*Update, bool) {
 		var updates []*Update
 		for _, u := range batch {
-			if u.Topic != "" {
+			if u.Topic != "" { // the only control message a poll is sent is a conflated notice, checked for below
 				updates = append(updates, u)
 			}
 		}
@@ -188,6 +200,9 @@ func (s *Server) poll(ctx context.Context, deadline time.Time, remote string, su
 	for waiting := true; waiting; {
 		select {
 		case batch := <-sink.got:
+			if subscriber.skippedAny() {
+				return reread()
+			}
 			if cursor, updates, ok := answer(batch); ok {
 				return cursor, updates, nil
 			}
@@ -202,6 +217,9 @@ func (s *Server) poll(ctx context.Context, deadline time.Time, remote string, su
 	// has seen through.
 	for {
 		cursor, idle := subscriber.closeIfIdle(reasonClientGone)
+		if subscriber.skippedAny() && (idle || subscriber.Closed()) {
+			return reread()
+		}
 		if idle || subscriber.Closed() {
 			select {
 			case batch := <-sink.got:
@@ -217,6 +235,9 @@ func (s *Server) poll(ctx context.Context, deadline time.Time, remote string, su
 		}
 		select {
 		case batch := <-sink.got:
+			if subscriber.skippedAny() {
+				return reread()
+			}
 			if cursor, updates, ok := answer(batch); ok {
 				return cursor, updates, nil
 			}

@@ -628,6 +628,13 @@ func (s *Subscriber) abortIfStuck() {
 	}
 }
 
+// skippedAny reports whether any update for s has been conflated or skipped by the fan-out.
+func (s *Subscriber) skippedAny() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conflated > 0
+}
+
 // Closed reports whether s is closing or closed.
 func (s *Subscriber) Closed() bool {
 	s.mu.Lock()
