@@ -3,6 +3,7 @@ package push
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"strings"
 	"testing"
@@ -197,5 +198,50 @@ func TestDeletedStreamIsCreatedAgain(t *testing.T) {
 	ws.expect(t, "subscribed")
 	if u := ws.expect(t, "update").received(t); u.Cursor != cursor {
 		t.Errorf("the new stream's update has cursor %d, want %d", u.Cursor, cursor)
+	}
+}
+
+// After the edge's NATS connection moves (its node lost, say), the ordered consumer recreates itself without a
+// word and may deliver nothing for seconds: /readyz says so until the consumer delivers again, so that a load
+// balancer sends clients to an edge that is current meanwhile.
+func TestReconnectIsNotReadyUntilTheConsumerDelivers(t *testing.T) {
+	n := startNATS(t)
+	e := startEdgeOn(t, n, listen(t, "127.0.0.1:0"), Config{}, HubOptions{},
+		func(s *Source) { s.checkEvery = time.Hour }) // only a delivery may clear the trouble here
+	e.waitHead(t, n.publish(t, "market.AAPL", quote("AAPL")))
+	readiness := func() (int, string) {
+		body, status, err := get(t.Context(), e.url+"/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return status, string(body)
+	}
+	if status, body := readiness(); status != http.StatusOK {
+		t.Fatalf("before the reconnect: %d %s", status, body)
+	}
+
+	reconnects := n.NC.Stats().Reconnects
+	if err := n.NC.ForceReconnect(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); n.NC.Stats().Reconnects == reconnects || !n.NC.IsConnected(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the connection did not reconnect within 10s")
+		}
+	}
+	var status int
+	var body string
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if status, body = readiness(); status == http.StatusServiceUnavailable || time.Now().After(deadline) {
+			break
+		}
+	}
+	if status != http.StatusServiceUnavailable || !strings.Contains(body, "stream consumer interrupted") {
+		t.Errorf("reconnected, with nothing delivered since: /readyz answered %d %s, want 503 saying the consumer was interrupted", status, body)
+	}
+
+	e.waitHead(t, n.publish(t, "market.AAPL", quote("AAPL")))
+	if status, body := readiness(); status != http.StatusOK {
+		t.Errorf("the consumer delivered again: /readyz answered %d %s, want 200", status, body)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/livepush/livepush/internal/natsconn"
@@ -221,6 +222,11 @@ func (s *Source) consume(ctx context.Context, name string) error {
 	watch := time.NewTicker(s.checkEvery)
 	defer watch.Stop()
 	closed := cc.Closed() // once: each call starts a goroutine that lives until the consumer stops
+	// A reconnect means the connection's NATS node was lost, say. The ordered consumer then recreates itself without
+	// calling the error handler and may deliver nothing for seconds: not ready until it delivers again, or until a
+	// check finds nothing missing.
+	reconnected := s.js.Conn().StatusChanged(nats.CONNECTED)
+	defer s.js.Conn().RemoveStatusListener(reconnected)
 	behind := false       // the stream's last cursor was below the hub's head at the previous check
 	missing := 0          // checks running that found no stream
 	for {
@@ -229,6 +235,8 @@ func (s *Source) consume(ctx context.Context, name string) error {
 			return ctx.Err()
 		case <-closed:
 			return errors.New("push: consumer closed")
+		case <-reconnected:
+			s.troubled.Store(true)
 		case <-watch.C:
 			// The head first: updates stored after the stream's answer may reach the hub before this line, and
 			// must not make a busy stream look shorter than the hub.
