@@ -137,12 +137,23 @@ func (s *Source) Run(ctx context.Context, hub *Hub) error {
 }
 
 func (s *Source) consume(ctx context.Context, name string) error {
-	if _, err := stream.Ensure(ctx, s.js, s.stream, s.log); err != nil {
-		return err
+	// The stream is created or its configuration updated at the first start, and again only if it has gone. A
+	// restart after trouble must not wait for that: an update needs JetStream's metadata leader, and on a cluster
+	// that has just lost it, the request waited out its 5 s while the stream itself was answering.
+	if s.created.IsZero() {
+		if _, err := stream.Ensure(ctx, s.js, s.stream, s.log); err != nil {
+			return err
+		}
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	info, err := s.info(cctx)
+	if errors.Is(err, jetstream.ErrStreamNotFound) && !s.created.IsZero() {
+		if _, err := stream.Ensure(ctx, s.js, s.stream, s.log); err != nil {
+			return err
+		}
+		info, err = s.info(cctx)
+	}
 	if err != nil {
 		return err
 	}
