@@ -73,12 +73,30 @@ func (p originPolicy) check(r *http.Request) *originRefusal {
 	if err != nil || u.Host == "" {
 		return &originRefusal{fmt.Sprintf("WebSocket refused: Origin %q is not a URL with a host", origin)}
 	}
-	if strings.EqualFold(u.Host, r.Host) || p.allows(u) {
+	if p.allows(u) {
 		return nil
 	}
 	fwdHost, fwdProto := forwardedHostProto(r.Header)
 	trusted := p.trustedPeer(r)
-	if trusted && forwardedMatch(u, fwdHost, fwdProto, r.Host) {
+	if strings.EqualFold(u.Host, r.Host) {
+		// The Host the browser sent, passed on as it came (directly, or by HAProxy or Caddy). Where the scheme the
+		// browser used is known, the page's must be it too: an http:// page of the same name and port is what a
+		// network attacker can serve.
+		scheme := ""
+		switch {
+		case trusted && fwdProto != "":
+			scheme = pageScheme(fwdProto)
+		case r.TLS != nil:
+			scheme = "https"
+		}
+		if scheme == "" || strings.EqualFold(scheme, u.Scheme) {
+			return nil
+		}
+		if !trusted { // the edge ends TLS itself
+			return &originRefusal{fmt.Sprintf("WebSocket refused: Origin %q is not this site, which is served over https",
+				u.Scheme+"://"+u.Host)}
+		}
+	} else if trusted && forwardedMatch(u, fwdHost, fwdProto, r.Host) {
 		return nil
 	}
 	return &originRefusal{p.explain(r, u, trusted, fwdHost, fwdProto)}
@@ -230,7 +248,11 @@ func proxyHeaders(h http.Header) []string {
 // (a browser shows its page only "closed 1006").
 func (p originPolicy) explain(r *http.Request, u *url.URL, trusted bool, fwdHost, fwdProto string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "WebSocket refused: Origin %q does not match Host %q", u.Scheme+"://"+u.Host, r.Host)
+	if strings.EqualFold(u.Host, r.Host) {
+		fmt.Fprintf(&b, "WebSocket refused: Origin %q has Host %q but not the browser's scheme", u.Scheme+"://"+u.Host, r.Host)
+	} else {
+		fmt.Fprintf(&b, "WebSocket refused: Origin %q does not match Host %q", u.Scheme+"://"+u.Host, r.Host)
+	}
 	if fwdHost != "" {
 		fmt.Fprintf(&b, ", forwarded host %q", fwdHost)
 	}

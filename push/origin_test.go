@@ -10,6 +10,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/livepush/livepush/internal/tlscert/tlscerttest"
 	"github.com/livepush/livepush/subscriber/wire"
 )
 
@@ -58,6 +59,15 @@ func TestWSOriginBehindProxies(t *testing.T) {
 			headers: map[string]string{"Forwarded": `for=203.0.113.7;host="shop.example:8443";proto=https`}},
 		{name: "Forwarded with an escape is not read", from: "127.0.0.1", host: "edges", origin: "https://shop.example",
 			headers: map[string]string{"Forwarded": `host="shop.example\"";proto=https`}},
+		// HAProxy and Caddy pass the browser's Host as it came, port included, and say the scheme: the page's must be
+		// it too, since a network attacker can serve an http:// page of the same name and port.
+		{name: "Host passed as it came, https page", from: "127.0.0.1", host: "shop.example:8443",
+			origin: "https://shop.example:8443", headers: map[string]string{"X-Forwarded-Proto": "https"}, ok: true},
+		{name: "Host passed as it came, http page of an https site", from: "127.0.0.1", host: "shop.example:8443",
+			origin: "http://shop.example:8443", headers: map[string]string{"X-Forwarded-Proto": "https"},
+			says: []string{`says the browser used https but the page is http`}},
+		{name: "Host passed as it came, scheme not said", from: "127.0.0.1", host: "shop.example:8443",
+			origin: "http://shop.example:8443", ok: true},
 		// A client connecting directly cannot use the forwarded headers, nor the portless relaxation.
 		{name: "untrusted peer fakes X-Forwarded-Host", from: "127.0.0.2", host: "edges", origin: "http://evil.example",
 			headers: map[string]string{"X-Forwarded-Host": "evil.example", "X-Forwarded-For": "203.0.113.7"},
@@ -138,6 +148,38 @@ func TestParseForwarded(t *testing.T) {
 		host, proto := parseForwarded(tc.in)
 		if host != tc.host || proto != tc.proto {
 			t.Errorf("parseForwarded(%q) = %q, %q; want %q, %q", tc.in, host, proto, tc.host, tc.proto)
+		}
+	}
+}
+
+// TestWSOriginOnATLSEdge: an edge that ends TLS itself lets in its own https:// pages, not an http:// page of the
+// same name and port, which only a network attacker could serve.
+func TestWSOriginOnATLSEdge(t *testing.T) {
+	n := startNATS(t)
+	e, pair := startTLSEdge(t, n, Config{}, HubOptions{})
+	client := clientFor(t, h1Only, []tlscerttest.Pair{pair})
+	host := strings.TrimPrefix(e.url, "https://")
+	for _, tc := range []struct {
+		origin string
+		ok     bool
+	}{{"https://" + host, true}, {"http://" + host, false}} {
+		conn, resp, err := websocket.Dial(t.Context(), "wss://"+host+"/ws", &websocket.DialOptions{
+			HTTPClient: client, HTTPHeader: http.Header{"Origin": {tc.origin}}})
+		switch {
+		case tc.ok && err != nil:
+			t.Errorf("Origin %s: refused: %v", tc.origin, err)
+		case !tc.ok && err == nil:
+			t.Errorf("Origin %s: accepted, want 403", tc.origin)
+		case !tc.ok && (resp == nil || resp.StatusCode != http.StatusForbidden):
+			t.Errorf("Origin %s: %v, want 403", tc.origin, err)
+		case !tc.ok:
+			body, _ := io.ReadAll(resp.Body)
+			if !strings.Contains(string(body), "served over https") {
+				t.Errorf("Origin %s: refusal %s does not say why", tc.origin, body)
+			}
+		}
+		if conn != nil {
+			conn.Close(websocket.StatusNormalClosure, "")
 		}
 	}
 }
