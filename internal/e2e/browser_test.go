@@ -126,7 +126,7 @@ func TestBrowserThroughProxy(t *testing.T) {
 	e := startEdge(t, n.url, "-trusted-proxies", "127.0.0.1", "-feeds")
 	foreign := "http://evil.example:" + portOf(foreignSite(t))
 	b := openBrowser(t)
-	for _, kind := range proxyKinds {
+	for _, kind := range plainHTTPProxies {
 		t.Run(kind.name, func(t *testing.T) {
 			b.t = t
 			p := kind.start(t, e.addr())
@@ -250,7 +250,7 @@ func readSSE(t *testing.T, base string) {
 // back it resumes with Last-Event-ID: every update published meanwhile arrives once.
 func TestBrowserEventSourceOutlivesEdgeRestart(t *testing.T) {
 	b := openBrowser(t)
-	for _, kind := range proxyKinds {
+	for _, kind := range plainHTTPProxies {
 		t.Run(kind.name, func(t *testing.T) {
 			b.t = t
 			n := startNATS(t, 0, t.TempDir())

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
@@ -10,14 +11,13 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/livepush/livepush/internal/proxytest"
 	"github.com/livepush/livepush/subscriber"
 )
 
-// Edges behind the repository's own proxy configurations (deploy/nginx, deploy/haproxy), run by Debian's nginx and
-// HAProxy: what users copy is what is tested here.
+// Edges behind the repository's own proxy configurations (deploy/nginx, deploy/haproxy, deploy/caddy), run by
+// Debian's nginx, HAProxy and Caddy: what users copy is what is tested here.
 
 type proxyKind struct {
 	name  string
@@ -25,7 +25,11 @@ type proxyKind struct {
 	down  int // what the proxy answers an API request while no edge is reachable
 }
 
-var proxyKinds = []proxyKind{
+var proxyKinds = append(plainHTTPProxies, proxyKind{"caddy", proxytest.StartCaddy, http.StatusServiceUnavailable})
+
+// plainHTTPProxies are the proxies of proxyKinds that serve plain HTTP, for browser tests whose pages are http://
+// (Caddy serves HTTPS only; TestHTTPSPagesOutliveEdgeLoss has Chromium behind it).
+var plainHTTPProxies = []proxyKind{
 	{"nginx", proxytest.StartNginx, http.StatusBadGateway},
 	{"haproxy", proxytest.StartHAProxy, http.StatusServiceUnavailable},
 }
@@ -62,20 +66,27 @@ func (e *edge) streams(t *testing.T) int {
 // clientsVia starts one subscriber-package client per transport on url, each from its own loopback address
 // (127.0.0.11, .12, .13), so that an edge behind a proxy can be seen to take the client's address from
 // X-Forwarded-For.
-func clientsVia(t *testing.T, url string) []*client {
+func clientsVia(t *testing.T, p *proxytest.Proxy) []*client {
 	var cls []*client
 	for i, tr := range []string{subscriber.TransportSSE, subscriber.TransportWebSocket, subscriber.TransportPoll} {
 		from := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(11+i))}
-		cls = append(cls, startClient(t, tr, subscriber.Options{URLs: []string{url}, Transport: tr, Topics: patterns,
-			Dialer: &net.Dialer{LocalAddr: from}}))
+		transport := &http.Transport{DialContext: (&net.Dialer{LocalAddr: from}).DialContext}
+		if p.Cert != nil {
+			transport.TLSClientConfig = &tls.Config{RootCAs: p.Cert.Pool()}
+			transport.ForceAttemptHTTP2 = true // as a browser: streams and polls over HTTP/2, WebSockets over HTTP/1.1
+		}
+		t.Cleanup(transport.CloseIdleConnections)
+		cls = append(cls, startClient(t, tr, subscriber.Options{URLs: []string{p.URL}, Transport: tr, Topics: patterns,
+			HTTPClient: &http.Client{Transport: transport}}))
 	}
 	return cls
 }
 
-// statusOf gets url and returns the answer's status, content type and the start of its body.
-func statusOf(t *testing.T, url string) (int, string, string) {
+// statusOf gets url through p and returns the answer's status, content type and the start of its body.
+func statusOf(t *testing.T, p *proxytest.Proxy, url string) (int, string, string) {
 	t.Helper()
-	client := &http.Client{Timeout: 10 * time.Second}
+	client := p.Client()
+	defer client.CloseIdleConnections()
 	resp, err := client.Get(url)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
@@ -86,7 +97,7 @@ func statusOf(t *testing.T, url string) (int, string, string) {
 }
 
 // An edge behind a proxy with a single upstream is killed and restarted on the same address. Meanwhile the proxy
-// answers API requests with its error (nginx 502, HAProxy 503) and SSE requests with a retry stream; clients on
+// answers API requests with its error (nginx 502, HAProxy and Caddy 503) and SSE requests with a retry stream; clients on
 // SSE, WebSocket and long polling carry on once the edge is back, with every update published meanwhile exactly
 // once.
 func TestEdgeRestartBehindSingleUpstreamProxy(t *testing.T) {
@@ -96,7 +107,7 @@ func TestEdgeRestartBehindSingleUpstreamProxy(t *testing.T) {
 			e := startEdge(t, n.url, "-trusted-proxies", "127.0.0.1")
 			p := kind.start(t, e.addr())
 			ld := startLoad(t, n.url, topics, 100, 1)
-			cls := clientsVia(t, p.URL)
+			cls := clientsVia(t, p)
 			waitLive(t, cls)
 			from := ld.last()
 			ld.waitPublished(t, 50)
@@ -107,10 +118,10 @@ func TestEdgeRestartBehindSingleUpstreamProxy(t *testing.T) {
 			}
 
 			e.signal(syscall.SIGKILL)
-			if status, _, body := statusOf(t, p.URL+"/api/snapshot?topic=market.*"); status != kind.down {
+			if status, _, body := statusOf(t, p, p.URL+"/api/snapshot?topic=market.*"); status != kind.down {
 				t.Errorf("API request with the edge down: %d %q, want %d", status, body, kind.down)
 			}
-			if status, ctype, body := statusOf(t, p.URL+"/sse?topic=market.*"); status != http.StatusOK ||
+			if status, ctype, body := statusOf(t, p, p.URL+"/sse?topic=market.*"); status != http.StatusOK ||
 				ctype != "text/event-stream" || !strings.HasPrefix(body, "retry:") {
 				t.Errorf("SSE request with the edge down: %d %s %q, want a 200 event stream asking to retry", status, ctype, body)
 			}
@@ -143,13 +154,13 @@ func TestEdgeLossBehindProxy(t *testing.T) {
 			ld := startLoad(t, n.url, topics, 200, 1)
 			// The proxy balances requests, not streams (snapshots and polls count too), so chance decides where a
 			// stream lands: clients are added until both edges hold some.
-			cls := clientsVia(t, p.URL)
+			cls := clientsVia(t, p)
 			waitLive(t, cls)
 			for added := 0; a.streams(t) == 0 || b.streams(t) == 0; added++ {
 				if added == 8 {
 					t.Fatalf("the proxy put %d streams on one edge and %d on the other: want both used", a.streams(t), b.streams(t))
 				}
-				more := clientsVia(t, p.URL)
+				more := clientsVia(t, p)
 				waitLive(t, more)
 				cls = append(cls, more...)
 			}

@@ -49,7 +49,7 @@ func get(t *testing.T, p *Proxy, url string) (string, string) {
 	return string(b), resp.Proto
 }
 
-var allProxies = []func(testing.TB, ...string) *Proxy{StartNginx, StartNginxTLS, StartHAProxy}
+var allProxies = []func(testing.TB, ...string) *Proxy{StartNginx, StartNginxTLS, StartHAProxy, StartCaddy}
 
 // TestProxiesForward starts every proxy with the repository's files in front of two upstreams and checks that
 // requests reach both, with the headers the edges rely on, over the protocol the proxy says it speaks.
@@ -66,7 +66,7 @@ func TestProxiesForward(t *testing.T) {
 				proto = "HTTP/2.0"
 			}
 			seen := map[string]bool{}
-			for range 6 {
+			for range 20 { // Caddy picks at random among upstreams equally loaded: 20 miss one with odds of 2^-19
 				answer, got := get(t, p, p.URL+"/x")
 				seen[answer[:1]] = true
 				if got != proto {
@@ -75,7 +75,7 @@ func TestProxiesForward(t *testing.T) {
 				if !strings.Contains(answer, "xff=127.0.0.1") || !strings.Contains(answer, "xfp="+scheme+" ") {
 					t.Errorf("%s: upstream saw %q: want X-Forwarded-For and X-Forwarded-Proto %s", p.Name, answer, scheme)
 				}
-				host := "host=127.0.0.1:" + strings.Split(p.Addr, ":")[1] // HAProxy passes Host as it came
+				host := "host=127.0.0.1:" + strings.Split(p.Addr, ":")[1] // HAProxy and Caddy pass Host as it came
 				if strings.HasPrefix(p.Name, "nginx") {
 					host = "host=127.0.0.1 " // nginx's $host drops the port
 				}
@@ -141,6 +141,24 @@ func TestConfigRewrite(t *testing.T) {
 	if strings.Contains(cfg, "edge-2") || strings.Contains(cfg, ":8080") {
 		t.Errorf("haproxy config keeps the file's addresses:\n%s", cfg)
 	}
+	_, caddy := repoFile(t, "deploy/caddy/Caddyfile")
+	cfg, err = CaddyConfig(caddy, "127.0.0.1:9", "127.0.0.1:8", "/t/cert.pem", "/t/key.pem", []string{"127.0.0.1:1", "127.0.0.1:2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"{\n\tadmin off\n\thttp_port 8\n\thttps_port 9\n}\n", "\nhttps://:9 {\n\ttls /t/cert.pem /t/key.pem\n",
+		"\tto 127.0.0.1:1 127.0.0.1:2\n"} {
+		if !strings.Contains(cfg, want) {
+			t.Errorf("Caddyfile lacks %q:\n%s", want, cfg)
+		}
+	}
+	if d := directives(cfg); strings.Contains(d, "edge-") || strings.Contains(d, "example.com") {
+		t.Errorf("Caddyfile keeps the file's addresses:\n%s", cfg)
+	}
+	if _, err := CaddyConfig("a {\n}\nb {\n}\n", "x:1", "y:2", "c", "k", []string{"z"}); err == nil {
+		t.Error("a Caddyfile of two sites rewritten without error")
+	}
+
 	cfg, err = HAProxyConfig(haproxy, "fd@3", []string{"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"})
 	if err != nil {
 		t.Fatal(err)
@@ -157,7 +175,8 @@ func TestProxiesWithoutUpstream(t *testing.T) {
 	for _, tc := range []struct {
 		start  func(testing.TB, ...string) *Proxy
 		status int
-	}{{StartNginx, http.StatusBadGateway}, {StartNginxTLS, http.StatusBadGateway}, {StartHAProxy, http.StatusServiceUnavailable}} {
+	}{{StartNginx, http.StatusBadGateway}, {StartNginxTLS, http.StatusBadGateway}, {StartHAProxy, http.StatusServiceUnavailable},
+		{StartCaddy, http.StatusServiceUnavailable}} {
 		p := tc.start(t, dead)
 		t.Run(p.Name, func(t *testing.T) {
 			client := p.Client()
@@ -204,14 +223,17 @@ func TestNginxTLSRedirectsPlainHTTP(t *testing.T) {
 	}
 }
 
-// TestWebSocketThroughNginxTLS: a WebSocket over TLS (HTTP/1.1, as browsers open them; nginx offers no WebSocket
-// over HTTP/2) is upgraded through the TLS proxy and carries messages both ways.
-func TestWebSocketThroughNginxTLS(t *testing.T) {
+// TestWebSocketThroughTLSProxies: a WebSocket over TLS (HTTP/1.1, as browsers open them; neither nginx nor Caddy
+// offers WebSockets over HTTP/2) is upgraded through each TLS proxy and carries messages both ways.
+func TestWebSocketThroughTLSProxies(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/readyz" { // Caddy's health check
+			return
+		}
 		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
 		if err != nil {
 			return
@@ -232,26 +254,30 @@ func TestWebSocketThroughNginxTLS(t *testing.T) {
 	wg.Go(func() { srv.Serve(ln) })
 	t.Cleanup(func() { srv.Close(); wg.Wait() })
 
-	p := StartNginxTLS(t, ln.Addr().String())
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	c, resp, err := websocket.Dial(ctx, "wss://"+p.Addr+"/ws", &websocket.DialOptions{HTTPClient: &http.Client{
-		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.Cert.Pool(), NextProtos: []string{"http/1.1"}}}}})
-	if err != nil {
-		t.Fatalf("WebSocket through %s: %v (%v)\n%s", p.Name, err, resp, p.Logs())
+	for _, start := range []func(testing.TB, ...string) *Proxy{StartNginxTLS, StartCaddy} {
+		p := start(t, ln.Addr().String())
+		t.Run(p.Name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			c, resp, err := websocket.Dial(ctx, "wss://"+p.Addr+"/ws", &websocket.DialOptions{HTTPClient: &http.Client{
+				Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.Cert.Pool(), NextProtos: []string{"http/1.1"}}}}})
+			if err != nil {
+				t.Fatalf("WebSocket through %s: %v (%v)\n%s", p.Name, err, resp, p.Logs())
+			}
+			defer c.CloseNow()
+			if err := c.Write(ctx, websocket.MessageText, []byte("hello")); err != nil {
+				t.Fatal(err)
+			}
+			_, msg, err := c.Read(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(msg) != "hello via https HTTP/1.1" {
+				t.Errorf("the upstream answered %q, want %q", msg, "hello via https HTTP/1.1")
+			}
+			c.Close(websocket.StatusNormalClosure, "")
+		})
 	}
-	defer c.CloseNow()
-	if err := c.Write(ctx, websocket.MessageText, []byte("hello")); err != nil {
-		t.Fatal(err)
-	}
-	_, msg, err := c.Read(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(msg) != "hello via https HTTP/1.1" {
-		t.Errorf("the upstream answered %q, want %q", msg, "hello via https HTTP/1.1")
-	}
-	c.Close(websocket.StatusNormalClosure, "")
 }
 
 // TestNginxTLSConfigKeepsTheProxySettings: the TLS file proxies as the plain one does. Every directive of the plain
