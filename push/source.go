@@ -238,8 +238,8 @@ func (s *Source) consume(ctx context.Context, name string) error {
 	// check finds nothing missing.
 	reconnected := s.js.Conn().StatusChanged(nats.CONNECTED)
 	defer s.js.Conn().RemoveStatusListener(reconnected)
-	behind := false       // the stream's last cursor was below the hub's head at the previous check
-	missing := 0          // checks running that found no stream
+	behind := false // the stream's last cursor was below the hub's head at the previous check
+	missing := 0    // checks running that found no stream
 	for {
 		select {
 		case <-ctx.Done():
