@@ -298,7 +298,9 @@ func testMatchDetail(t *testing.T, sys *system) {
 	p.do(chromedp.Click(chromedp.CSS(`#scoreboard article[data-topic="` + topic + `"] .m-open`)))
 	p.waitFor("the match's timeline is loaded", waitLong, `window.livepush.detail?.topic === '`+topic+`' && window.livepush.detail.loaded`)
 	before := eval[[]string](p, `window.livepush.detail.cursors`)
-	p.waitFor("the timeline goes on live", waitLong, fmt.Sprintf(`window.livepush.detail.cursors.length > %d`, len(before)+2))
+	// A live match may be in a break: the feed says nothing for up to 17 minutes of game time (an NHL intermission,
+	// 34 s at the demo's speed), so wait past that for the next updates.
+	p.waitFor("the timeline goes on live", 60*time.Second, fmt.Sprintf(`window.livepush.detail.cursors.length > %d`, len(before)+2))
 	got := eval[[]string](p, `window.livepush.detail.cursors`)
 	last := mustCursorT(t, got[len(got)-1])
 	want := sys.streamSeqs([]string{topic}, 0, last)[topic]
