@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha1"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
@@ -66,7 +67,8 @@ type Stream struct {
 
 // StreamOptions configure DialStream. URL and Topics are required; each zero field takes the default it documents.
 type StreamOptions struct {
-	// URL is the edge's base URL, http:// only ("http://127.0.0.1:8080"; ws:// is taken as http://).
+	// URL is the edge's base URL: "http://127.0.0.1:8080", or https:// for an edge or a proxy that ends TLS (ws://
+	// and wss:// are taken as http:// and https://).
 	URL string
 	// Transport is TransportSSE or TransportWebSocket. Zero: SSE.
 	Transport string
@@ -75,8 +77,11 @@ type StreamOptions struct {
 	// Cursor resumes after this cursor (SSE: Last-Event-ID; WebSocket: since). Zero: the snapshot, then live.
 	Cursor uint64
 	// Dial opens the TCP connection: wrap the net.Conn it returns to count bytes, or dial from a chosen source
-	// address. Zero: a net.Dialer's.
+	// address. Zero: a net.Dialer's. Over https:// TLS runs on the connection it returns.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// TLSConfig is for https:// URLs: RootCAs to trust a private CA, say. Zero: the system's roots. Its ServerName
+	// defaults to the URL's host and its NextProtos are set to HTTP/1.1, which a Stream speaks.
+	TLSConfig *tls.Config
 	// BufferSize is the read buffer a quiet stream keeps. A stream whose reads fill its buffer gets one twice as
 	// large, up to 64 KiB (shared through a pool), or up to 16 MiB for one message that large; it returns to
 	// BufferSize when it goes quiet. Zero: 1024.
@@ -160,9 +165,6 @@ func dialStream(ctx context.Context, o StreamOptions) (*Stream, error) {
 		return nil, err
 	}
 	u, _ := url.Parse(base)
-	if u.Scheme != "http" {
-		return nil, fmt.Errorf("%w %q: a Stream speaks plain HTTP only", ErrBadURL, o.URL)
-	}
 	s := &Stream{idle: o.IdleTimeout}
 	switch o.Transport {
 	case "", TransportSSE:
@@ -192,7 +194,7 @@ func dialStream(ctx context.Context, o StreamOptions) (*Stream, error) {
 
 	addr := u.Host
 	if u.Port() == "" {
-		addr = net.JoinHostPort(u.Hostname(), "80")
+		addr = net.JoinHostPort(u.Hostname(), map[string]string{"http": "80", "https": "443"}[u.Scheme])
 	}
 	dial := o.Dial
 	if dial == nil {
@@ -202,13 +204,24 @@ func dialStream(ctx context.Context, o StreamOptions) (*Stream, error) {
 	if err != nil {
 		return nil, err
 	}
+	if u.Scheme == "https" {
+		cfg := &tls.Config{}
+		if o.TLSConfig != nil {
+			cfg = o.TLSConfig.Clone()
+		}
+		if cfg.ServerName == "" {
+			cfg.ServerName = u.Hostname()
+		}
+		cfg.NextProtos = []string{"http/1.1"} // what the handshake below speaks, WebSocket or SSE
+		conn = tls.Client(conn, cfg)
+	}
 	s.conn = conn
 	if dl, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(dl)
 	}
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	s.handshaking = true
-	err = s.handshake(u, topics, o.Cursor)
+	err = s.handshake(u, topics, o.Cursor) // the TLS handshake, if any, comes with the request's first write
 	s.handshaking = false
 	if !stop() && err != nil {
 		err = fmt.Errorf("%w (%v)", ctx.Err(), err)

@@ -246,7 +246,7 @@ func msSince(t0, t time.Time) float64 { return float64(t.Sub(t0)) / float64(time
 
 func (c *catchup) stream(ctx context.Context) error {
 	s, err := subscriber.DialStream(ctx, subscriber.StreamOptions{URL: c.cs.cfg.URLs[0], Transport: c.cs.cfg.Transport,
-		Topics: c.topics, Cursor: c.rep.FromCursor, Dial: c.cs.dial(0), BufferSize: c.cs.cfg.ReadBuffer})
+		Topics: c.topics, Cursor: c.rep.FromCursor, Dial: c.cs.dial(0), TLSConfig: c.cs.cfg.tls, BufferSize: c.cs.cfg.ReadBuffer})
 	c.cs.st.requests.Add(1)
 	if err != nil {
 		return err

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -8,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -29,6 +32,7 @@ const (
 // Config is a run's configuration, from the flags. Workers get it whole, as JSON.
 type Config struct {
 	URLs            []string      `json:"urls"`
+	CA              string        `json:"ca,omitempty"`
 	Conns           int           `json:"conns"`
 	Transport       string        `json:"transport"`
 	TopicsPerConn   int           `json:"topics_per_conn"`
@@ -69,6 +73,7 @@ type Config struct {
 	MemProfile      string        `json:"memprofile,omitempty"`
 
 	sources  []net.IP        // resolved SourceIPs: connection i dials from sources[i/ConnsPerIP % len]
+	tls      *tls.Config     // for https:// URLs: the system's roots and CA's certificates; nil without CA
 	natsConn natsconn.Config // NATS with its credentials; NATS, in the report, is its URL without them
 }
 
@@ -94,6 +99,7 @@ Examples:
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*Config, error) {
 	f := cli.New("pushbench", summary, getenv, stderr)
 	urls := f.List("url", "PUSHBENCH_URL", "edge base URL(s), comma-separated or repeated: connections go round robin (default http://127.0.0.1:8080)")
+	ca := f.String("ca", "PUSHBENCH_CA", "", "PEM `file` of CA certificates to trust for https:// URLs besides the system's (a proxy's self-signed certificate, say)")
 	conns := f.Int("conns", "PUSHBENCH_CONNS", 100, "subscriber connections to open and hold")
 	transport := f.String("transport", "PUSHBENCH_TRANSPORT", trWS, "sse, ws, longpoll, poll (GET /api/snapshot every -poll-interval) or mix (half sse, half ws)")
 	perConn := f.Int("topics-per-conn", "PUSHBENCH_TOPICS_PER_CONN", 10, "topics each connection follows, drawn (seeded) from the -symbols universe market.B0000…")
@@ -138,7 +144,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	}
 	applyNATS()
 	c := &Config{natsConn: natsCfg, CPUProfile: *cpuProfile, MemProfile: *memProfile,
-		URLs: *urls, Conns: *conns, Transport: *transport, TopicsPerConn: *perConn, Symbols: *symbols,
+		URLs: *urls, CA: *ca, Conns: *conns, Transport: *transport, TopicsPerConn: *perConn, Symbols: *symbols,
 		Patterns: *patterns, Seed: *seed, PublishRate: *pubRate, NATS: natsCfg.Redacted(), Stream: *streamName,
 		PayloadBytes: *payload, PublishWindow: *window, PublishPattern: *pattern, Workers: *workers, ConnsPerWorker: *perWorker,
 		InProcess: *inProcess, SourceIPs: *sources, ConnsPerIP: *perIP, ConnectRate: *connectRate,
@@ -160,8 +166,8 @@ func (c *Config) check(edgePIDs, natsPIDs []string) error {
 	}
 	for i, raw := range c.URLs {
 		u, err := url.Parse(raw)
-		if err != nil || u.Scheme != "http" || u.Host == "" || u.RawQuery != "" {
-			return fmt.Errorf("-url %q: give an edge base URL as http://host:port", raw)
+		if err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" || u.RawQuery != "" {
+			return fmt.Errorf("-url %q: give an edge base URL as http://host:port, or https:// for TLS", raw)
 		}
 		c.URLs[i] = strings.TrimRight(raw, "/")
 	}
@@ -237,7 +243,31 @@ func (c *Config) check(edgePIDs, natsPIDs []string) error {
 	if c.InProcess && c.Conns > 19000 {
 		return fmt.Errorf("-in-process with %d connections: a process holds at most ~19,000 sockets", c.Conns)
 	}
+	if err := c.loadCA(); err != nil {
+		return err
+	}
 	return c.resolveSources()
+}
+
+// loadCA reads CA's certificates into the TLS configuration of https:// connections.
+func (c *Config) loadCA() error {
+	c.tls = nil
+	if c.CA == "" {
+		return nil
+	}
+	pem, err := os.ReadFile(c.CA)
+	if err != nil {
+		return fmt.Errorf("-ca: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return fmt.Errorf("-ca %s: no PEM certificate in it", c.CA)
+	}
+	c.tls = &tls.Config{RootCAs: pool}
+	return nil
 }
 
 func pids(flag string, list []string) ([]int, error) {

@@ -102,6 +102,7 @@ func (cs *conns) httpClient(i int) *http.Client {
 		MaxIdleConnsPerHost: 1 << 20,
 		IdleConnTimeout:     2 * time.Minute,
 		DisableCompression:  true,
+		TLSClientConfig:     cs.cfg.tls,
 	}}
 	cs.clients[key] = c
 	return c
@@ -115,7 +116,7 @@ func (cs *conns) runStream(ctx context.Context, i int, transport string) {
 		idle = -1
 	}
 	o := subscriber.StreamOptions{URL: cs.cfg.urlFor(i), Transport: transport, Topics: cs.cfg.topicsFor(i),
-		Dial: cs.dial(i), BufferSize: cs.cfg.ReadBuffer, IdleTimeout: idle}
+		Dial: cs.dial(i), TLSConfig: cs.cfg.tls, BufferSize: cs.cfg.ReadBuffer, IdleTimeout: idle}
 	tr := &tracker{view: cs.stale.newView(cs.cfg, cs.cfg.topicsFor(i))}
 	var loc local
 	for attempt := 0; ; attempt++ {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/livepush/livepush/internal/cli"
+	"github.com/livepush/livepush/internal/proxytest"
 	"github.com/livepush/livepush/internal/stream"
 	"github.com/livepush/livepush/push"
 	"github.com/livepush/livepush/push/pushtest"
@@ -164,6 +165,51 @@ func TestRunTiny(t *testing.T) {
 	}
 }
 
+// A run through the HTTPS nginx a deployment puts in front of its edges: -url https:// and -ca the proxy's
+// self-signed certificate, in process and in worker processes (which load the CA themselves).
+func TestRunOverTLS(t *testing.T) {
+	te := startEdge(t)
+	p := proxytest.StartNginxTLS(t, te.edge.Addr)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	p.Cert.Write(t, ca, filepath.Join(t.TempDir(), "key.pem"))
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"mix-2-workers", []string{"-transport", "mix", "-conns", "10", "-workers", "2"}},
+		{"longpoll", []string{"-transport", "longpoll", "-conns", "4", "-in-process"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			report := filepath.Join(t.TempDir(), "report.json")
+			args := append([]string{"-url", p.URL, "-ca", ca, "-nats", te.nats, "-publish-rate", "100", "-symbols", "10",
+				"-topics-per-conn", "5", "-warmup", "500ms", "-duration", "1500ms", "-strict", "-report", report,
+				"-edge-pid", strconv.Itoa(os.Getpid()), "-progress", "0"}, tc.args...)
+			var stdout, stderr bytes.Buffer
+			if err := run(t.Context(), args, noEnv, &stdout, &stderr); err != nil {
+				t.Fatalf("run: %v\n%s\n%s\n%s", err, stdout.String(), stderr.String(), p.Logs())
+			}
+			var r Report
+			b, _ := os.ReadFile(report)
+			if err := json.Unmarshal(b, &r); err != nil {
+				t.Fatalf("report: %v\n%s", err, b)
+			}
+			conns, _ := strconv.Atoi(tc.args[3])
+			if !r.Pass || r.Deliveries.Total == 0 || r.Integrity.Gaps != 0 || r.Connections.UpAtEnd != int64(conns) {
+				t.Errorf("report %s", b)
+			}
+		})
+	}
+	// Without -ca the proxy's certificate is not trusted, and the run says so.
+	var stdout, stderr bytes.Buffer
+	err := run(t.Context(), []string{"-url", p.URL, "-transport", "ws", "-conns", "1", "-in-process", "-warmup", "0s",
+		"-duration", "500ms", "-strict", "-progress", "0", "-edge-pid", strconv.Itoa(os.Getpid()), "-ramp-timeout", "3s"},
+		noEnv, &stdout, &stderr)
+	if err == nil || !strings.Contains(stdout.String()+stderr.String(), "certificate") {
+		t.Errorf("a run against an untrusted certificate: %v, want a failure naming the certificate\n%s\n%s", err,
+			stdout.String(), stderr.String())
+	}
+}
+
 func TestCatchup(t *testing.T) {
 	te := startEdge(t)
 	for _, tr := range []string{trWS, trLongPoll} {
@@ -203,6 +249,8 @@ func TestBadFlags(t *testing.T) {
 		{"-in-process", "-conns", "20000"},
 		{"-workers", "2", "-conns", "40000"},
 		{"-publish-pattern", "zigzag"},
+		{"-url", "https://127.0.0.1:1", "-ca", "/nonexistent/ca.pem"},
+		{"-url", "https://127.0.0.1:1", "-ca", "main_test.go"}, // no PEM certificate in it
 		{"stray"},
 	} {
 		var stderr bytes.Buffer

@@ -60,7 +60,7 @@ func runWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 		return fmt.Errorf("worker: bad spec: %v", err)
 	}
 	cfg := spec.Config
-	if err := cfg.resolveSources(); err != nil {
+	if err := errors.Join(cfg.loadCA(), cfg.resolveSources()); err != nil {
 		send(workerMsg{Kind: "fatal", Error: err.Error()})
 		return err
 	}

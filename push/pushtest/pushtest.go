@@ -5,6 +5,7 @@ package pushtest
 
 import (
 	"context"
+	"crypto/tls"
 	"log/slog"
 	"net"
 	"net/http"
@@ -44,10 +45,11 @@ func Score(league, match string, home, away int) string {
 
 // Edge is an edge serving on a loopback port.
 type Edge struct {
-	URL  string // http://127.0.0.1:port
-	Addr string // 127.0.0.1:port
-	Hub  *push.Hub
-	stop func()
+	URL    string // http://127.0.0.1:port, or https:// with push.Config.TLS
+	Addr   string // 127.0.0.1:port
+	Hub    *push.Hub
+	client *http.Client
+	stop   func()
 }
 
 // StartEdge runs an edge against n on addr ("127.0.0.1:0" for any free port) and waits until it is ready; opts
@@ -79,7 +81,12 @@ func (n *NATS) StartEdge(t testing.TB, addr string, cfg push.Config, hubOpts pus
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx, ln) }()
 	var once sync.Once
-	e := &Edge{URL: "http://" + ln.Addr().String(), Addr: ln.Addr().String(), Hub: hub}
+	e := &Edge{URL: "http://" + ln.Addr().String(), Addr: ln.Addr().String(), Hub: hub, client: http.DefaultClient}
+	if cfg.TLS != nil {
+		e.URL = "https://" + ln.Addr().String()
+		// The listener is the test's own: what answers on it is this edge, whatever certificate it shows.
+		e.client = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	}
 	e.stop = func() {
 		once.Do(func() {
 			cancel()
@@ -100,7 +107,7 @@ func (e *Edge) waitReady(t testing.TB) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		resp, err := http.Get(e.URL + "/readyz")
+		resp, err := e.client.Get(e.URL + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

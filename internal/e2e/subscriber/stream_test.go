@@ -2,6 +2,7 @@ package subscriber_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/livepush/livepush/internal/stream"
+	"github.com/livepush/livepush/internal/tlscert/tlscerttest"
 	"github.com/livepush/livepush/push"
 	"github.com/livepush/livepush/push/pushtest"
 	"github.com/livepush/livepush/subscriber"
@@ -158,6 +160,41 @@ func TestStreamResumesFromCursor(t *testing.T) {
 	}
 }
 
+// A Stream to an https:// edge (or a proxy that ends TLS) resumes and follows as over plain HTTP, trusting the CA
+// it is given and nothing else.
+func TestStreamOverTLS(t *testing.T) {
+	n := pushtest.StartNATS(t, stream.Config{})
+	cert := tlscerttest.New(t, "edge", "127.0.0.1")
+	e := n.StartEdge(t, "127.0.0.1:0", push.Config{TLS: &tls.Config{Certificates: []tls.Certificate{cert.TLSCertificate(t)}}},
+		push.HubOptions{})
+	for _, tr := range streamTransports {
+		t.Run(tr, func(t *testing.T) {
+			from := n.Publish(t, "market.AAPL", pushtest.Quote("AAPL", 1))
+			first := n.Publish(t, "market.AAPL", pushtest.Quote("AAPL", 2))
+			e.WaitHead(t, first)
+			o := subscriber.StreamOptions{URL: e.URL, Transport: tr, Topics: []string{"market.AAPL"}}
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			if s, err := subscriber.DialStream(ctx, o); err == nil || !strings.Contains(err.Error(), "certificate") {
+				if s != nil {
+					s.Close()
+				}
+				t.Fatalf("an edge whose certificate is not trusted: %v, want a certificate error", err)
+			}
+			o.TLSConfig = &tls.Config{RootCAs: cert.Pool()}
+			o.Cursor = from
+			s := dialStream(t, o)
+			if m := next(t, s); m.Cursor != first {
+				t.Fatalf("resumed at %d, want %d", m.Cursor, first)
+			}
+			live := n.Publish(t, "market.AAPL", pushtest.Quote("AAPL", 3))
+			if m := next(t, s); m.Cursor != live || string(m.Topic) != "market.AAPL" {
+				t.Fatalf("live: %s %d, want market.AAPL %d", m.Topic, m.Cursor, live)
+			}
+		})
+	}
+}
+
 // An idle WebSocket stream answers the edge's pings while Next waits: with a short heartbeat and write timeout, an
 // edge whose ping went unanswered would drop it.
 func TestStreamSurvivesHeartbeats(t *testing.T) {
@@ -226,7 +263,7 @@ func TestStreamRefusals(t *testing.T) {
 		}
 	}
 	for _, o := range []subscriber.StreamOptions{
-		{URL: "https://x", Topics: []string{"market.A"}},
+		{URL: "ftp://x", Topics: []string{"market.A"}},
 		{URL: "http://x", Transport: "poll", Topics: []string{"market.A"}},
 		{URL: "http://x"},
 	} {
