@@ -155,6 +155,9 @@ type Hub struct {
 	history History       // the stream, for resumes from further back than recent holds; nil: none
 	reads   *readGate     // bounds concurrent reads of history
 	epoch   atomic.Uint64 // streams followed so far, minus one: a cursor means nothing across a recreation
+	// untold counts fan-out catch-ups that skipped log positions already overwritten, whose updates no subscriber
+	// could be told of (tellSkipped): a long poll waiting meanwhile reads its answer again by cursor.
+	untold atomic.Uint64
 
 	metrics *metrics
 	nextID  atomic.Uint64

@@ -500,60 +500,79 @@ func (a *agedSink) write(batch []*Update) error {
 
 // A long poll waiting when the edge falls behind: the fan-out skips to the newest value of each topic, which a
 // stream is told with a conflated notice. A poll answer has no notice to carry, so the poll answers with the
-// updates after its cursor, every one of them, read again from memory: a client polling on misses nothing.
+// updates after its cursor, every one of them, read again from memory: a client polling on misses nothing. That
+// holds too when what the poll's topic skipped was overwritten in the fan-out's log before it could be counted
+// (the poll follows market.A, whose 100 updates came before a whole log of market.B).
 func TestClockLongPollIsNeverConflated(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		h := NewHub(HubOptions{LatencyBudget: 100 * time.Millisecond})
-		srv := NewServer(Config{Log: testLogger(t)}, h, nil)
-		h.beginHistory(0) // as a source that has caught up with an empty stream
-		type answer struct {
-			cursor  uint64
-			updates []*Update
-			err     error
-		}
-		answered := make(chan answer, 1)
-		go func() {
-			cursor, updates, err := srv.poll(t.Context(), time.Now().Add(25*time.Second), "", Subscription{Patterns: []string{"market.*"}},
-				0, answerLimit{defaultPollLimit, 1 << 20})
-			answered <- answer{cursor, updates, err}
-		}()
-		synctest.Wait() // the poll waits for an update after 0, on an edge that has none yet
+	for _, tc := range []struct {
+		name    string
+		topic   func(i int) string
+		count   int
+		pattern string
+		want    int // updates in the answer: the first ones, in order
+	}{
+		{"a backlog", func(i int) string { return fmt.Sprintf("market.S%d", i%10) }, 5000, "market.*", defaultPollLimit},
+		{"more than the log holds", func(i int) string {
+			if i < 100 {
+				return "market.A"
+			}
+			return "market.B"
+		}, fanOutLogSize + 200, "market.A", 100},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				h := NewHub(HubOptions{LatencyBudget: 100 * time.Millisecond, ReplayBuffer: 2 * fanOutLogSize})
+				srv := NewServer(Config{Log: testLogger(t)}, h, nil)
+				h.beginHistory(0) // as a source that has caught up with an empty stream
+				type answer struct {
+					cursor  uint64
+					updates []*Update
+					err     error
+				}
+				answered := make(chan answer, 1)
+				go func() {
+					cursor, updates, err := srv.poll(t.Context(), time.Now().Add(25*time.Second), "",
+						Subscription{Patterns: []string{tc.pattern}}, 0, answerLimit{defaultPollLimit, 1 << 20})
+					answered <- answer{cursor, updates, err}
+				}()
+				synctest.Wait() // the poll waits for an update after 0, on an edge that has none yet
 
-		// A backlog the fan-out finds a second old: it offers the newest of each topic instead of every update.
-		const published = 5000
-		received := time.Now().Add(-time.Second)
-		for i := range published {
-			u, _ := NewUpdate(fmt.Sprintf("market.S%d", i%10), uint64(i+1), []byte(`{"kind":"quote"}`), received)
-			h.Publish(u)
-		}
-		ctx, stop := context.WithCancel(context.Background())
-		go h.Run(ctx)
-		synctest.Wait()
-		var skipped float64
-		for _, sh := range h.shards {
-			skipped += testutil.ToFloat64(sh.skipped)
-		}
-		if skipped == 0 {
-			t.Fatal("the fan-out skipped nothing: the test did not make the edge fall behind")
-		}
+				// A backlog the fan-out finds a second old: it offers the newest of each topic instead of every update.
+				received := time.Now().Add(-time.Second)
+				for i := range tc.count {
+					u, _ := NewUpdate(tc.topic(i), uint64(i+1), []byte(`{"kind":"quote"}`), received)
+					h.Publish(u)
+				}
+				ctx, stop := context.WithCancel(context.Background())
+				go h.Run(ctx)
+				synctest.Wait()
+				var skipped float64
+				for _, sh := range h.shards {
+					skipped += testutil.ToFloat64(sh.skipped)
+				}
+				if skipped == 0 {
+					t.Fatal("the fan-out skipped nothing: the test did not make the edge fall behind")
+				}
 
-		a := <-answered
-		if a.err != nil {
-			t.Fatal(a.err)
-		}
-		var cursors []uint64
-		for _, u := range a.updates {
-			cursors = append(cursors, u.Cursor)
-		}
-		want := make([]uint64, 0, defaultPollLimit)
-		for c := uint64(1); len(want) < defaultPollLimit; c++ {
-			want = append(want, c)
-		}
-		if !slices.Equal(cursors, want) || a.cursor != want[len(want)-1] {
-			t.Errorf("the fan-out skipped %v updates while a poll after 0 waited: it answered %d updates up to cursor %d (%v…), want 1 to %d, each once",
-				skipped, len(cursors), a.cursor, cursors[:min(len(cursors), 5)], want[len(want)-1])
-		}
-		stop()
-		synctest.Wait()
-	})
+				a := <-answered
+				if a.err != nil {
+					t.Fatal(a.err)
+				}
+				var cursors []uint64
+				for _, u := range a.updates {
+					cursors = append(cursors, u.Cursor)
+				}
+				want := make([]uint64, 0, tc.want)
+				for c := uint64(1); len(want) < tc.want; c++ {
+					want = append(want, c)
+				}
+				if !slices.Equal(cursors, want) || a.cursor < want[len(want)-1] {
+					t.Errorf("the fan-out skipped %v updates while a poll after 0 waited: it answered %d updates up to cursor %d (%v…), want 1 to %d, each once",
+						skipped, len(cursors), a.cursor, cursors[:min(len(cursors), 5)], want[len(want)-1])
+				}
+				stop()
+				synctest.Wait()
+			})
+		})
+	}
 }

@@ -164,6 +164,7 @@ func (s *Server) poll(ctx context.Context, deadline time.Time, remote string, su
 	request := ctx
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
+	untold := s.hub.untold.Load()
 	sink := &pollSink{got: make(chan []*Update, 1), closed: make(chan struct{})}
 	subscriber, ok := s.hub.newSubscriber(sink, "poll", remote, release)
 	if !ok {
@@ -175,7 +176,10 @@ func (s *Server) poll(ctx context.Context, deadline time.Time, remote string, su
 		return since, nil, err
 	}
 	// A poll answer has no place for a conflated notice. If the edge skipped updates for this poll (it fell behind),
-	// the answer is read again by cursor, from memory or the stream, so that the client misses nothing.
+	// or skipped some it could not attribute to anyone, the answer is read again by cursor, from memory or the
+	// stream, so that the client misses nothing. (If the edge closed the poll meanwhile, its admission slot is free
+	// already: a read from the stream is still bounded by the hub's read gate.)
+	skipped := func() bool { return subscriber.skippedAny() || s.hub.untold.Load() != untold }
 	reread := func() (uint64, []*Update, error) {
 		if cursor, updates, ok := s.hub.recentAfter(sub.Patterns, since, limit); ok {
 			return cursor, updates, nil
@@ -200,7 +204,7 @@ func (s *Server) poll(ctx context.Context, deadline time.Time, remote string, su
 	for waiting := true; waiting; {
 		select {
 		case batch := <-sink.got:
-			if subscriber.skippedAny() {
+			if skipped() {
 				return reread()
 			}
 			if cursor, updates, ok := answer(batch); ok {
@@ -217,7 +221,7 @@ func (s *Server) poll(ctx context.Context, deadline time.Time, remote string, su
 	// has seen through.
 	for {
 		cursor, idle := subscriber.closeIfIdle(reasonClientGone)
-		if subscriber.skippedAny() && (idle || subscriber.Closed()) {
+		if skipped() && (idle || subscriber.Closed()) {
 			return reread()
 		}
 		if idle || subscriber.Closed() {
@@ -235,7 +239,7 @@ func (s *Server) poll(ctx context.Context, deadline time.Time, remote string, su
 		}
 		select {
 		case batch := <-sink.got:
-			if subscriber.skippedAny() {
+			if skipped() {
 				return reread()
 			}
 			if cursor, updates, ok := answer(batch); ok {

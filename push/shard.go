@@ -330,6 +330,7 @@ func (sh *shard) tellSkipped(from, end uint64, latest []*Update) {
 		n, lost := sh.hub.log.read(from, batch[:min(uint64(len(batch)), end-from)])
 		if lost {
 			if oldest := sh.hub.log.oldest(); oldest > from {
+				sh.hub.untold.Add(1)
 				from = oldest
 				continue
 			}
