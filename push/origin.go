@@ -79,17 +79,18 @@ func (p originPolicy) check(r *http.Request) *originRefusal {
 	fwdHost, fwdProto := forwardedHostProto(r.Header)
 	trusted := p.trustedPeer(r)
 	if strings.EqualFold(u.Host, r.Host) {
-		// The Host the browser sent, passed on as it came (directly, or by HAProxy or Caddy). Where the scheme the
-		// browser used is known, the page's must be it too: an http:// page of the same name and port is what a
-		// network attacker can serve.
+		// The Host the browser sent, passed on as it came (directly, or by HAProxy or Caddy). An http:// page of an
+		// https:// site's name and port is what a network attacker can serve, so where the browser is known to have
+		// used https, such a page is refused. An https:// page cannot be forged without the site's certificate: it
+		// passes even if the proxy says http (TLS ended at a load balancer in front of it).
 		scheme := ""
 		switch {
 		case trusted && fwdProto != "":
 			scheme = pageScheme(fwdProto)
-		case r.TLS != nil:
+		case r.TLS != nil && !trusted: // a trusted proxy may speak TLS to the edge for a site served over http
 			scheme = "https"
 		}
-		if scheme == "" || strings.EqualFold(scheme, u.Scheme) {
+		if !strings.EqualFold(scheme, "https") || strings.EqualFold(u.Scheme, "https") {
 			return nil
 		}
 		if !trusted { // the edge ends TLS itself

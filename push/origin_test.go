@@ -68,6 +68,10 @@ func TestWSOriginBehindProxies(t *testing.T) {
 			says: []string{`says the browser used https but the page is http`}},
 		{name: "Host passed as it came, scheme not said", from: "127.0.0.1", host: "shop.example:8443",
 			origin: "http://shop.example:8443", ok: true},
+		// TLS ended by a load balancer in front of the proxy, which then says http ($scheme): an https page of the
+		// name cannot be forged, and gets in.
+		{name: "same Host, https page, proxy says http", from: "127.0.0.1", host: "shop.example",
+			origin: "https://shop.example", headers: nginxTutorial, ok: true},
 		// A client connecting directly cannot use the forwarded headers, nor the portless relaxation.
 		{name: "untrusted peer fakes X-Forwarded-Host", from: "127.0.0.2", host: "edges", origin: "http://evil.example",
 			headers: map[string]string{"X-Forwarded-Host": "evil.example", "X-Forwarded-For": "203.0.113.7"},
