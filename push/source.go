@@ -140,7 +140,14 @@ func (s *Source) consume(ctx context.Context, name string) error {
 	// The stream is created or its configuration updated at the first start, and again only if it has gone. A
 	// restart after trouble must not wait for that: an update needs JetStream's metadata leader, and on a cluster
 	// that has just lost it, the request waited out its 5 s while the stream itself was answering.
-	if s.created.IsZero() {
+	ensure := s.created.IsZero()
+	if !ensure {
+		ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := s.info(ictx)
+		cancel()
+		ensure = errors.Is(err, jetstream.ErrStreamNotFound)
+	}
+	if ensure {
 		if _, err := stream.Ensure(ctx, s.js, s.stream, s.log); err != nil {
 			return err
 		}
@@ -148,12 +155,6 @@ func (s *Source) consume(ctx context.Context, name string) error {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	info, err := s.info(cctx)
-	if errors.Is(err, jetstream.ErrStreamNotFound) && !s.created.IsZero() {
-		if _, err := stream.Ensure(ctx, s.js, s.stream, s.log); err != nil {
-			return err
-		}
-		info, err = s.info(cctx)
-	}
 	if err != nil {
 		return err
 	}
