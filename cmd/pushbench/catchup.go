@@ -106,7 +106,7 @@ func runCatchup(ctx context.Context, cfg *Config, args []string, stdout, stderrW
 	cu.PublishSeconds = time.Since(start).Seconds()
 	// The client is behind, not the edge: wait until the edge has the whole backlog. (An edge that receives a burst
 	// while a client resumes conflates that client past its queue limit: a different test.)
-	if err := waitEdgeHead(ctx, cfg.URLs[0], cu.LastBacklog, time.Minute); err != nil {
+	if err := waitEdgeHead(ctx, cfg.httpClient(), cfg.URLs[0], cu.LastBacklog, time.Minute); err != nil {
 		return err
 	}
 
@@ -165,10 +165,10 @@ func runCatchup(ctx context.Context, cfg *Config, args []string, stdout, stderrW
 var errCaughtUp = errors.New("caught up")
 
 // waitEdgeHead waits until the edge at base reports (in /readyz) a cursor of at least seq.
-func waitEdgeHead(ctx context.Context, base string, seq uint64, timeout time.Duration) error {
+func waitEdgeHead(ctx context.Context, client *http.Client, base string, seq uint64, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		head, err := edgeHead(ctx, base)
+		head, err := edgeHead(ctx, client, base)
 		if err == nil && head >= seq {
 			return nil
 		}
@@ -182,12 +182,12 @@ func waitEdgeHead(ctx context.Context, base string, seq uint64, timeout time.Dur
 }
 
 // edgeHead returns the cursor of the newest update an edge has received, from its /readyz.
-func edgeHead(ctx context.Context, base string) (uint64, error) {
+func edgeHead(ctx context.Context, client *http.Client, base string) (uint64, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/readyz", nil)
 	if err != nil {
 		return 0, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return 0, err
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"strconv"
@@ -247,6 +248,14 @@ func (c *Config) check(edgePIDs, natsPIDs []string) error {
 		return err
 	}
 	return c.resolveSources()
+}
+
+// httpClient is for the requests that are not load (readiness, metrics): over https:// it trusts CA.
+func (c *Config) httpClient() *http.Client {
+	if c.tls == nil {
+		return http.DefaultClient
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: c.tls}}
 }
 
 // loadCA reads CA's certificates into the TLS configuration of https:// connections.

@@ -335,7 +335,7 @@ func (b *bench) run(ctx context.Context) error {
 	}
 	if pub != nil {
 		rep.publisher(pub, pub0, measured)
-		rep.edgeLag(ctx, pub, cfg.URLs)
+		rep.edgeLag(ctx, cfg.httpClient(), pub, cfg.URLs)
 	}
 
 	b.setPhase("stop")

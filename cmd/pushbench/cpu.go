@@ -34,7 +34,7 @@ type cpuProbe struct {
 
 func newCPUProbe(cfg *Config) *cpuProbe {
 	return &cpuProbe{edgePIDs: cfg.EdgePIDs, natsPIDs: cfg.NATSPIDs, metrics: cfg.MetricsURLs,
-		client: &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg.tls}}}
+		client: &http.Client{Timeout: 3 * time.Second, Transport: cfg.httpClient().Transport}}
 }
 
 // source says where the edge's CPU comes from.

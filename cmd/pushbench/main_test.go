@@ -194,11 +194,26 @@ func TestRunOverTLS(t *testing.T) {
 				t.Fatalf("report: %v\n%s", err, b)
 			}
 			conns, _ := strconv.Atoi(tc.args[3])
-			if !r.Pass || r.Deliveries.Total == 0 || r.Integrity.Gaps != 0 || r.Connections.UpAtEnd != int64(conns) {
+			if !r.Pass || r.Deliveries.Total == 0 || r.Integrity.Gaps != 0 || r.Connections.UpAtEnd != int64(conns) ||
+				len(r.EdgeLag) != 1 || r.EdgeLag[0].Error != "" || r.EdgeLag[0].Edge == 0 {
 				t.Errorf("report %s", b)
 			}
 		})
 	}
+	t.Run("catchup", func(t *testing.T) {
+		report := filepath.Join(t.TempDir(), "report.json")
+		var stdout, stderr bytes.Buffer
+		err := run(t.Context(), []string{"-url", p.URL, "-ca", ca, "-nats", te.nats, "-catchup", "2000", "-transport", "ws",
+			"-topics-per-conn", "3", "-strict", "-report", report}, noEnv, &stdout, &stderr)
+		if err != nil {
+			t.Fatalf("run: %v\n%s\n%s", err, stdout.String(), stderr.String())
+		}
+		var r Report
+		b, _ := os.ReadFile(report)
+		if err := json.Unmarshal(b, &r); err != nil || r.Catchup == nil || !r.Pass || r.Catchup.BacklogGot != 2000 || !r.Catchup.Live {
+			t.Errorf("report %v %s", err, b)
+		}
+	})
 	// Without -ca the proxy's certificate is not trusted, and the run says so.
 	var stdout, stderr bytes.Buffer
 	err := run(t.Context(), []string{"-url", p.URL, "-transport", "ws", "-conns", "1", "-in-process", "-warmup", "0s",

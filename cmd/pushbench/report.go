@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net/http"
 	"os"
 	"runtime"
 	"slices"
@@ -233,7 +234,7 @@ type edgeLag struct {
 }
 
 // edgeLag compares the stream's last sequence with each edge's head (its /readyz cursor).
-func (r *Report) edgeLag(ctx context.Context, p *publisher, urls []string) {
+func (r *Report) edgeLag(ctx context.Context, client *http.Client, p *publisher, urls []string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	last, err := p.streamLast(ctx)
@@ -241,7 +242,7 @@ func (r *Report) edgeLag(ctx context.Context, p *publisher, urls []string) {
 		l := edgeLag{URL: u, Stream: last}
 		if err != nil {
 			l.Error = err.Error()
-		} else if l.Edge, err = edgeHead(ctx, u); err != nil {
+		} else if l.Edge, err = edgeHead(ctx, client, u); err != nil {
 			l.Error = err.Error()
 		} else {
 			l.Behind = max(0, int64(last)-int64(l.Edge)) // the edge may have moved on since the stream was asked
