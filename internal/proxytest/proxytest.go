@@ -16,6 +16,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -214,14 +215,16 @@ func StartHAProxy(t testing.TB, upstreams ...string) *Proxy {
 // self-signed certificate made for the test (p.Cert) in place of the one Caddy would get from Let's Encrypt, and on
 // p.RedirectURL the plain-HTTP port where Caddy sends browsers to HTTPS. It waits until Caddy answers over HTTPS.
 //
-// Debian's Caddy (2.6) cannot take a listening socket from the test: it is given free ports to bind. The test's
-// client trusts only the certificate made here, so no other process on those ports can pass for it.
+// Debian's Caddy (2.6) cannot take a listening socket from the test: it is given free ports to bind, outside the
+// kernel's range of ephemeral ports, so that no connection elsewhere takes them as its own port in the moment
+// between the test's check and Caddy's bind (seen in CI with a port from that range). The test's client trusts only
+// the certificate made here, so no other process on those ports can pass for it.
 func StartCaddy(t testing.TB, upstreams ...string) *Proxy {
 	t.Helper()
 	bin := binary(t, "caddy", "apt-get install caddy")
 	file, conf := repoFile(t, "deploy/caddy/Caddyfile")
-	ln, p := listen(t, "caddy")
-	plain := listenLoopback(t)
+	ln, p := listenOn(t, "caddy", listenOutsideEphemeral(t))
+	plain := listenOutsideEphemeral(t)
 	cert := tlscerttest.New(t, "livepush test proxy", "127.0.0.1", "::1", "localhost", "*.example")
 	certFile, keyFile := filepath.Join(p.dir, "cert.pem"), filepath.Join(p.dir, "key.pem")
 	cert.Write(t, certFile, keyFile)
@@ -244,8 +247,8 @@ func StartCaddy(t testing.TB, upstreams ...string) *Proxy {
 	return p
 }
 
-// CaddyConfig rewrites a Caddyfile with one site to serve it on httpsAddr (any host name, as the certificate in
-// certFile and keyFile allows) and to send plain HTTP on httpAddr's port to HTTPS; the `to` line of its upstreams
+// CaddyConfig rewrites a Caddyfile with one site to serve it on httpsAddr's port of 127.0.0.1 (any host name, as
+// the certificate in certFile and keyFile allows) and to send plain HTTP on httpAddr's port to HTTPS; the `to` line of its upstreams
 // names upstreams instead. A global options block turns off the admin endpoint (a fixed port, 2019) and sets the
 // HTTP port; the file has none of its own.
 func CaddyConfig(conf, httpsAddr, httpAddr, certFile, keyFile string, upstreams []string) (string, error) {
@@ -263,7 +266,7 @@ func CaddyConfig(conf, httpsAddr, httpAddr, certFile, keyFile string, upstreams 
 	}
 	_, httpsPort, _ := net.SplitHostPort(httpsAddr)
 	_, httpPort, _ := net.SplitHostPort(httpAddr)
-	conf = caddySite.ReplaceAllString(conf, "https://:"+httpsPort+" {\n\ttls "+certFile+" "+keyFile+"\n")
+	conf = caddySite.ReplaceAllString(conf, "https://:"+httpsPort+" {\n\tbind 127.0.0.1\n\ttls "+certFile+" "+keyFile+"\n")
 	conf = caddyTo.ReplaceAllString(conf, "${1}to "+strings.Join(upstreams, " "))
 	return "{\n\tadmin off\n\thttp_port " + httpPort + "\n\thttps_port " + httpsPort + "\n}\n\n" + conf, nil
 }
@@ -431,7 +434,12 @@ func writeFile(t testing.TB, path, content string) {
 // listen takes a free loopback port for the proxy, held from now on.
 func listen(t testing.TB, name string) (*net.TCPListener, *Proxy) {
 	t.Helper()
-	ln := listenLoopback(t)
+	return listenOn(t, name, listenLoopback(t))
+}
+
+// listenOn makes the proxy that will listen on ln.
+func listenOn(t testing.TB, name string, ln *net.TCPListener) (*net.TCPListener, *Proxy) {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "livepush-"+name)
 	if err != nil {
 		t.Fatal(err)
@@ -439,6 +447,29 @@ func listen(t testing.TB, name string) (*net.TCPListener, *Proxy) {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	addr := ln.Addr().String()
 	return ln, &Proxy{Name: name, Addr: addr, URL: "http://" + addr, Proto: "http/1.1", t: t, dir: dir, done: make(chan struct{})}
+}
+
+// listenOutsideEphemeral takes a free loopback port below the kernel's ephemeral range (or above it, if the range
+// starts low), which no outgoing connection is given as its own.
+func listenOutsideEphemeral(t testing.TB) *net.TCPListener {
+	t.Helper()
+	lo, hi := 32768, 60999 // Linux's default
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		fmt.Sscan(string(b), &lo, &hi)
+	}
+	from, to := 10000, lo // ports to choose from: [from, to)
+	if lo-from < 5000 {
+		from, to = hi+1, 65536
+	}
+	for range 200 {
+		port := from + rand.IntN(max(to-from, 1))
+		ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+		if err == nil {
+			return ln
+		}
+	}
+	t.Fatalf("no free loopback port in [%d, %d)", from, to)
+	return nil
 }
 
 // listenLoopback takes a free loopback port.

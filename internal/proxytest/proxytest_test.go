@@ -146,7 +146,7 @@ func TestConfigRewrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"{\n\tadmin off\n\thttp_port 8\n\thttps_port 9\n}\n", "\nhttps://:9 {\n\ttls /t/cert.pem /t/key.pem\n",
+	for _, want := range []string{"{\n\tadmin off\n\thttp_port 8\n\thttps_port 9\n}\n", "\nhttps://:9 {\n\tbind 127.0.0.1\n\ttls /t/cert.pem /t/key.pem\n",
 		"\tto 127.0.0.1:1 127.0.0.1:2\n"} {
 		if !strings.Contains(cfg, want) {
 			t.Errorf("Caddyfile lacks %q:\n%s", want, cfg)
@@ -201,6 +201,48 @@ func TestProxiesWithoutUpstream(t *testing.T) {
 				t.Errorf("/api/snapshot with no edge: %s, want %d", resp.Status, tc.status)
 			}
 		})
+	}
+}
+
+// TestProxiesTurnARefusedStreamIntoARetryStream: an edge that refuses a stream (503 when full, 429 past a client's
+// limit) is answered to the browser as an empty event stream asking it to come back, through every proxy: an
+// EventSource would give up for good on the refusal itself.
+func TestProxiesTurnARefusedStreamIntoARetryStream(t *testing.T) {
+	for _, status := range []int{http.StatusServiceUnavailable, http.StatusTooManyRequests} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/readyz" { // health checks: the edge is up, only full
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(status)
+			fmt.Fprint(w, `{"code":"busy","error":"full"}`)
+		})}
+		var wg sync.WaitGroup
+		wg.Go(func() { srv.Serve(ln) })
+		t.Cleanup(func() { srv.Close(); wg.Wait() })
+		for _, start := range allProxies {
+			p := start(t, ln.Addr().String())
+			t.Run(fmt.Sprintf("%s/%d", p.Name, status), func(t *testing.T) {
+				client := p.Client()
+				defer client.CloseIdleConnections()
+				resp, err := client.Get(p.URL + "/sse?topic=market.AAPL")
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" ||
+					string(body) != "retry: 2000\n\n" {
+					t.Errorf("/sse refused with %d by the edge: %s %q %q; want 200 text/event-stream \"retry: 2000\\n\\n\"",
+						status, resp.Status, resp.Header.Get("Content-Type"), body)
+				}
+			})
+		}
 	}
 }
 
