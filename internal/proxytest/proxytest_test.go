@@ -181,18 +181,8 @@ func TestProxiesWithoutUpstream(t *testing.T) {
 		t.Run(p.Name, func(t *testing.T) {
 			client := p.Client()
 			defer client.CloseIdleConnections()
-			resp, err := client.Get(p.URL + "/sse?topic=market.AAPL")
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" ||
-				string(body) != "retry: 2000\n\n" {
-				t.Errorf("/sse with no edge: %s %q %q; want 200 text/event-stream \"retry: 2000\\n\\n\"",
-					resp.Status, resp.Header.Get("Content-Type"), body)
-			}
-			resp, err = client.Get(p.URL + "/api/snapshot?topic=market.AAPL")
+			expectRetryStream(t, client, p.URL+"/sse?topic=market.AAPL", "with no edge")
+			resp, err := client.Get(p.URL + "/api/snapshot?topic=market.AAPL")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -230,19 +220,25 @@ func TestProxiesTurnARefusedStreamIntoARetryStream(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/%d", p.Name, status), func(t *testing.T) {
 				client := p.Client()
 				defer client.CloseIdleConnections()
-				resp, err := client.Get(p.URL + "/sse?topic=market.AAPL")
-				if err != nil {
-					t.Fatal(err)
-				}
-				body, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" ||
-					string(body) != "retry: 2000\n\n" {
-					t.Errorf("/sse refused with %d by the edge: %s %q %q; want 200 text/event-stream \"retry: 2000\\n\\n\"",
-						status, resp.Status, resp.Header.Get("Content-Type"), body)
-				}
+				expectRetryStream(t, client, p.URL+"/sse?topic=market.AAPL", fmt.Sprintf("refused with %d by the edge", status))
 			})
 		}
+	}
+}
+
+// expectRetryStream gets url, which must answer with the empty event stream that asks a browser to come back.
+func expectRetryStream(t *testing.T, client *http.Client, url, when string) {
+	t.Helper()
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" ||
+		string(body) != "retry: 2000\n\n" {
+		t.Errorf("/sse %s: %s %q %q; want 200 text/event-stream \"retry: 2000\\n\\n\"",
+			when, resp.Status, resp.Header.Get("Content-Type"), body)
 	}
 }
 
