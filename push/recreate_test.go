@@ -245,3 +245,60 @@ func TestReconnectIsNotReadyUntilTheConsumerDelivers(t *testing.T) {
 		t.Errorf("the consumer delivered again: /readyz answered %d %s, want 200", status, body)
 	}
 }
+
+// An edge whose stream consumer lived on a lost NATS node, while its own connection is fine, hears nothing from
+// nats.go: no reconnect, no error. Its check sees it silent with the stream ahead and says not ready until it
+// delivers again, instead of 200 until the stall restarts it (seen for 5 s on a three-node cluster). A paused
+// consumer stands in for the lost one here.
+func TestSilentConsumerBehindTheStreamIsNotReady(t *testing.T) {
+	n := startNATS(t)
+	e := startEdgeOn(t, n, listen(t, "127.0.0.1:0"), Config{}, HubOptions{},
+		func(s *Source) { s.checkEvery, s.stallAfter = 50*time.Millisecond, time.Hour }) // no restart here
+	e.waitHead(t, n.publish(t, "market.AAPL", quote("AAPL")))
+	readiness := func() (int, string) {
+		body, status, err := get(t.Context(), e.url+"/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return status, string(body)
+	}
+	str, err := n.JS.Stream(t.Context(), n.Stream.StreamName())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var consumers []string
+	for name := range str.ConsumerNames(t.Context()).Name() {
+		consumers = append(consumers, name)
+	}
+	if len(consumers) != 1 {
+		t.Fatalf("the stream has consumers %v, want the edge's one", consumers)
+	}
+	if _, err := n.JS.PauseConsumer(t.Context(), n.Stream.StreamName(), consumers[0], time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // quiet past a few checks: nothing missing yet, ready
+	if status, body := readiness(); status != http.StatusOK {
+		t.Fatalf("paused with nothing to deliver: /readyz %d %s, want 200", status, body)
+	}
+
+	behind := n.publish(t, "market.AAPL", quote("AAPL"))
+	var status int
+	var body string
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if status, body = readiness(); status == http.StatusServiceUnavailable || time.Now().After(deadline) {
+			break
+		}
+	}
+	if status != http.StatusServiceUnavailable || !strings.Contains(body, "stream consumer interrupted") {
+		t.Errorf("the consumer silent with update %d in the stream: /readyz %d %s, want 503 saying the consumer was interrupted",
+			behind, status, body)
+	}
+
+	if _, err := n.JS.ResumeConsumer(t.Context(), n.Stream.StreamName(), consumers[0]); err != nil {
+		t.Fatal(err)
+	}
+	e.waitHead(t, behind)
+	if status, body := readiness(); status != http.StatusOK {
+		t.Errorf("the consumer delivered again: /readyz %d %s, want 200", status, body)
+	}
+}

@@ -274,11 +274,17 @@ func (s *Source) consume(ctx context.Context, name string) error {
 				return errors.New("push: the stream was recreated")
 			}
 			behind = info.State.LastSeq < head
-			if info.State.LastSeq <= head {
+			silent := time.Since(time.Unix(0, s.lastMsg.Load()))
+			switch {
+			case info.State.LastSeq <= head:
 				s.troubled.Store(false) // current: whatever the trouble was, nothing is missing
+			case silent >= s.checkEvery:
+				// Silent since the last check while the stream holds more: its consumer may have lived on a lost
+				// node while the connection is fine, and nats.go says nothing then. Not current, so not ready,
+				// until it delivers again or the stall below starts it over.
+				s.troubled.Store(true)
 			}
-			idle := time.Since(time.Unix(0, s.lastMsg.Load())) >= s.stallAfter
-			if idle && info.State.LastSeq > head {
+			if silent >= s.stallAfter && info.State.LastSeq > head {
 				return fmt.Errorf("push: consumer stalled at %d while the stream is at %d", head, info.State.LastSeq)
 			}
 		}
