@@ -209,14 +209,7 @@ func TestReconnectIsNotReadyUntilTheConsumerDelivers(t *testing.T) {
 	e := startEdgeOn(t, n, listen(t, "127.0.0.1:0"), Config{}, HubOptions{},
 		func(s *Source) { s.checkEvery = time.Hour }) // only a delivery may clear the trouble here
 	e.waitHead(t, n.publish(t, "market.AAPL", quote("AAPL")))
-	readiness := func() (int, string) {
-		body, status, err := get(t.Context(), e.url+"/readyz")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return status, string(body)
-	}
-	if status, body := readiness(); status != http.StatusOK {
+	if status, body := e.readiness(t); status != http.StatusOK {
 		t.Fatalf("before the reconnect: %d %s", status, body)
 	}
 
@@ -229,19 +222,12 @@ func TestReconnectIsNotReadyUntilTheConsumerDelivers(t *testing.T) {
 			t.Fatal("the connection did not reconnect within 10s")
 		}
 	}
-	var status int
-	var body string
-	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if status, body = readiness(); status == http.StatusServiceUnavailable || time.Now().After(deadline) {
-			break
-		}
-	}
-	if status != http.StatusServiceUnavailable || !strings.Contains(body, "stream consumer interrupted") {
-		t.Errorf("reconnected, with nothing delivered since: /readyz answered %d %s, want 503 saying the consumer was interrupted", status, body)
+	if ok, answer := e.waitInterrupted(t); !ok {
+		t.Errorf("reconnected, with nothing delivered since: /readyz answered %s, want 503 saying the consumer was interrupted", answer)
 	}
 
 	e.waitHead(t, n.publish(t, "market.AAPL", quote("AAPL")))
-	if status, body := readiness(); status != http.StatusOK {
+	if status, body := e.readiness(t); status != http.StatusOK {
 		t.Errorf("the consumer delivered again: /readyz answered %d %s, want 200", status, body)
 	}
 }
@@ -255,13 +241,6 @@ func TestSilentConsumerBehindTheStreamIsNotReady(t *testing.T) {
 	e := startEdgeOn(t, n, listen(t, "127.0.0.1:0"), Config{}, HubOptions{},
 		func(s *Source) { s.checkEvery, s.stallAfter = 50*time.Millisecond, time.Hour }) // no restart here
 	e.waitHead(t, n.publish(t, "market.AAPL", quote("AAPL")))
-	readiness := func() (int, string) {
-		body, status, err := get(t.Context(), e.url+"/readyz")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return status, string(body)
-	}
 	str, err := n.JS.Stream(t.Context(), n.Stream.StreamName())
 	if err != nil {
 		t.Fatal(err)
@@ -277,28 +256,46 @@ func TestSilentConsumerBehindTheStreamIsNotReady(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(200 * time.Millisecond) // quiet past a few checks: nothing missing yet, ready
-	if status, body := readiness(); status != http.StatusOK {
+	if status, body := e.readiness(t); status != http.StatusOK {
 		t.Fatalf("paused with nothing to deliver: /readyz %d %s, want 200", status, body)
 	}
 
 	behind := n.publish(t, "market.AAPL", quote("AAPL"))
-	var status int
-	var body string
-	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if status, body = readiness(); status == http.StatusServiceUnavailable || time.Now().After(deadline) {
-			break
-		}
-	}
-	if status != http.StatusServiceUnavailable || !strings.Contains(body, "stream consumer interrupted") {
-		t.Errorf("the consumer silent with update %d in the stream: /readyz %d %s, want 503 saying the consumer was interrupted",
-			behind, status, body)
+	if ok, answer := e.waitInterrupted(t); !ok {
+		t.Errorf("the consumer silent with update %d in the stream: /readyz %s, want 503 saying the consumer was interrupted",
+			behind, answer)
 	}
 
 	if _, err := n.JS.ResumeConsumer(t.Context(), n.Stream.StreamName(), consumers[0]); err != nil {
 		t.Fatal(err)
 	}
 	e.waitHead(t, behind)
-	if status, body := readiness(); status != http.StatusOK {
+	if status, body := e.readiness(t); status != http.StatusOK {
 		t.Errorf("the consumer delivered again: /readyz %d %s, want 200", status, body)
+	}
+}
+
+// readiness is the edge's /readyz answer.
+func (e *testEdge) readiness(t *testing.T) (int, string) {
+	t.Helper()
+	body, status, err := get(t.Context(), e.url+"/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return status, string(body)
+}
+
+// waitInterrupted waits up to 2s for /readyz to answer 503 saying the stream consumer was interrupted, and reports
+// whether it did, with its last answer.
+func (e *testEdge) waitInterrupted(t *testing.T) (bool, string) {
+	t.Helper()
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		status, body := e.readiness(t)
+		if status == http.StatusServiceUnavailable && strings.Contains(body, "stream consumer interrupted") {
+			return true, body
+		}
+		if time.Now().After(deadline) {
+			return false, fmt.Sprintf("%d %s", status, body)
+		}
 	}
 }
