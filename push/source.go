@@ -35,7 +35,7 @@ type Source struct {
 
 	caughtUp atomic.Bool   // the consumer has delivered everything the stream held when it started
 	running  atomic.Bool   // a consumer is consuming
-	troubled atomic.Bool   // the consumer reported trouble (a missed heartbeat, a reset) and has not delivered since
+	troubled atomic.Bool   // the consumer may be cut off (trouble reported, a reconnect, silent behind the stream)
 	lastMsg  atomic.Int64  // unix nanoseconds of the last message consumed
 	consumed atomic.Uint64 // the stream cursor of the last message consumed, an update or refused
 	pending  atomic.Uint64 // messages the stream holds that the consumer has not delivered yet, as of the last one

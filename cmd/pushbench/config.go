@@ -75,6 +75,7 @@ type Config struct {
 
 	sources  []net.IP        // resolved SourceIPs: connection i dials from sources[i/ConnsPerIP % len]
 	tls      *tls.Config     // for https:// URLs: the system's roots and CA's certificates; nil without CA
+	client   *http.Client    // for requests that are not load, trusting tls; nil without CA
 	natsConn natsconn.Config // NATS with its credentials; NATS, in the report, is its URL without them
 }
 
@@ -252,15 +253,15 @@ func (c *Config) check(edgePIDs, natsPIDs []string) error {
 
 // httpClient is for the requests that are not load (readiness, metrics): over https:// it trusts CA.
 func (c *Config) httpClient() *http.Client {
-	if c.tls == nil {
+	if c.client == nil {
 		return http.DefaultClient
 	}
-	return &http.Client{Transport: &http.Transport{TLSClientConfig: c.tls}}
+	return c.client
 }
 
 // loadCA reads CA's certificates into the TLS configuration of https:// connections.
 func (c *Config) loadCA() error {
-	c.tls = nil
+	c.tls, c.client = nil, nil
 	if c.CA == "" {
 		return nil
 	}
@@ -276,6 +277,7 @@ func (c *Config) loadCA() error {
 		return fmt.Errorf("-ca %s: no PEM certificate in it", c.CA)
 	}
 	c.tls = &tls.Config{RootCAs: pool}
+	c.client = &http.Client{Transport: &http.Transport{TLSClientConfig: c.tls}}
 	return nil
 }
 
